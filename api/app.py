@@ -1,0 +1,59 @@
+"""The Flask app factory."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+from flask import Flask, Response, g, request
+
+from api import errors
+from api.services import Services
+from shared.catalog import Catalog, load_catalog
+from shared.db import make_pool
+from shared.ids import sane_request_id
+from shared.logs import request_id_var
+from shared.queue import make_publisher
+from shared.settings import Settings
+
+log = logging.getLogger("monid.api")
+
+
+
+def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
+    """Build the web app. The catalog is validated here: a broken one stops start-up."""
+    app = Flask("monid")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.compact = True  # type: ignore[attr-defined]
+    pool = make_pool(settings.database_url, min_size=1, max_size=settings.db_pool_size,
+                     name="monid-web")
+    pool.open(wait=False)
+    app.extensions["monid"] = Services(
+        settings=settings,
+        catalog=catalog or load_catalog(settings.catalog_dir),
+        pool=pool,
+        publisher=make_publisher(settings),
+        redis=redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1,
+                                   socket_timeout=1),
+    )
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        g.request_id = sane_request_id(request.headers.get("x-request-id"))
+        request_id_var.set(g.request_id)
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        request_id = g.get("request_id") or sane_request_id(None)
+        response.headers["x-request-id"] = request_id
+        return response
+
+    errors.init_app(app)
+    from api import health, runs
+
+    app.register_blueprint(health.blueprint)
+    app.register_blueprint(runs.blueprint)
+    return app

@@ -1,0 +1,36 @@
+"""Operational routes, without a key."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from api.services import services
+from shared.db import DatabaseUnavailable, transaction
+
+blueprint = Blueprint("health", __name__)
+
+
+@blueprint.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@blueprint.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    checks = {"database": "ok", "broker": "ok"}
+    try:
+        with transaction(services().pool) as conn:
+            conn.execute("SELECT 1")
+    except DatabaseUnavailable:
+        checks["database"] = "unavailable"
+    try:
+        services().redis.ping()
+    except Exception:  # any failure to answer means "not ready"
+        checks["broker"] = "unavailable"
+    ready = all(v == "ok" for v in checks.values())
+    if ready:
+        return jsonify({"status": "ready", "checks": checks}), 200
+    body = {"code": 503, "errorCode": "SERVICE_UNAVAILABLE",
+            "message": "not ready: " + ", ".join(k for k, v in checks.items() if v != "ok")
+            + " unavailable", "checks": checks}
+    return jsonify(body), 503

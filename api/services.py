@@ -1,0 +1,27 @@
+"""What the routes need, built once by `create_app` and kept on the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+import redis
+from celery import Celery
+from flask import current_app
+from psycopg_pool import ConnectionPool
+
+from shared.catalog import Catalog
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    catalog: Catalog
+    pool: ConnectionPool
+    publisher: Celery
+    redis: redis.Redis
+
+
+def services() -> Services:
+    return cast(Services, current_app.extensions["monid"])

@@ -1,0 +1,1 @@
+"""Code both the web and the worker processes use: settings, database, store, catalog."""

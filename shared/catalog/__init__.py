@@ -1,0 +1,289 @@
+"""The catalog: providers and their endpoints, declared in JSON files.
+
+Each `*.json` file of the catalog folder declares one provider and its
+endpoints. Files are validated when loaded; any problem raises `CatalogError`
+with every problem listed, so a broken catalog stops start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, ValidationError
+
+from shared.money import dollars_to_micros
+
+# How an adapter is named in the catalog; the worker maps each to its code.
+ADAPTERS = ("demo", "apify", "http")
+COMPOSITE_PARTS = ("body", "queryParams", "pathParams")
+
+_PRICE_SCHEMA = {
+    "type": "object",
+    "required": ["type", "amount"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"enum": ["PER_CALL", "PER_RESULT"]},
+        "amount": {"type": ["number", "string"]},
+        "flatFee": {"type": ["number", "string"]},
+        "maxResults": {"type": "integer", "minimum": 1},
+    },
+}
+
+FILE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["provider", "name", "adapter", "endpoints"],
+    "additionalProperties": False,
+    "properties": {
+        "provider": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"},
+        "name": {"type": "string", "minLength": 1},
+        "description": {"type": "string"},
+        "adapter": {"enum": list(ADAPTERS)},
+        "endpoints": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["path", "name", "description", "inputSchema", "price"],
+                "additionalProperties": False,
+                "properties": {
+                    "path": {"type": "string", "pattern": "^(/[A-Za-z0-9._~-]+)+$"},
+                    "name": {"type": "string", "minLength": 1},
+                    "description": {"type": "string", "minLength": 1},
+                    "tags": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                    "inputSchema": {"type": "object"},
+                    "queryParamsSchema": {"type": "object"},
+                    "pathParamsSchema": {"type": "object"},
+                    "price": _PRICE_SCHEMA,
+                    "deadlineSeconds": {"type": "integer", "minimum": 1, "maximum": 86400},
+                    "maxAttempts": {"type": "integer", "minimum": 1, "maximum": 20},
+                    "call": {"type": "object"},
+                },
+            },
+        },
+    },
+}
+_FILE_VALIDATOR = Draft202012Validator(FILE_SCHEMA)
+
+DEFAULT_DEADLINE_SECONDS = 900
+DEFAULT_MAX_ATTEMPTS = 5
+
+
+class CatalogError(Exception):
+    """The catalog files are broken; the message lists every problem."""
+
+
+@dataclass(frozen=True)
+class Price:
+    type: str
+    amount_micros: int
+    flat_fee_micros: int | None = None
+    max_results: int | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    provider: str
+    provider_name: str
+    path: str
+    name: str
+    description: str
+    tags: tuple[str, ...]
+    input_schema: Mapping[str, Any]
+    query_params_schema: Mapping[str, Any] | None
+    path_params_schema: Mapping[str, Any] | None
+    price: Price
+    deadline_seconds: int
+    max_attempts: int
+    adapter: str
+    call: Mapping[str, Any]
+    validators: Mapping[str, Draft202012Validator] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    endpoints: Mapping[tuple[str, str], Endpoint]
+    provider_names: Mapping[str, str]
+
+    def find(self, provider: str, path: str) -> Endpoint | None:
+        return self.endpoints.get((provider, path))
+
+    def all(self) -> list[Endpoint]:
+        return sorted(self.endpoints.values(), key=lambda e: (e.provider, e.path))
+
+
+def _schema_problems(schema: Any, where: str) -> list[str]:
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        return [f"{where}: not a valid JSON Schema: {exc.message}"]
+    return []
+
+
+def _price(raw: Mapping[str, Any], where: str, problems: list[str]) -> Price:
+    try:
+        amount = dollars_to_micros(raw["amount"])
+        flat_fee = dollars_to_micros(raw["flatFee"]) if "flatFee" in raw else None
+    except ValueError as exc:
+        problems.append(f"{where}.price: {exc}")
+        return Price(raw["type"], 0)
+    if amount < 0 or (flat_fee or 0) < 0:
+        problems.append(f"{where}.price: amounts must not be negative")
+    if raw["type"] == "PER_CALL" and ("flatFee" in raw or "maxResults" in raw):
+        problems.append(f"{where}.price: flatFee and maxResults are for PER_RESULT only")
+    if raw["type"] == "PER_RESULT" and "maxResults" not in raw:
+        problems.append(f"{where}.price: PER_RESULT needs maxResults (the most it can charge)")
+    return Price(raw["type"], amount, flat_fee, raw.get("maxResults"))
+
+
+def _load_file(path: Path, problems: list[str]) -> list[Endpoint]:
+    try:
+        data = json.loads(path.read_text(), parse_float=Decimal)
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{path.name}: cannot be read: {exc}")
+        return []
+    except json.JSONDecodeError as exc:
+        problems.append(f"{path.name}: not valid JSON: {exc}")
+        return []
+    errors = sorted(_FILE_VALIDATOR.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        for error in errors:
+            location = "/".join(str(p) for p in error.absolute_path) or "(top)"
+            problems.append(f"{path.name}: {location}: {error.message}")
+        return []
+    endpoints = []
+    for index, raw in enumerate(data["endpoints"]):
+        where = f"{path.name}: endpoints/{index} ({raw['path']})"
+        schemas = {"body": raw["inputSchema"]}
+        for part, key in (("queryParams", "queryParamsSchema"), ("pathParams", "pathParamsSchema")):
+            if key in raw:
+                schemas[part] = raw[key]
+        bad = [p for part, s in schemas.items() for p in _schema_problems(s, f"{where} {part}")]
+        problems.extend(bad)
+        price = _price(raw["price"], where, problems)
+        if bad:
+            continue
+        endpoints.append(
+            Endpoint(
+                provider=data["provider"],
+                provider_name=data["name"],
+                path=raw["path"],
+                name=raw["name"],
+                description=raw["description"],
+                tags=tuple(raw.get("tags", ())),
+                input_schema=raw["inputSchema"],
+                query_params_schema=raw.get("queryParamsSchema"),
+                path_params_schema=raw.get("pathParamsSchema"),
+                price=price,
+                deadline_seconds=raw.get("deadlineSeconds", DEFAULT_DEADLINE_SECONDS),
+                max_attempts=raw.get("maxAttempts", DEFAULT_MAX_ATTEMPTS),
+                adapter=data["adapter"],
+                call=raw.get("call", {}),
+                validators={part: Draft202012Validator(s) for part, s in schemas.items()},
+            )
+        )
+    return endpoints
+
+
+def load_catalog(directory: Path) -> Catalog:
+    """Load and validate every `*.json` file of `directory`."""
+    problems: list[str] = []
+    files = sorted(directory.glob("*.json"))
+    if not files:
+        raise CatalogError(f"catalog {directory} has no *.json files")
+    endpoints: dict[tuple[str, str], Endpoint] = {}
+    provider_names: dict[str, str] = {}
+    for path in files:
+        for endpoint in _load_file(path, problems):
+            key = (endpoint.provider, endpoint.path)
+            if key in endpoints:
+                problems.append(f"{path.name}: endpoint {endpoint.provider} {endpoint.path} "
+                                "is declared twice")
+            known_name = provider_names.get(endpoint.provider, endpoint.provider_name)
+            if known_name != endpoint.provider_name:
+                problems.append(f"{path.name}: provider {endpoint.provider} is declared twice")
+            endpoints[key] = endpoint
+            provider_names[endpoint.provider] = endpoint.provider_name
+    if problems:
+        raise CatalogError(f"catalog {directory} is broken: " + "; ".join(problems))
+    return Catalog(endpoints=endpoints, provider_names=provider_names)
+
+
+def is_composite(value: Mapping[str, Any]) -> bool:
+    """Composite input: non-empty, every key a part name with an object value."""
+    return bool(value) and all(
+        key in COMPOSITE_PARTS and isinstance(part, dict) for key, part in value.items()
+    )
+
+
+def split_input(value: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Input in its composite form: body, queryParams and pathParams (each an object)."""
+    if is_composite(value):
+        return {part: dict(value.get(part, {})) for part in COMPOSITE_PARTS}
+    return {"body": dict(value), "queryParams": {}, "pathParams": {}}
+
+
+def _message(error: ValidationError) -> str:
+    value = error.validator_value
+    messages = {
+        "minimum": f"must be >= {value}",
+        "maximum": f"must be <= {value}",
+        "exclusiveMinimum": f"must be > {value}",
+        "exclusiveMaximum": f"must be < {value}",
+        "minLength": f"must be at least {value} characters long",
+        "maxLength": f"must be at most {value} characters long",
+        "minItems": f"must have at least {value} items",
+        "maxItems": f"must have at most {value} items",
+        "minProperties": f"must have at least {value} properties",
+        "maxProperties": f"must have at most {value} properties",
+        "pattern": f"must match the pattern {value}",
+        "const": f"must be {json.dumps(value)}",
+        "enum": "must be one of " + ", ".join(json.dumps(v) for v in value)
+        if isinstance(value, list) else "",
+        "type": f"must be of type {' or '.join(value) if isinstance(value, list) else value}",
+        "format": f"must be a valid {value}",
+        "uniqueItems": "must not contain duplicates",
+        "multipleOf": f"must be a multiple of {value}",
+    }
+    return messages.get(str(error.validator)) or error.message
+
+
+def _field_errors(error: ValidationError, prefix: str) -> list[tuple[str, str]]:
+    base = ".".join([prefix, *(str(p) for p in error.absolute_path)])
+    instance = error.instance
+    if error.validator == "required" and isinstance(instance, dict):
+        return [(f"{base}.{name}", "is required")
+                for name in error.validator_value if name not in instance]
+    if error.validator == "additionalProperties" and isinstance(instance, dict):
+        known = set(error.schema.get("properties", {}))
+        patterns = error.schema.get("patternProperties", {})
+        extra = [k for k in instance if k not in known
+                 and not any(re.search(p, k) for p in patterns)]
+        return [(f"{base}.{name}", "is not allowed") for name in extra] or [(base, error.message)]
+    return [(base, _message(error))]
+
+
+def validate_input(endpoint: Endpoint, value: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Every failing field of `value` against the endpoint's schemas, by path."""
+    composite = is_composite(value)
+    parts = split_input(value)
+    errors: dict[str, list[str]] = {}
+    for part, data in parts.items():
+        validator = endpoint.validators.get(part)
+        if validator is None:
+            if data:
+                errors.setdefault(f"input.{part}", []).append("this endpoint takes no " + part)
+            continue
+        prefix = f"input.{part}" if composite else "input"
+        for error in validator.iter_errors(data):
+            for path, message in _field_errors(error, prefix):
+                bucket = errors.setdefault(path, [])
+                if message not in bucket:
+                    bucket.append(message)
+    return dict(sorted(errors.items()))

@@ -1,0 +1,174 @@
+"""`monidctl`: the operator's command line.
+
+    monidctl migrate
+    monidctl keys create --user USER [--label NAME] [--test]
+    monidctl keys list --user USER
+    monidctl keys revoke KEY_ID_OR_KEY
+    monidctl catalog check
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from psycopg_pool import ConnectionPool
+
+from shared import keys, store
+from shared.catalog import CatalogError, load_catalog
+from shared.db import DatabaseUnavailable, make_pool, migrate, transaction
+from shared.settings import DEFAULT_CATALOG_DIR, SettingsError, load_settings_or_exit
+from shared.timefmt import iso
+
+USER_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+
+
+class CommandError(Exception):
+    """A clear message for the operator; exit code 1."""
+
+
+def _user(value: str) -> str:
+    if value.startswith("USER#"):
+        value = value[len("USER#"):]
+    if not USER_PATTERN.match(value):
+        raise argparse.ArgumentTypeError(
+            "a user ID is 1-128 letters, digits or _ . : @ - (e.g. user_abc123)")
+    return value
+
+
+def _database_url() -> str:
+    return load_settings_or_exit().database_url
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    applied = migrate(_database_url())
+    for migration in applied:
+        print(f"applied {migration.version:04d}_{migration.name}")
+    print(f"database is up to date ({len(applied)} migration(s) applied now)")
+
+
+def _with_conn(action: str) -> ConnectionPool:
+    pool = make_pool(_database_url(), min_size=1, max_size=1, name=f"monidctl-{action}")
+    pool.open(wait=True, timeout=10)
+    return pool
+
+
+def cmd_keys_create(args: argparse.Namespace) -> None:
+    key = keys.generate_key(test=args.test)
+    pool = _with_conn("keys")
+    try:
+        with transaction(pool) as conn:
+            created = store.insert_api_key(
+                conn, user_id=args.user, label=args.label, mode="test" if args.test else "live",
+                key_prefix=keys.display_prefix(key), key_hash=keys.hash_key(key))
+    finally:
+        pool.close()
+    print(f"created key {created.id} for {created.caller}"
+          + (f" ({created.label})" if created.label else "")
+          + "; it is shown only now, so keep it:")
+    print(key)
+
+
+def cmd_keys_list(args: argparse.Namespace) -> None:
+    pool = _with_conn("keys")
+    try:
+        with transaction(pool) as conn:
+            found = store.list_api_keys(conn, args.user)
+    finally:
+        pool.close()
+    if not found:
+        print(f"no keys for USER#{args.user}")
+        return
+    print(f"{'ID':>6}  {'KEY':<20}  {'MODE':<4}  {'CREATED':<24}  {'REVOKED':<24}  LABEL")
+    for k in found:
+        print(f"{k.id:>6}  {k.key_prefix + '...':<20}  {k.mode:<4}  {iso(k.created_at):<24}  "
+              f"{iso(k.revoked_at) or '-':<24}  {k.label or ''}")
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> None:
+    target: str = args.key
+    pool = _with_conn("keys")
+    try:
+        with transaction(pool) as conn:
+            if target.isdigit():
+                key_id = int(target)
+            elif keys.key_mode(target):
+                found = store.find_api_key(conn, keys.hash_key(target))
+                if found is None:
+                    raise CommandError("no such key")
+                key_id = found.id
+            else:
+                raise CommandError("give the key's ID (from 'keys list') or the whole key")
+            revoked = store.revoke_api_key(conn, key_id, args.user)
+    finally:
+        pool.close()
+    if revoked is None:
+        raise CommandError(f"no key {target}" + (f" of USER#{args.user}" if args.user else ""))
+    print(f"revoked key {revoked.id} ({revoked.key_prefix}...) of {revoked.caller}")
+
+
+def cmd_catalog_check(args: argparse.Namespace) -> None:
+    raw = os.environ.get("CATALOG_DIR", "").strip()
+    directory = args.dir or (raw and Path(raw)) or DEFAULT_CATALOG_DIR
+    catalog = load_catalog(directory)
+    for endpoint in catalog.all():
+        print(f"{endpoint.provider:<12} {endpoint.path:<40} {endpoint.price.type:<10} "
+              f"{endpoint.adapter}")
+    print(f"catalog {directory} is valid: {len(catalog.provider_names)} provider(s), "
+          f"{len(catalog.endpoints)} endpoint(s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="monidctl", description="Operate a monid-runs backend.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("migrate", help="apply the database migrations not yet applied")
+    p.set_defaults(func=cmd_migrate)
+
+    keys_parser = commands.add_parser("keys", help="make, list and revoke API keys")
+    key_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
+    p = key_commands.add_parser("create", help="make a key; it is printed on the last line")
+    p.add_argument("--user", required=True, type=_user, help="the user ID, e.g. user_abc123")
+    p.add_argument("--label", help="a name to recognise the key by")
+    p.add_argument("--test", action="store_true", help="make a monid_test_ key")
+    p.set_defaults(func=cmd_keys_create)
+    p = key_commands.add_parser("list", help="list a user's keys (never the secrets)")
+    p.add_argument("--user", required=True, type=_user)
+    p.set_defaults(func=cmd_keys_list)
+    p = key_commands.add_parser("revoke", help="revoke a key by its ID or the key itself")
+    p.add_argument("key", help="the key's ID (from 'keys list') or the whole key")
+    p.add_argument("--user", type=_user, help="only revoke if the key is this user's")
+    p.set_defaults(func=cmd_keys_revoke)
+
+    catalog_parser = commands.add_parser("catalog", help="work with the catalog files")
+    catalog_commands = catalog_parser.add_subparsers(dest="catalog_command", required=True)
+    p = catalog_commands.add_parser("check", help="validate the catalog files")
+    p.add_argument("--dir", type=Path, help="the catalog folder")
+    p.set_defaults(func=cmd_catalog_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (CommandError, CatalogError, SettingsError) as exc:
+        print(f"monidctl: {exc}", file=sys.stderr)
+        return 1
+    except DatabaseUnavailable as exc:
+        print(f"monidctl: the database is unavailable: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if type(exc).__module__.startswith(("psycopg", "psycopg_pool")):
+            print(f"monidctl: database error: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The queue: Celery on Redis, shared by the web (which publishes) and the worker.
+
+PostgreSQL is the source of truth; a message only wakes a worker up, and
+carries nothing but the run ID.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from shared.settings import Settings
+
+TASK_RUN = "monid.run"
+QUEUE = "runs"
+
+
+class PublishFailed(Exception):
+    """The broker did not take the message; the run stays in PostgreSQL."""
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Configuration for at-least-once delivery on Redis."""
+    return {
+        "broker_url": settings.redis_url,
+        "broker_transport_options": {
+            # An unacknowledged message is handed out again after this long:
+            # it must outlast the longest task plus the longest countdown.
+            "visibility_timeout": settings.task_visibility_timeout,
+            "socket_connect_timeout": 3,
+            "socket_timeout": 10,
+            "socket_keepalive": True,
+            "retry_on_timeout": True,
+            "health_check_interval": 25,
+        },
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_default_queue": QUEUE,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+    }
+
+
+def make_publisher(settings: Settings) -> Celery:
+    """A Celery app used only to publish; it connects on first use."""
+    return Celery("monid", config_source=celery_config(settings), set_as_current=False)
+
+
+def enqueue_run(app: Celery, run_id: str, countdown: float | None = None) -> None:
+    """Publish the run's ID; raises PublishFailed if the broker does not take it."""
+    try:
+        app.send_task(
+            TASK_RUN,
+            args=[run_id],
+            queue=QUEUE,
+            countdown=countdown,
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2,
+                          "interval_max": 0.3},
+        )
+    except Exception as exc:  # kombu and redis raise many kinds; all mean "not published"
+        raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc

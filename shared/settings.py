@@ -1,0 +1,121 @@
+"""Settings: the only code that reads the environment.
+
+`load_settings()` reads every variable once into a frozen `Settings`; a
+missing or malformed value raises `SettingsError` naming the variable, and
+`load_settings_or_exit()` turns that into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_CATALOG_DIR = Path(__file__).parent / "catalog"
+
+
+class SettingsError(Exception):
+    """A variable of the environment is missing or malformed."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable} {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    port: int
+    web_concurrency: int
+    worker_concurrency: int
+    db_pool_size: int
+    max_body_bytes: int
+    catalog_dir: Path
+    log_level: str
+    lease_seconds: int
+    retry_base_seconds: float
+    retry_max_seconds: float
+    task_visibility_timeout: int
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise SettingsError(name, f"is not set: expected a {schemes[0]}:// URL")
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise SettingsError(
+            name, f"is malformed: expected a URL starting with {' or '.join(schemes)}://"
+        )
+    if not parts.hostname and not parts.path and "host=" not in parts.query:
+        raise SettingsError(name, "is malformed: the URL names no host")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(name, f"is malformed: {raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise SettingsError(name, f"is out of range: {value} is not within {low}..{high}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(name, f"is malformed: {raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise SettingsError(name, f"is out of range: {value} is not within {low}..{high}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    database_url = _url(env, "DATABASE_URL", ("postgresql", "postgres"))
+    redis_url = _url(env, "REDIS_URL", ("redis", "rediss", "unix"))
+    worker_concurrency = _int(env, "WORKER_CONCURRENCY", 16, 1, 10_000)
+    catalog_raw = env.get("CATALOG_DIR", "").strip()
+    catalog_dir = Path(catalog_raw) if catalog_raw else DEFAULT_CATALOG_DIR
+    if not catalog_dir.is_dir():
+        raise SettingsError("CATALOG_DIR", f"is malformed: {catalog_dir} is not a directory")
+    log_level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise SettingsError("LOG_LEVEL", "is malformed: use DEBUG, INFO, WARNING or ERROR")
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        port=_int(env, "PORT", 8000, 1, 65535),
+        web_concurrency=_int(env, "WEB_CONCURRENCY", 2, 1, 256),
+        worker_concurrency=worker_concurrency,
+        db_pool_size=_int(env, "DB_POOL_SIZE", 10, 1, 1000),
+        max_body_bytes=_int(env, "MAX_BODY_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),
+        catalog_dir=catalog_dir,
+        log_level=log_level,
+        lease_seconds=_int(env, "LEASE_SECONDS", 60, 5, 3600),
+        retry_base_seconds=_float(env, "RETRY_BASE_SECONDS", 1.0, 0.0, 3600.0),
+        retry_max_seconds=_float(env, "RETRY_MAX_SECONDS", 60.0, 0.0, 86400.0),
+        task_visibility_timeout=_int(env, "TASK_VISIBILITY_TIMEOUT", 3600, 60, 7 * 86400),
+    )
+
+
+def load_settings_or_exit(env: Mapping[str, str] | None = None) -> Settings:
+    """Load settings; on error print one line naming the variable and exit 2."""
+    try:
+        return load_settings(env)
+    except SettingsError as exc:
+        print(f"monid: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,165 @@
+-- Named queries: each block starts with "-- name: <name>" and runs to the next.
+
+-- name: insert_api_key
+INSERT INTO api_keys (user_id, label, mode, key_prefix, key_hash)
+VALUES (%(user_id)s, %(label)s, %(mode)s, %(key_prefix)s, %(key_hash)s)
+RETURNING id, user_id, label, mode, key_prefix, key_hash, created_at, revoked_at;
+
+-- name: find_api_key_by_hash
+SELECT id, user_id, label, mode, key_prefix, key_hash, created_at, revoked_at
+FROM api_keys
+WHERE key_hash = %(key_hash)s;
+
+-- name: list_api_keys
+SELECT id, user_id, label, mode, key_prefix, key_hash, created_at, revoked_at
+FROM api_keys
+WHERE user_id = %(user_id)s
+ORDER BY id;
+
+-- name: revoke_api_key
+UPDATE api_keys
+SET revoked_at = coalesce(revoked_at, now())
+WHERE id = %(id)s AND user_id = coalesce(%(user_id)s, user_id)
+RETURNING id, user_id, label, mode, key_prefix, key_hash, created_at, revoked_at;
+
+-- name: insert_run
+INSERT INTO runs (
+    id, caller, api_key_id, provider, provider_name, endpoint, adapter, input,
+    price_type, price_micros, flat_fee_micros, max_attempts, deadline_at
+)
+VALUES (
+    %(id)s, %(caller)s, %(api_key_id)s, %(provider)s, %(provider_name)s, %(endpoint)s,
+    %(adapter)s, %(input)s, %(price_type)s, %(price_micros)s, %(flat_fee_micros)s,
+    %(max_attempts)s, now() + make_interval(secs => %(deadline_seconds)s)
+)
+RETURNING created_at;
+
+-- name: get_run
+SELECT r.id, r.caller, r.provider, r.provider_name, r.endpoint, r.status, r.input, r.output,
+       r.result_count, r.provider_response, r.error, r.price_type, r.price_micros,
+       r.flat_fee_micros, r.cost_micros, r.attempt_count, r.max_attempts, r.next_attempt_at,
+       r.deadline_at, r.created_at, r.started_at, r.completed_at,
+       (SELECT coalesce(json_agg(json_build_object(
+                    'number', a.number,
+                    'startedAt', to_char(a.started_at AT TIME ZONE 'UTC',
+                                         'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                    'endedAt', to_char(a.ended_at AT TIME ZONE 'UTC',
+                                       'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                    'outcome', a.outcome,
+                    'httpStatus', a.http_status,
+                    'nextAttemptAt', to_char(a.next_attempt_at AT TIME ZONE 'UTC',
+                                             'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+                ) ORDER BY a.number), '[]'::json)
+        FROM attempts a WHERE a.run_id = r.id) AS attempts
+FROM runs r
+WHERE r.id = %(id)s AND r.caller = %(caller)s;
+
+-- name: list_runs
+SELECT id, caller, provider, provider_name, endpoint, status, result_count, provider_response,
+       error, price_type, price_micros, flat_fee_micros, cost_micros, attempt_count,
+       max_attempts, next_attempt_at, deadline_at, created_at, started_at, completed_at
+FROM runs
+WHERE caller = %(caller)s AND id < %(before)s
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: list_runs_by_status
+SELECT id, caller, provider, provider_name, endpoint, status, result_count, provider_response,
+       error, price_type, price_micros, flat_fee_micros, cost_micros, attempt_count,
+       max_attempts, next_attempt_at, deadline_at, created_at, started_at, completed_at
+FROM runs
+WHERE caller = %(caller)s AND status = %(status)s AND id < %(before)s
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: claim_run
+-- Take a run for one attempt: one guarded UPDATE, so a second delivery finds nothing.
+WITH claimed AS (
+    UPDATE runs
+    SET attempt_count = attempt_count + 1,
+        lease_token = %(lease_token)s,
+        lease_owner = %(worker)s,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        next_attempt_at = NULL,
+        started_at = coalesce(started_at, now()),
+        updated_at = now()
+    WHERE id = %(run_id)s
+      AND status = 'RUNNING'
+      AND lease_token IS NULL
+      AND attempt_count < max_attempts
+      AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+    RETURNING id, caller, provider, endpoint, adapter, input, provider_state, attempt_count,
+              max_attempts, deadline_at, price_type, price_micros, flat_fee_micros
+), attempt AS (
+    INSERT INTO attempts (run_id, number, lease_token, worker)
+    SELECT id, attempt_count, %(lease_token)s, %(worker)s FROM claimed
+)
+SELECT * FROM claimed;
+
+-- name: get_claim_state
+SELECT status, lease_token, attempt_count, max_attempts, next_attempt_at,
+       greatest(extract(epoch FROM next_attempt_at - now()), 0)::float8 AS wait_seconds
+FROM runs
+WHERE id = %(run_id)s;
+
+-- name: end_run
+-- Write a run's end state: only the holder of the current attempt's lease may.
+WITH ended AS (
+    UPDATE runs
+    SET status = %(status)s,
+        output = %(output)s,
+        result_count = %(result_count)s,
+        provider_response = %(provider_response)s,
+        error = %(error)s,
+        cost_micros = %(cost_micros)s,
+        completed_at = now(),
+        updated_at = now(),
+        lease_token = NULL,
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        next_attempt_at = NULL
+    WHERE id = %(run_id)s
+      AND lease_token = %(lease_token)s
+      AND status IN ('RUNNING', 'STOPPING')
+    RETURNING id
+), attempt AS (
+    UPDATE attempts
+    SET ended_at = now(), outcome = %(outcome)s, http_status = %(http_status)s,
+        message = %(message)s
+    WHERE run_id = %(run_id)s AND number = %(number)s AND ended_at IS NULL
+      AND EXISTS (SELECT 1 FROM ended)
+)
+SELECT id FROM ended;
+
+-- name: schedule_retry
+-- Hand the run back after a transient failure, to be tried again after a delay.
+WITH retried AS (
+    UPDATE runs
+    SET lease_token = NULL,
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        next_attempt_at = now() + make_interval(secs => %(delay_seconds)s),
+        updated_at = now()
+    WHERE id = %(run_id)s
+      AND lease_token = %(lease_token)s
+      AND status = 'RUNNING'
+    RETURNING id, next_attempt_at
+), attempt AS (
+    UPDATE attempts
+    SET ended_at = now(), outcome = %(outcome)s, http_status = %(http_status)s,
+        message = %(message)s, next_attempt_at = (SELECT next_attempt_at FROM retried)
+    WHERE run_id = %(run_id)s AND number = %(number)s AND ended_at IS NULL
+      AND EXISTS (SELECT 1 FROM retried)
+)
+SELECT id, next_attempt_at FROM retried;
+
+-- name: find_runs_to_publish
+-- Runs that nobody holds and that are due: never claimed within the grace, or a retry due.
+SELECT id
+FROM runs
+WHERE completed_at IS NULL
+  AND status = 'RUNNING'
+  AND lease_token IS NULL
+  AND coalesce(next_attempt_at, created_at + make_interval(secs => %(grace_seconds)s)) <= now()
+ORDER BY id
+LIMIT %(limit)s;

@@ -1,0 +1,265 @@
+"""Store functions: `verb_noun(conn, ...)`; the caller owns the transaction."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Json
+
+from shared.catalog import Endpoint
+from shared.db import Row, query
+
+Conn = psycopg.Connection[Row]
+END_STATUSES = frozenset({"COMPLETED", "FAILED", "STOPPED", "TIMED_OUT"})
+STATUSES = ("RUNNING", "STOPPING", *sorted(END_STATUSES))
+_NO_CURSOR = "Z" * 26  # sorts after every ULID
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _json(value: Any) -> Json | None:
+    return None if value is None else Json(value, dumps=_dumps)
+
+
+# --- API keys ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: int
+    user_id: str
+    label: str | None
+    mode: str
+    key_prefix: str
+    key_hash: bytes
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def caller(self) -> str:
+        return f"USER#{self.user_id}"
+
+
+def insert_api_key(conn: Conn, *, user_id: str, label: str | None, mode: str,
+                   key_prefix: str, key_hash: bytes) -> ApiKey:
+    row = conn.execute(query("insert_api_key"), {
+        "user_id": user_id, "label": label, "mode": mode,
+        "key_prefix": key_prefix, "key_hash": key_hash,
+    }).fetchone()
+    assert row is not None
+    return ApiKey(**row)
+
+
+def find_api_key(conn: Conn, key_hash: bytes) -> ApiKey | None:
+    row = conn.execute(query("find_api_key_by_hash"), {"key_hash": key_hash}).fetchone()
+    return ApiKey(**row) if row else None
+
+
+def list_api_keys(conn: Conn, user_id: str) -> list[ApiKey]:
+    return [ApiKey(**r) for r in conn.execute(query("list_api_keys"), {"user_id": user_id})]
+
+
+def revoke_api_key(conn: Conn, key_id: int, user_id: str | None = None) -> ApiKey | None:
+    row = conn.execute(query("revoke_api_key"), {"id": key_id, "user_id": user_id}).fetchone()
+    return ApiKey(**row) if row else None
+
+
+# --- runs -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    caller: str
+    provider: str
+    provider_name: str
+    endpoint: str
+    status: str
+    result_count: int | None
+    provider_response: Any
+    error: Any
+    price_type: str
+    price_micros: int
+    flat_fee_micros: int | None
+    cost_micros: int | None
+    attempt_count: int
+    max_attempts: int
+    next_attempt_at: datetime | None
+    deadline_at: datetime
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    input: Any = None
+    output: Any = None
+    attempts: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def ended(self) -> bool:
+        return self.status in END_STATUSES
+
+
+def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
+               endpoint: Endpoint, input: Any) -> datetime:
+    """Insert a new RUNNING run; returns its creation time."""
+    row = conn.execute(query("insert_run"), {
+        "id": run_id,
+        "caller": caller,
+        "api_key_id": api_key_id,
+        "provider": endpoint.provider,
+        "provider_name": endpoint.provider_name,
+        "endpoint": endpoint.path,
+        "adapter": endpoint.adapter,
+        "input": _json(input),
+        "price_type": endpoint.price.type,
+        "price_micros": endpoint.price.amount_micros,
+        "flat_fee_micros": endpoint.price.flat_fee_micros,
+        "max_attempts": endpoint.max_attempts,
+        "deadline_seconds": endpoint.deadline_seconds,
+    }).fetchone()
+    assert row is not None
+    created_at: datetime = row["created_at"]
+    return created_at
+
+
+def get_run(conn: Conn, run_id: str, caller: str) -> Run | None:
+    row = conn.execute(query("get_run"), {"id": run_id, "caller": caller}).fetchone()
+    if row is None:
+        return None
+    row["attempts"] = tuple(row["attempts"])
+    return Run(**row)
+
+
+def encode_cursor(run_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": run_id}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The run ID a cursor points before; ValueError when it is not one of ours."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        before = data["before"]
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeEncodeError):
+        raise ValueError("not a cursor from this API") from None
+    if not isinstance(before, str) or len(before) != 26:
+        raise ValueError("not a cursor from this API")
+    return before
+
+
+def list_runs(conn: Conn, caller: str, *, limit: int, before: str | None = None,
+              status: str | None = None) -> tuple[list[Run], str | None]:
+    """A page of the caller's runs, newest first, and the cursor of the next page."""
+    params = {"caller": caller, "before": before or _NO_CURSOR, "limit": limit + 1,
+              "status": status}
+    name = "list_runs_by_status" if status else "list_runs"
+    rows = conn.execute(query(name), params).fetchall()
+    runs = [Run(**r) for r in rows[:limit]]
+    cursor = encode_cursor(runs[-1].id) if len(rows) > limit else None
+    return runs, cursor
+
+
+# --- the worker's side --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    run_id: str
+    caller: str
+    provider: str
+    endpoint: str
+    adapter: str
+    input: Any
+    provider_state: Any
+    attempt: int
+    max_attempts: int
+    deadline_at: datetime
+    price_type: str
+    price_micros: int
+    flat_fee_micros: int | None
+    lease_token: uuid.UUID
+
+
+@dataclass(frozen=True)
+class ClaimState:
+    status: str
+    leased: bool
+    attempt_count: int
+    max_attempts: int
+    wait_seconds: float
+
+
+def claim_run(conn: Conn, run_id: str, *, worker: str, lease_seconds: int) -> Claim | None:
+    token = uuid.uuid4()
+    row = conn.execute(query("claim_run"), {
+        "run_id": run_id, "worker": worker, "lease_seconds": lease_seconds,
+        "lease_token": token,
+    }).fetchone()
+    if row is None:
+        return None
+    return Claim(
+        run_id=row["id"], caller=row["caller"], provider=row["provider"],
+        endpoint=row["endpoint"], adapter=row["adapter"], input=row["input"],
+        provider_state=row["provider_state"], attempt=row["attempt_count"],
+        max_attempts=row["max_attempts"], deadline_at=row["deadline_at"],
+        price_type=row["price_type"], price_micros=row["price_micros"],
+        flat_fee_micros=row["flat_fee_micros"], lease_token=token,
+    )
+
+
+def get_claim_state(conn: Conn, run_id: str) -> ClaimState | None:
+    row = conn.execute(query("get_claim_state"), {"run_id": run_id}).fetchone()
+    if row is None:
+        return None
+    return ClaimState(status=row["status"], leased=row["lease_token"] is not None,
+                      attempt_count=row["attempt_count"], max_attempts=row["max_attempts"],
+                      wait_seconds=row["wait_seconds"] or 0.0)
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    outcome: str
+    http_status: int | None = None
+    message: str | None = None
+
+
+def end_run(conn: Conn, claim: Claim, attempt: AttemptEnd, *, status: str, output: Any = None,
+            result_count: int | None = None, provider_response: Any = None, error: Any = None,
+            cost_micros: int | None = None) -> bool:
+    """Give the run its end state; False when this attempt no longer holds the run."""
+    row = conn.execute(query("end_run"), {
+        "run_id": claim.run_id, "lease_token": claim.lease_token, "number": claim.attempt,
+        "status": status, "output": _json(output), "result_count": result_count,
+        "provider_response": _json(provider_response), "error": _json(error),
+        "cost_micros": cost_micros, "outcome": attempt.outcome,
+        "http_status": attempt.http_status, "message": attempt.message,
+    }).fetchone()
+    return row is not None
+
+
+def schedule_retry(conn: Conn, claim: Claim, attempt: AttemptEnd,
+                   delay_seconds: float) -> datetime | None:
+    """Hand the run back to be tried again; None when this attempt no longer holds it."""
+    row = conn.execute(query("schedule_retry"), {
+        "run_id": claim.run_id, "lease_token": claim.lease_token, "number": claim.attempt,
+        "delay_seconds": delay_seconds, "outcome": attempt.outcome,
+        "http_status": attempt.http_status, "message": attempt.message,
+    }).fetchone()
+    if row is None:
+        return None
+    due: datetime = row["next_attempt_at"]
+    return due
+
+
+def find_runs_to_publish(conn: Conn, *, grace_seconds: float, limit: int) -> list[str]:
+    rows = conn.execute(query("find_runs_to_publish"),
+                        {"grace_seconds": grace_seconds, "limit": limit}).fetchall()
+    return [r["id"] for r in rows]

@@ -1,0 +1,39 @@
+"""The demo provider: echo, sleep and fail, with nothing outside the worker."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.providers.base import PermanentError, ProviderCall, ProviderResult, TransientError
+
+_TRANSIENT_STATUSES = {408, 429, 500, 502, 503, 504}
+
+
+class DemoAdapter:
+    def call(self, request: ProviderCall) -> ProviderResult:
+        action = request.call.get("action")
+        body = dict(request.body)
+        if action == "echo":
+            return ProviderResult(output=body, result_count=1)
+        if action == "sleep":
+            seconds = float(body.get("seconds", 0))
+            remaining = (request.deadline_at - datetime.now(UTC)).total_seconds()
+            time.sleep(max(0.0, min(seconds, remaining)))
+            return ProviderResult(output=body, result_count=1)
+        if action == "fail":
+            return self._fail(request, body)
+        raise PermanentError(f"demo adapter has no action {action!r}", http_status=400)
+
+    @staticmethod
+    def _fail(request: ProviderCall, body: dict[str, Any]) -> ProviderResult:
+        status = int(body.get("status", 503))
+        times = body.get("times")
+        if times is not None and request.attempt > int(times):
+            return ProviderResult(output={"attempt": request.attempt, "failedTimes": times},
+                                  result_count=1)
+        error_body = {"error": {"type": "demo-failure", "status": status,
+                                "message": f"demo provider answered {status}"}}
+        kind = TransientError if status in _TRANSIENT_STATUSES or status >= 500 else PermanentError
+        raise kind(f"provider answered {status}", http_status=status, body=error_body)

@@ -1,0 +1,193 @@
+"""Claim → call → record, for one delivery of a run's message. Knows nothing of Celery."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from psycopg_pool import ConnectionPool
+
+from shared import store
+from shared.catalog import Catalog, split_input
+from shared.db import DatabaseUnavailable, transaction
+from shared.logs import run_id_var
+from shared.money import cost_micros
+from shared.settings import Settings
+from worker.providers.base import (
+    Adapter,
+    PermanentError,
+    ProviderCall,
+    ProviderResult,
+    TransientError,
+)
+
+log = logging.getLogger("monid.worker")
+T = TypeVar("T")
+
+Publish = Callable[[str, float | None], None]
+
+# How long the runner keeps trying to write a result while PostgreSQL is away,
+# before leaving the run to the sweeper (the lease expires, the attempt is LOST).
+WRITE_PATIENCE_SECONDS = 30.0
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def backoff_seconds(attempt: int, *, base: float, cap: float, retry_after: float | None,
+                    rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter, never earlier than the provider's Retry-After."""
+    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
+    delay = (rng or random).uniform(0, ceiling)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, cap))
+    return delay
+
+
+class Runner:
+    def __init__(self, *, settings: Settings, pool: ConnectionPool, catalog: Catalog,
+                 adapters: Mapping[str, Adapter], publish: Publish,
+                 name: str | None = None) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.catalog = catalog
+        self.adapters = adapters
+        self.publish = publish
+        self.name = name or worker_name()
+
+    def run(self, run_id: str) -> str:
+        """Handle one delivery of `run_id`; returns what happened, in one word."""
+        token = run_id_var.set(run_id)
+        try:
+            return self._run(run_id)
+        finally:
+            run_id_var.reset(token)
+
+    def _run(self, run_id: str) -> str:
+        with transaction(self.pool) as conn:
+            claim = store.claim_run(conn, run_id, worker=self.name,
+                                    lease_seconds=self.settings.lease_seconds)
+            state = None if claim else store.get_claim_state(conn, run_id)
+        if claim is None:
+            return self._not_claimed(run_id, state)
+        log.info("attempt started", extra={"attempt": claim.attempt})
+        return self._attempt(claim)
+
+    def _not_claimed(self, run_id: str, state: store.ClaimState | None) -> str:
+        if state and state.status == "RUNNING" and not state.leased and state.wait_seconds > 0:
+            # The message came before the retry is due (clock skew, an early
+            # sweep): put it back for when it is.
+            self._publish_quietly(run_id, state.wait_seconds)
+            return "early"
+        log.info("nothing to claim", extra={"state": state.status if state else "missing"})
+        return "skipped"
+
+    def _attempt(self, claim: store.Claim) -> str:
+        endpoint = self.catalog.find(claim.provider, claim.endpoint)
+        adapter = self.adapters.get(endpoint.adapter) if endpoint else None
+        if endpoint is None or adapter is None:
+            return self._end(claim, store.AttemptEnd("PERMANENT_ERROR", None, "not in catalog"),
+                             status="FAILED",
+                             error={"source": "platform", "code": "ENDPOINT_UNAVAILABLE",
+                                    "message": "the endpoint is no longer in this catalog"})
+        if datetime.now(UTC) >= claim.deadline_at:
+            return self._timed_out(claim)
+        parts = split_input(claim.input)
+        request = ProviderCall(
+            run_id=claim.run_id, provider=claim.provider, endpoint=claim.endpoint,
+            call=endpoint.call, body=parts["body"], query_params=parts["queryParams"],
+            path_params=parts["pathParams"], attempt=claim.attempt,
+            deadline_at=claim.deadline_at,
+        )
+        try:
+            result = adapter.call(request)
+        except TransientError as exc:
+            return self._transient(claim, exc)
+        except PermanentError as exc:
+            return self._end(
+                claim, store.AttemptEnd("PERMANENT_ERROR", exc.http_status, exc.message),
+                status="COMPLETED", cost_micros=0,
+                provider_response={"httpStatus": exc.http_status, "error": exc.body},
+            )
+        except Exception:
+            log.exception("adapter failed")
+            return self._end(claim, store.AttemptEnd("PERMANENT_ERROR", None, "internal error"),
+                             status="FAILED",
+                             error={"source": "platform", "code": "INTERNAL",
+                                    "message": "internal error while calling the provider"})
+        if datetime.now(UTC) >= claim.deadline_at:
+            return self._timed_out(claim)
+        return self._delivered(claim, result)
+
+    def _delivered(self, claim: store.Claim, result: ProviderResult) -> str:
+        cost = cost_micros(claim.price_type, claim.price_micros, claim.flat_fee_micros,
+                           result.result_count)
+        return self._end(
+            claim, store.AttemptEnd("OK", result.http_status), status="COMPLETED",
+            output=result.output, result_count=result.result_count,
+            provider_response={"httpStatus": result.http_status}, cost_micros=cost,
+        )
+
+    def _timed_out(self, claim: store.Claim) -> str:
+        return self._end(claim, store.AttemptEnd("TIMEOUT", None, "deadline passed"),
+                         status="TIMED_OUT", cost_micros=0,
+                         error={"source": "platform", "code": "DEADLINE_EXCEEDED",
+                                "message": "the run passed its endpoint's deadline"})
+
+    def _transient(self, claim: store.Claim, exc: TransientError) -> str:
+        attempt = store.AttemptEnd("TRANSIENT_ERROR", exc.http_status, exc.message)
+        if claim.attempt >= claim.max_attempts:
+            return self._end(
+                claim, attempt, status="FAILED", cost_micros=0,
+                provider_response={"httpStatus": exc.http_status, "error": exc.body}
+                if exc.http_status is not None else None,
+                error={"source": "provider", "code": "RETRIES_EXHAUSTED",
+                       "message": f"{exc.message}; gave up after {claim.attempt} attempts"},
+            )
+        delay = backoff_seconds(claim.attempt, base=self.settings.retry_base_seconds,
+                                cap=self.settings.retry_max_seconds, retry_after=exc.retry_after)
+        due = self._write(lambda conn: store.schedule_retry(conn, claim, attempt, delay))
+        if due is None:
+            return "lost-lease"
+        log.info("retry scheduled", extra={"attempt": claim.attempt, "delaySeconds": delay})
+        self._publish_quietly(claim.run_id, delay)
+        return "retry"
+
+    def _end(self, claim: store.Claim, attempt: store.AttemptEnd, *, status: str,
+             **fields: Any) -> str:
+        ended = self._write(lambda conn: store.end_run(conn, claim, attempt, status=status,
+                                                       **fields))
+        if not ended:
+            log.warning("result discarded: this attempt no longer holds the run")
+            return "lost-lease"
+        log.info("run ended", extra={"status": status, "attempt": claim.attempt})
+        return status.lower()
+
+    def _write(self, write: Callable[[store.Conn], T]) -> T:
+        """Write a result, waiting out a short PostgreSQL outage."""
+        give_up = time.monotonic() + WRITE_PATIENCE_SECONDS
+        pause = 0.2
+        while True:
+            try:
+                with transaction(self.pool) as conn:
+                    return write(conn)
+            except DatabaseUnavailable:
+                if time.monotonic() >= give_up:
+                    raise
+                log.warning("database unavailable while writing a result; trying again")
+                time.sleep(pause)
+                pause = min(pause * 2, 3.0)
+
+    def _publish_quietly(self, run_id: str, countdown: float | None) -> None:
+        try:
+            self.publish(run_id, countdown)
+        except Exception as exc:  # the sweeper publishes due runs that nobody woke
+            log.warning("publish failed; the sweeper will publish the run",
+                        extra={"error": str(exc)})
