@@ -18,7 +18,7 @@ except CatalogError as exc:
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.web_concurrency
 worker_class = "gthread"
-threads = 8
+threads = _settings.web_threads
 keepalive = 75
 graceful_timeout = 25
 timeout = 60

@@ -32,6 +32,7 @@ class Settings:
     redis_url: str
     port: int
     web_concurrency: int
+    web_threads: int
     worker_concurrency: int
     db_pool_size: int
     max_body_bytes: int
@@ -100,6 +101,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redis_url=redis_url,
         port=_int(env, "PORT", 8000, 1, 65535),
         web_concurrency=_int(env, "WEB_CONCURRENCY", 2, 1, 256),
+        web_threads=_int(env, "WEB_THREADS", 8, 1, 1024),
         worker_concurrency=worker_concurrency,
         db_pool_size=_int(env, "DB_POOL_SIZE", 10, 1, 1000),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),

@@ -1,0 +1,118 @@
+"""Fixtures: a fresh PostgreSQL database per test run, a Redis database of its own,
+a clean slate per test, and the Flask app on top of them."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import redis as redis_lib
+from flask import Flask
+from flask.testing import FlaskClient
+from psycopg_pool import ConnectionPool
+
+from shared.db import make_pool, migrate, transaction
+from shared.settings import Settings, load_settings
+from tests.helpers import KeyMaker
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+TEST_REDIS_DB = 14
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _with_redis_db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A database made for this test run, migrated, dropped at the end."""
+    admin_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    name = f"monid_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(admin_url, name)
+    migrate(url)
+    yield url
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = _with_redis_db(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL, TEST_REDIS_DB)
+    redis_lib.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def base_env(database_url: str, redis_url: str) -> dict[str, str]:
+    """The environment a web or worker process of the tests gets."""
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "RETRY_BASE_SECONDS": "0.1",
+        "RETRY_MAX_SECONDS": "1",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture(scope="session")
+def settings(base_env: dict[str, str]) -> Settings:
+    return load_settings(base_env)
+
+
+@pytest.fixture(scope="session")
+def pool(settings: Settings) -> Iterator[ConnectionPool]:
+    pool = make_pool(settings.database_url, max_size=20, name="tests")
+    pool.open(wait=True)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def db(pool: ConnectionPool, redis_url: str) -> ConnectionPool:
+    """A clean slate: no keys, no runs, an empty queue."""
+    with transaction(pool) as conn:
+        conn.execute("TRUNCATE attempts, runs, api_keys RESTART IDENTITY CASCADE")
+    redis_lib.Redis.from_url(redis_url).flushdb()
+    return pool
+
+
+@pytest.fixture
+def redis(redis_url: str) -> redis_lib.Redis:
+    return redis_lib.Redis.from_url(redis_url)
+
+
+@pytest.fixture
+def app(settings: Settings, db: ConnectionPool) -> Iterator[Flask]:
+    from api.app import create_app
+
+    app = create_app(settings)
+    yield app
+    app.extensions["monid"].pool.close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def make_key(db: ConnectionPool) -> KeyMaker:
+    return KeyMaker(db)
+
+
+@pytest.fixture
+def key(make_key: KeyMaker) -> str:
+    return make_key("user_abc123")

@@ -1,0 +1,70 @@
+"""A bad environment or catalog stops a process at start-up with one clear line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.processes import Process, free_port, run_to_exit
+
+WEB = [sys.executable, "-m", "gunicorn", "--config", "api/gunicorn_conf.py", "api.wsgi:app"]
+WORKER = [sys.executable, "-m", "celery", "--app", "worker.main", "worker", "--pool", "solo"]
+
+
+def _env_without(base_env: dict[str, str], *names: str, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in base_env.items() if k not in names}
+    env.update({name: "" for name in names})
+    env.update(overrides)
+    env["PORT"] = str(free_port())
+    return env
+
+
+@pytest.mark.parametrize("argv", [WEB, WORKER], ids=["web", "worker"])
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"unset": "DATABASE_URL"}, "DATABASE_URL is not set"),
+    ({"unset": "REDIS_URL"}, "REDIS_URL is not set"),
+    ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL is malformed"),
+    ({"WORKER_CONCURRENCY": "lots"}, "WORKER_CONCURRENCY is malformed"),
+    ({"PORT": "99999"}, "PORT is out of range"),
+], ids=["no-db", "no-redis", "bad-db", "bad-concurrency", "bad-port"])
+def test_bad_settings_stop_the_process_with_one_line(
+        argv: list[str], change: dict[str, str], expected: str,
+        base_env: dict[str, str]) -> None:
+    change = dict(change)
+    unset = [change.pop("unset")] if "unset" in change else []
+    env = _env_without(base_env, *unset)
+    env.update(change)
+    done = run_to_exit(argv, env)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if "configuration error" in line]
+    assert len(lines) >= 1 and expected in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("argv", [WEB, WORKER], ids=["web", "worker"])
+def test_a_broken_catalog_stops_the_process(argv: list[str], base_env: dict[str, str],
+                                            tmp_path: Path) -> None:
+    (tmp_path / "broken.json").write_text('{"provider": "x", "name": "X", "adapter": "nope"}')
+    env = _env_without(base_env, CATALOG_DIR=str(tmp_path))
+    done = run_to_exit(argv, env)
+    assert done.returncode != 0
+    assert "broken.json" in done.stderr and "catalog" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_web_process_binds_the_port_it_is_given(base_env: dict[str, str],
+                                                    tmp_path: Path) -> None:
+    import requests
+
+    port = free_port()
+    web = Process("web", WEB, {**base_env, "PORT": str(port), "WEB_CONCURRENCY": "1"}, tmp_path)
+    try:
+        from tests.processes import wait_http
+
+        wait_http(f"http://127.0.0.1:{port}/healthz", web)
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json() == {
+            "status": "ok"}
+    finally:
+        web.stop()

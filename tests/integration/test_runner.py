@@ -1,0 +1,228 @@
+"""The runner against the real database: claim, call, record; guarded writes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from psycopg_pool import ConnectionPool
+
+from shared import store
+from shared.catalog import load_catalog
+from shared.db import transaction
+from shared.ids import new_run_id
+from shared.settings import Settings
+from worker.providers import make_adapters
+from worker.providers.base import ProviderCall, ProviderResult
+from worker.runner import Runner
+
+CATALOG = load_catalog(Path(__file__).resolve().parents[2] / "shared" / "catalog")
+
+
+class CountingAdapter:
+    """A provider that counts its calls, around the demo adapter."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.inner = make_adapters()["demo"]
+        self.lock = threading.Lock()
+
+    def call(self, request: ProviderCall) -> ProviderResult:
+        with self.lock:
+            self.calls.append((request.run_id, request.attempt))
+        return self.inner.call(request)
+
+
+@pytest.fixture
+def published() -> list[tuple[str, float | None]]:
+    return []
+
+
+@pytest.fixture
+def adapter() -> CountingAdapter:
+    return CountingAdapter()
+
+
+@pytest.fixture
+def runner(settings: Settings, db: ConnectionPool, adapter: CountingAdapter,
+           published: list[tuple[str, float | None]]) -> Runner:
+    return Runner(settings=settings, pool=db, catalog=CATALOG, adapters={"demo": adapter},
+                  publish=lambda run_id, countdown: published.append((run_id, countdown)),
+                  name="test-worker")
+
+
+def new_run(pool: ConnectionPool, endpoint: str, input: dict[str, Any]) -> str:
+    run_id = new_run_id()
+    found = CATALOG.find("demo", endpoint)
+    assert found is not None
+    with transaction(pool) as conn:
+        store.insert_run(conn, run_id=run_id, caller="USER#u", api_key_id=None,
+                         endpoint=found, input=input)
+    return run_id
+
+
+def read_run(pool: ConnectionPool, run_id: str) -> store.Run:
+    with transaction(pool) as conn:
+        run = store.get_run(conn, run_id, "USER#u")
+    assert run is not None
+    return run
+
+
+def test_a_run_is_claimed_called_and_recorded(runner: Runner, db: ConnectionPool,
+                                              adapter: CountingAdapter) -> None:
+    run_id = new_run(db, "/echo", {"body": {"q": "x"}})
+    assert runner.run(run_id) == "completed"
+    run = read_run(db, run_id)
+    assert run.status == "COMPLETED"
+    assert run.output == {"q": "x"}
+    assert run.input == {"body": {"q": "x"}}
+    assert run.result_count == 1
+    assert run.provider_response == {"httpStatus": 200}
+    assert run.cost_micros == 0
+    assert run.started_at is not None and run.completed_at is not None
+    assert [a["outcome"] for a in run.attempts] == ["OK"]
+    assert adapter.calls == [(run_id, 1)]
+
+
+def test_a_second_delivery_finds_nothing_to_claim(runner: Runner, db: ConnectionPool,
+                                                  adapter: CountingAdapter) -> None:
+    run_id = new_run(db, "/echo", {"a": 1})
+    assert runner.run(run_id) == "completed"
+    assert runner.run(run_id) == "skipped"
+    assert runner.run(new_run_id()) == "skipped"  # a message for a run that does not exist
+    assert len(adapter.calls) == 1
+
+
+def test_concurrent_deliveries_call_the_provider_once(runner: Runner, db: ConnectionPool,
+                                                      adapter: CountingAdapter) -> None:
+    run_id = new_run(db, "/sleep", {"seconds": 0.3})
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(runner.run(run_id)))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == ["completed"] + ["skipped"] * 7
+    assert adapter.calls == [(run_id, 1)]
+
+
+def test_a_transient_error_schedules_a_retry_then_succeeds(
+        runner: Runner, db: ConnectionPool, published: list[tuple[str, float | None]]) -> None:
+    run_id = new_run(db, "/fail", {"status": 503, "times": 1})
+    assert runner.run(run_id) == "retry"
+    run = read_run(db, run_id)
+    assert run.status == "RUNNING"
+    assert run.attempts[0]["outcome"] == "TRANSIENT_ERROR"
+    assert run.attempts[0]["httpStatus"] == 503
+    assert run.attempts[0]["nextAttemptAt"] is not None
+    assert published and published[0][0] == run_id
+    countdown = published[0][1]
+    assert countdown is not None and 0 <= countdown <= 1.0
+    # A delivery before the retry is due puts the message back instead of running early.
+    with transaction(db) as conn:
+        conn.execute("UPDATE runs SET next_attempt_at = now() + interval '30 seconds'"
+                     " WHERE id = %s", (run_id,))
+    assert runner.run(run_id) == "early"
+    assert published[-1][0] == run_id and 29 < (published[-1][1] or 0) <= 30
+    with transaction(db) as conn:
+        conn.execute("UPDATE runs SET next_attempt_at = now() WHERE id = %s", (run_id,))
+    assert runner.run(run_id) == "completed"
+    run = read_run(db, run_id)
+    assert [a["outcome"] for a in run.attempts] == ["TRANSIENT_ERROR", "OK"]
+    assert run.attempt_count == 2
+
+
+def _drain(runner: Runner, db: ConnectionPool, run_id: str) -> None:
+    for _ in range(10):
+        with transaction(db) as conn:
+            conn.execute("UPDATE runs SET next_attempt_at = now() WHERE id = %s"
+                         " AND next_attempt_at IS NOT NULL", (run_id,))
+        if runner.run(run_id) != "retry":
+            return
+
+
+def test_retries_stop_at_the_endpoints_maximum(runner: Runner, db: ConnectionPool,
+                                               adapter: CountingAdapter) -> None:
+    run_id = new_run(db, "/fail", {"status": 500})
+    _drain(runner, db, run_id)
+    run = read_run(db, run_id)
+    assert run.status == "FAILED"
+    assert run.error["source"] == "provider"
+    assert run.attempt_count == 5 == len(adapter.calls)
+    assert runner.run(run_id) == "skipped"
+
+
+def test_a_permanent_error_completes_with_the_providers_answer(
+        runner: Runner, db: ConnectionPool) -> None:
+    run_id = new_run(db, "/fail", {"status": 422})
+    assert runner.run(run_id) == "completed"
+    run = read_run(db, run_id)
+    assert run.status == "COMPLETED"
+    assert run.provider_response["httpStatus"] == 422
+    assert run.cost_micros == 0
+    assert run.output is None
+
+
+def test_a_run_past_its_deadline_is_timed_out(runner: Runner, db: ConnectionPool,
+                                              adapter: CountingAdapter) -> None:
+    run_id = new_run(db, "/echo", {})
+    with transaction(db) as conn:
+        conn.execute("UPDATE runs SET deadline_at = now() - interval '1 second' WHERE id = %s",
+                     (run_id,))
+    assert runner.run(run_id) == "timed_out"
+    assert read_run(db, run_id).status == "TIMED_OUT"
+    assert adapter.calls == []
+
+
+def test_a_late_writer_cannot_overwrite_a_newer_state(runner: Runner, db: ConnectionPool) -> None:
+    run_id = new_run(db, "/echo", {})
+    with transaction(db) as conn:
+        stale = store.claim_run(conn, run_id, worker="old", lease_seconds=60)
+    assert stale is not None
+    # The lease is taken over (as the sweeper will do for an expired lease).
+    with transaction(db) as conn:
+        conn.execute("UPDATE runs SET lease_token = NULL WHERE id = %s", (run_id,))
+        fresh = store.claim_run(conn, run_id, worker="new", lease_seconds=60)
+    assert fresh is not None and fresh.attempt == 2
+    with transaction(db) as conn:
+        assert not store.end_run(conn, stale, store.AttemptEnd("OK", 200), status="COMPLETED",
+                                 output={"stale": True})
+        assert store.schedule_retry(conn, stale, store.AttemptEnd("TRANSIENT_ERROR"), 1) is None
+        assert store.end_run(conn, fresh, store.AttemptEnd("OK", 200), status="COMPLETED",
+                             output={"fresh": True})
+        assert not store.end_run(conn, fresh, store.AttemptEnd("OK", 200), status="FAILED")
+    run = read_run(db, run_id)
+    assert run.status == "COMPLETED" and run.output == {"fresh": True}
+
+
+def test_an_endpoint_gone_from_the_catalog_fails_the_run(
+        settings: Settings, db: ConnectionPool) -> None:
+    run_id = new_run(db, "/echo", {})
+    with transaction(db) as conn:
+        conn.execute("UPDATE runs SET endpoint = '/gone' WHERE id = %s", (run_id,))
+    runner = Runner(settings=settings, pool=db, catalog=CATALOG, adapters={},
+                    publish=lambda *_: None)
+    assert runner.run(run_id) == "failed"
+    with transaction(db) as conn:
+        row = conn.execute("SELECT status, error FROM runs WHERE id = %s", (run_id,)).fetchone()
+    assert row is not None
+    assert row["status"] == "FAILED" and row["error"]["source"] == "platform"
+
+
+def test_an_adapter_crash_is_a_platform_failure(settings: Settings, db: ConnectionPool) -> None:
+    class Broken:
+        def call(self, request: ProviderCall) -> ProviderResult:
+            raise RuntimeError("secret detail")
+
+    run_id = new_run(db, "/echo", {})
+    broken: Callable[..., Any] = Broken  # keep mypy quiet about the protocol
+    runner = Runner(settings=settings, pool=db, catalog=CATALOG, adapters={"demo": broken()},
+                    publish=lambda *_: None)
+    assert runner.run(run_id) == "failed"
+    run = read_run(db, run_id)
+    assert run.error["source"] == "platform"
+    assert "secret detail" not in str(run.error)
