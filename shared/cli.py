@@ -1,5 +1,6 @@
 """`monidctl`: the operator's command line.
 
+    monidctl up [--workers N]
     monidctl migrate
     monidctl keys create --user USER [--label NAME] [--test]
     monidctl keys list --user USER
@@ -122,12 +123,25 @@ def cmd_catalog_check(args: argparse.Namespace) -> None:
           f"{len(catalog.endpoints)} endpoint(s)")
 
 
+def cmd_up(args: argparse.Namespace) -> None:
+    from shared.localrun import run_local
+
+    code = run_local(load_settings_or_exit(), workers=args.workers)
+    if code:
+        raise SystemExit(code)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="monidctl", description="Operate a monid-runs backend.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("migrate", help="apply the database migrations not yet applied")
     p.set_defaults(func=cmd_migrate)
+
+    p = commands.add_parser("up", help="migrate, then run web and worker here until Ctrl-C")
+    p.add_argument("--workers", type=int, default=1, choices=range(1, 9), metavar="N",
+                   help="worker processes to start (1-8, default 1)")
+    p.set_defaults(func=cmd_up)
 
     keys_parser = commands.add_parser("keys", help="make, list and revoke API keys")
     key_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
