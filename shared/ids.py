@@ -27,11 +27,11 @@ def new_run_id() -> str:
 
 
 def is_run_id(value: str) -> bool:
-    return bool(ULID_PATTERN.match(value))
+    return bool(ULID_PATTERN.fullmatch(value))
 
 
 def sane_request_id(value: str | None) -> str:
     """Echo a client's request ID when it is sane, else make a new one."""
-    if value and _REQUEST_ID_PATTERN.match(value):
+    if value and _REQUEST_ID_PATTERN.fullmatch(value):
         return value
     return uuid.uuid4().hex

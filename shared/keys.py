@@ -21,7 +21,7 @@ def generate_key(test: bool = False) -> str:
 
 def key_mode(key: str) -> str | None:
     """`live` or `test` for a well-formed key, None for anything else."""
-    match = KEY_PATTERN.match(key)
+    match = KEY_PATTERN.fullmatch(key)
     return match.group(1) if match else None
 
 

@@ -12,11 +12,11 @@ def dollars_to_micros(amount: str | int | float | Decimal) -> int:
     """Dollars to micro-dollars, rounded half-even to the micro-dollar."""
     try:
         value = Decimal(str(amount))
+        if not value.is_finite():
+            raise ValueError(f"not an amount of money: {amount!r}")
+        return int(value.quantize(_MICRO, rounding=ROUND_HALF_EVEN) * MICROS_PER_DOLLAR)
     except InvalidOperation:
         raise ValueError(f"not an amount of money: {amount!r}") from None
-    if not value.is_finite():
-        raise ValueError(f"not an amount of money: {amount!r}")
-    return int(value.quantize(_MICRO, rounding=ROUND_HALF_EVEN) * MICROS_PER_DOLLAR)
 
 
 def micros_to_dollars(micros: int) -> float:

@@ -55,6 +55,11 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
         )
     if not parts.hostname and not parts.path and "host=" not in parts.query:
         raise SettingsError(name, "is malformed: the URL names no host")
+    if "," not in parts.netloc:  # several hosts (libpq) carry several ports
+        try:
+            parts.port  # noqa: B018 - reading it validates it
+        except ValueError:
+            raise SettingsError(name, "is malformed: the port is not a number") from None
     return value
 
 
@@ -92,7 +97,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     catalog_raw = env.get("CATALOG_DIR", "").strip()
     catalog_dir = Path(catalog_raw) if catalog_raw else DEFAULT_CATALOG_DIR
     if not catalog_dir.is_dir():
-        raise SettingsError("CATALOG_DIR", f"is malformed: {catalog_dir} is not a directory")
+        raise SettingsError("CATALOG_DIR", f"is malformed: {str(catalog_dir)!r} is not a directory")
     log_level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise SettingsError("LOG_LEVEL", "is malformed: use DEBUG, INFO, WARNING or ERROR")

@@ -75,6 +75,22 @@ DEFAULT_DEADLINE_SECONDS = 900
 DEFAULT_MAX_ATTEMPTS = 5
 
 
+class _ExactFloat(float):
+    """A float that remembers the text it was read from, so prices stay exact."""
+
+    text: str
+
+
+def _float_keeping_text(text: str) -> float:
+    value = _ExactFloat(text)
+    value.text = text
+    return value
+
+
+def _exact(value: Any) -> Any:
+    return Decimal(value.text) if isinstance(value, _ExactFloat) else value
+
+
 class CatalogError(Exception):
     """The catalog files are broken; the message lists every problem."""
 
@@ -128,8 +144,8 @@ def _schema_problems(schema: Any, where: str) -> list[str]:
 
 def _price(raw: Mapping[str, Any], where: str, problems: list[str]) -> Price:
     try:
-        amount = dollars_to_micros(raw["amount"])
-        flat_fee = dollars_to_micros(raw["flatFee"]) if "flatFee" in raw else None
+        amount = dollars_to_micros(_exact(raw["amount"]))
+        flat_fee = dollars_to_micros(_exact(raw["flatFee"])) if "flatFee" in raw else None
     except ValueError as exc:
         problems.append(f"{where}.price: {exc}")
         return Price(raw["type"], 0)
@@ -144,7 +160,7 @@ def _price(raw: Mapping[str, Any], where: str, problems: list[str]) -> Price:
 
 def _load_file(path: Path, problems: list[str]) -> list[Endpoint]:
     try:
-        data = json.loads(path.read_text(), parse_float=Decimal)
+        data = json.loads(path.read_text(), parse_float=_float_keeping_text)
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(f"{path.name}: cannot be read: {exc}")
         return []
@@ -230,28 +246,38 @@ def split_input(value: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _message(error: ValidationError) -> str:
+    keyword = str(error.validator)
     value = error.validator_value
-    messages = {
-        "minimum": f"must be >= {value}",
-        "maximum": f"must be <= {value}",
-        "exclusiveMinimum": f"must be > {value}",
-        "exclusiveMaximum": f"must be < {value}",
-        "minLength": f"must be at least {value} characters long",
-        "maxLength": f"must be at most {value} characters long",
-        "minItems": f"must have at least {value} items",
-        "maxItems": f"must have at most {value} items",
-        "minProperties": f"must have at least {value} properties",
-        "maxProperties": f"must have at most {value} properties",
-        "pattern": f"must match the pattern {value}",
-        "const": f"must be {json.dumps(value)}",
-        "enum": "must be one of " + ", ".join(json.dumps(v) for v in value)
-        if isinstance(value, list) else "",
-        "type": f"must be of type {' or '.join(value) if isinstance(value, list) else value}",
-        "format": f"must be a valid {value}",
-        "uniqueItems": "must not contain duplicates",
-        "multipleOf": f"must be a multiple of {value}",
+    bounds = {
+        "minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<",
     }
-    return messages.get(str(error.validator)) or error.message
+    counts = {
+        "minLength": "at least {} characters long", "maxLength": "at most {} characters long",
+        "minItems": "must have at least {} items", "maxItems": "must have at most {} items",
+        "minProperties": "must have at least {} properties",
+        "maxProperties": "must have at most {} properties",
+    }
+    if keyword in bounds:
+        return f"must be {bounds[keyword]} {value}"
+    if keyword in counts:
+        text = counts[keyword].format(value)
+        return text if text.startswith("must") else f"must be {text}"
+    if keyword == "type":
+        names = value if isinstance(value, list) else [value]
+        return "must be of type " + " or ".join(str(n) for n in names)
+    if keyword == "enum" and isinstance(value, list):
+        return "must be one of " + ", ".join(json.dumps(v, default=str) for v in value)
+    if keyword == "const":
+        return f"must be {json.dumps(value, default=str)}"
+    if keyword == "pattern":
+        return f"must match the pattern {value}"
+    if keyword == "format":
+        return f"must be a valid {value}"
+    if keyword == "uniqueItems":
+        return "must not contain duplicates"
+    if keyword == "multipleOf":
+        return f"must be a multiple of {value}"
+    return error.message
 
 
 def _field_errors(error: ValidationError, prefix: str) -> list[tuple[str, str]]:

@@ -1,0 +1,170 @@
+"""Run IDs (monotonic ULIDs) and request IDs."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar
+
+import pytest
+from ulid import ULID
+
+from shared import ids
+from shared.ids import is_run_id, new_run_id, sane_request_id
+
+CROCKFORD = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")
+
+
+def test_new_run_id_is_a_crockford_base32_ulid() -> None:
+    run_id = new_run_id()
+    assert len(run_id) == 26
+    assert CROCKFORD.match(run_id)
+    assert not set(run_id) & set("ILOU")
+    assert is_run_id(run_id)
+    assert str(ULID.from_str(run_id)) == run_id
+
+
+def test_new_run_id_carries_the_current_time() -> None:
+    before = datetime.now(UTC) - timedelta(milliseconds=5)
+    made = ULID.from_str(new_run_id()).datetime
+    after = datetime.now(UTC) + timedelta(milliseconds=5)
+    assert before <= made <= after
+
+
+def test_ten_thousand_ids_in_a_tight_loop_are_unique_and_strictly_increasing() -> None:
+    run_ids = [new_run_id() for _ in range(10_000)]
+    assert len(set(run_ids)) == len(run_ids)
+    for earlier, later in itertools.pairwise(run_ids):
+        assert earlier < later, (earlier, later)
+    # The loop really made many IDs within one millisecond.
+    milliseconds = [ULID.from_str(r).milliseconds for r in run_ids]
+    assert len(set(milliseconds)) < len(run_ids) // 2
+    assert all(CROCKFORD.match(r) for r in run_ids)
+
+
+def test_ids_from_many_threads_are_unique() -> None:
+    made: list[list[str]] = [[] for _ in range(4)]
+
+    def make(bucket: list[str]) -> None:
+        bucket.extend(new_run_id() for _ in range(2500))
+
+    threads = [threading.Thread(target=make, args=(bucket,)) for bucket in made]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = [r for bucket in made for r in bucket]
+    assert len(set(everything)) == 10_000
+    for bucket in made:
+        assert bucket == sorted(bucket)
+
+
+class _ScriptedULID:
+    """Stands in for ulid.ULID: hands out the bytes it is given, in order."""
+
+    script: ClassVar[list[bytes]] = []
+
+    def __init__(self) -> None:
+        self.bytes = _ScriptedULID.script.pop(0)
+
+    from_bytes = staticmethod(ULID.from_bytes)
+
+
+def _ulid_bytes(milliseconds: int, randomness: int) -> bytes:
+    return milliseconds.to_bytes(6, "big") + randomness.to_bytes(10, "big")
+
+
+def test_same_millisecond_with_smaller_randomness_still_increases(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ms = 1_774_693_800_000
+    monkeypatch.setattr(ids, "_last", [b""])
+    monkeypatch.setattr(ids, "ULID", _ScriptedULID)
+    monkeypatch.setattr(_ScriptedULID, "script", [
+        _ulid_bytes(ms, 500),
+        _ulid_bytes(ms, 100),  # same ms, lower: must become 501
+        _ulid_bytes(ms, 501),  # same ms, equal to the last one: must become 502
+        _ulid_bytes(ms, 9000),  # same ms, higher: kept as is
+        _ulid_bytes(ms + 1, 1),  # next ms: kept as is
+    ])
+    made = [ULID.from_str(new_run_id()) for _ in range(5)]
+    assert [(u.milliseconds, int.from_bytes(u.bytes[6:], "big")) for u in made] == [
+        (ms, 500), (ms, 501), (ms, 502), (ms, 9000), (ms + 1, 1),
+    ]
+    assert [str(u) for u in made] == sorted(str(u) for u in made)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("01JGXYZABCDEFGHJKMNPQRSTVW", True),
+    ("00000000000000000000000000", True),
+    ("01jgxyzabcdefghjkmnpqrstvw", False),  # lower case
+    ("01JGXYZABCDEFGHJKMNPQRSTV", False),  # 25 characters
+    ("01JGXYZABCDEFGHJKMNPQRSTVWX", False),  # 27 characters
+    ("01JGXYZABCDEFGHJKMNPQRSTVI", False),  # I is not Crockford
+    ("01JGXYZABCDEFGHJKMNPQRSTVL", False),
+    ("01JGXYZABCDEFGHJKMNPQRSTVO", False),
+    ("01JGXYZABCDEFGHJKMNPQRSTVU", False),
+    ("01JGXYZABCDEFGHJKMNPQRST-W", False),
+    (" 01JGXYZABCDEFGHJKMNPQRSTVW", False),
+    ("", False),
+    ("3f2a9c1e-0000-4000-8000-000000000000", False),
+])
+def test_is_run_id(value: str, expected: bool) -> None:
+    assert is_run_id(value) is expected
+
+
+def test_is_run_id_rejects_a_trailing_newline() -> None:
+    assert is_run_id(new_run_id() + "\n") is False
+
+
+# --- request IDs ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [
+    "abc-123",
+    "a.b:c_d",
+    "3f2a9c1e-0000-4000-8000-000000000000",
+    "Req:2026-03-28T10.30.00",
+    "x",
+    "A" * 128,
+])
+def test_sane_request_ids_are_echoed(value: str) -> None:
+    assert sane_request_id(value) == value
+
+
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+
+
+@pytest.mark.parametrize("value", [
+    None,
+    "",
+    " ",
+    "has space",
+    "line\nbreak",
+    "\nleading",
+    "carriage\rreturn",
+    "x\r\nSet-Cookie: a=b",
+    "tab\there",
+    "A" * 129,
+    "x" * 10_000,
+    "ünïcode",
+    "semi;colon",
+    "slash/",
+    "quote\"",
+])
+def test_insane_request_ids_are_replaced(value: str | None) -> None:
+    replaced = sane_request_id(value)
+    assert replaced != value
+    assert HEX32.match(replaced)
+    assert sane_request_id(replaced) == replaced  # what it makes is itself sane
+
+
+def test_replacements_are_fresh_each_time() -> None:
+    made = {sane_request_id(None) for _ in range(1000)}
+    assert len(made) == 1000
+
+
+def test_a_request_id_with_a_trailing_newline_is_replaced() -> None:
+    assert sane_request_id("abc\n") != "abc\n"

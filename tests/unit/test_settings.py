@@ -1,0 +1,280 @@
+"""load_settings / load_settings_or_exit: every variable read, checked and defaulted."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from shared.settings import (
+    DEFAULT_CATALOG_DIR,
+    Settings,
+    SettingsError,
+    load_settings,
+    load_settings_or_exit,
+)
+
+DB = "postgresql://monid:pw@db.internal:5432/monid"
+REDIS = "redis://cache.internal:6379/0"
+
+
+def env(**overrides: str) -> dict[str, str]:
+    base = {"DATABASE_URL": DB, "REDIS_URL": REDIS}
+    base.update(overrides)
+    return base
+
+
+def without(name: str) -> dict[str, str]:
+    values = env()
+    del values[name]
+    return values
+
+
+# --- defaults and accepted values ---------------------------------------------
+
+
+def test_defaults_with_only_the_two_urls() -> None:
+    settings = load_settings(env())
+    expected = {
+        "database_url": DB,
+        "redis_url": REDIS,
+        "port": 8000,
+        "web_concurrency": 2,
+        "web_threads": 8,
+        "worker_concurrency": 16,
+        "db_pool_size": 10,
+        "max_body_bytes": 256 * 1024,
+        "catalog_dir": DEFAULT_CATALOG_DIR,
+        "log_level": "INFO",
+        "lease_seconds": 60,
+        "retry_base_seconds": 1.0,
+        "retry_max_seconds": 60.0,
+        "task_visibility_timeout": 3600,
+    }
+    actual = dataclasses.asdict(settings)
+    assert {name: actual.get(name) for name in expected} == expected
+    assert isinstance(settings, Settings)
+    assert DEFAULT_CATALOG_DIR.is_dir()
+    assert (DEFAULT_CATALOG_DIR / "demo.json").is_file()
+
+
+def test_empty_values_fall_back_to_defaults() -> None:
+    settings = load_settings(env(PORT="", WEB_CONCURRENCY="  ", LOG_LEVEL="", CATALOG_DIR=""))
+    assert settings.port == 8000
+    assert settings.web_concurrency == 2
+    assert settings.log_level == "INFO"
+    assert settings.catalog_dir == DEFAULT_CATALOG_DIR
+
+
+def test_every_variable_is_read(tmp_path: Path) -> None:
+    settings = load_settings(env(
+        PORT="8080",
+        WEB_CONCURRENCY="4",
+        WEB_THREADS="16",
+        WORKER_CONCURRENCY="32",
+        DB_POOL_SIZE="20",
+        MAX_BODY_BYTES="1048576",
+        CATALOG_DIR=str(tmp_path),
+        LOG_LEVEL="debug",
+        LEASE_SECONDS="30",
+        RETRY_BASE_SECONDS="0.25",
+        RETRY_MAX_SECONDS="5",
+        TASK_VISIBILITY_TIMEOUT="7200",
+    ))
+    assert settings.port == 8080
+    assert settings.web_concurrency == 4
+    assert settings.web_threads == 16
+    assert settings.worker_concurrency == 32
+    assert settings.db_pool_size == 20
+    assert settings.max_body_bytes == 1_048_576
+    assert settings.catalog_dir == tmp_path
+    assert settings.log_level == "DEBUG"
+    assert settings.lease_seconds == 30
+    assert settings.retry_base_seconds == 0.25
+    assert settings.retry_max_seconds == 5.0
+    assert settings.task_visibility_timeout == 7200
+
+
+def test_values_are_stripped() -> None:
+    settings = load_settings(env(PORT=" 9000 ", DATABASE_URL=f"  {DB}  ", LOG_LEVEL=" warning "))
+    assert settings.port == 9000
+    assert settings.database_url == DB
+    assert settings.log_level == "WARNING"
+
+
+@pytest.mark.parametrize("port", ["1", "65535"])
+def test_port_bounds_are_inclusive(port: str) -> None:
+    assert load_settings(env(PORT=port)).port == int(port)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://db/monid",
+    "postgres://user:pw@db:5432/monid",
+    "postgresql:///monid",  # local socket, database named in the path
+    "postgresql://?host=/var/run/postgresql",
+])
+def test_accepted_database_urls(url: str) -> None:
+    assert load_settings(env(DATABASE_URL=url)).database_url == url
+
+
+@pytest.mark.parametrize("url", [
+    "redis://localhost:6379/0",
+    "rediss://user:pw@cache:6380/1",
+    "unix:///tmp/redis.sock",
+])
+def test_accepted_redis_urls(url: str) -> None:
+    assert load_settings(env(REDIS_URL=url)).redis_url == url
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(env())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.port = 1  # type: ignore[misc]
+
+
+def test_reads_os_environ_when_no_mapping_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://from-environ/db")
+    monkeypatch.setenv("REDIS_URL", "redis://from-environ:6379/3")
+    monkeypatch.setenv("PORT", "8123")
+    settings = load_settings()
+    assert settings.database_url == "postgresql://from-environ/db"
+    assert settings.redis_url == "redis://from-environ:6379/3"
+    assert settings.port == 8123
+
+
+# --- errors name the variable ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("values", "variable", "fragment"), [
+    (without("DATABASE_URL"), "DATABASE_URL", "is not set"),
+    (env(DATABASE_URL=""), "DATABASE_URL", "is not set"),
+    (env(DATABASE_URL="   "), "DATABASE_URL", "is not set"),
+    (env(DATABASE_URL="mysql://db/monid"), "DATABASE_URL", "is malformed"),
+    (env(DATABASE_URL="db.internal:5432"), "DATABASE_URL", "is malformed"),
+    (env(DATABASE_URL="just some words"), "DATABASE_URL", "is malformed"),
+    (env(DATABASE_URL="postgresql://"), "DATABASE_URL", "names no host"),
+    (env(DATABASE_URL=REDIS), "DATABASE_URL", "is malformed"),
+    (without("REDIS_URL"), "REDIS_URL", "is not set"),
+    (env(REDIS_URL=""), "REDIS_URL", "is not set"),
+    (env(REDIS_URL="http://cache:6379"), "REDIS_URL", "is malformed"),
+    (env(REDIS_URL="redis://"), "REDIS_URL", "names no host"),
+    (env(REDIS_URL=DB), "REDIS_URL", "is malformed"),
+    (env(PORT="0"), "PORT", "is out of range"),
+    (env(PORT="65536"), "PORT", "is out of range"),
+    (env(PORT="-1"), "PORT", "is out of range"),
+    (env(PORT="abc"), "PORT", "is not an integer"),
+    (env(PORT="80.5"), "PORT", "is not an integer"),
+    (env(PORT="8000x"), "PORT", "is not an integer"),
+    (env(WEB_CONCURRENCY="0"), "WEB_CONCURRENCY", "is out of range"),
+    (env(WEB_CONCURRENCY="257"), "WEB_CONCURRENCY", "is out of range"),
+    (env(WEB_THREADS="0"), "WEB_THREADS", "is out of range"),
+    (env(WEB_THREADS="1025"), "WEB_THREADS", "is out of range"),
+    (env(WORKER_CONCURRENCY="0"), "WORKER_CONCURRENCY", "is out of range"),
+    (env(WORKER_CONCURRENCY="many"), "WORKER_CONCURRENCY", "is not an integer"),
+    (env(DB_POOL_SIZE="1001"), "DB_POOL_SIZE", "is out of range"),
+    (env(MAX_BODY_BYTES="1023"), "MAX_BODY_BYTES", "is out of range"),
+    (env(MAX_BODY_BYTES="256KiB"), "MAX_BODY_BYTES", "is not an integer"),
+    (env(LEASE_SECONDS="4"), "LEASE_SECONDS", "is out of range"),
+    (env(RETRY_BASE_SECONDS="fast"), "RETRY_BASE_SECONDS", "is not a number"),
+    (env(RETRY_BASE_SECONDS="-0.1"), "RETRY_BASE_SECONDS", "is out of range"),
+    (env(RETRY_BASE_SECONDS="nan"), "RETRY_BASE_SECONDS", "is out of range"),
+    (env(RETRY_MAX_SECONDS="86401"), "RETRY_MAX_SECONDS", "is out of range"),
+    (env(RETRY_MAX_SECONDS="inf"), "RETRY_MAX_SECONDS", "is out of range"),
+    (env(TASK_VISIBILITY_TIMEOUT="59"), "TASK_VISIBILITY_TIMEOUT", "is out of range"),
+    (env(LOG_LEVEL="VERBOSE"), "LOG_LEVEL", "is malformed"),
+    (env(CATALOG_DIR="/no/such/catalog/dir"), "CATALOG_DIR", "is not a directory"),
+])
+def test_bad_values_raise_settings_error_naming_the_variable(
+    values: dict[str, str], variable: str, fragment: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(values)
+    assert caught.value.variable == variable
+    assert fragment in caught.value.problem
+    assert str(caught.value) == f"{variable} {caught.value.problem}"
+
+
+def test_catalog_dir_that_is_a_file_is_rejected(tmp_path: Path) -> None:
+    a_file = tmp_path / "catalog.json"
+    a_file.write_text("{}")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env(CATALOG_DIR=str(a_file)))
+    assert caught.value.variable == "CATALOG_DIR"
+    assert str(a_file) in caught.value.problem
+
+
+def test_out_of_range_message_gives_the_value_and_range() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env(PORT="70000"))
+    assert caught.value.problem == "is out of range: 70000 is not within 1..65535"
+
+
+def test_missing_database_url_is_reported_before_redis_url() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({})
+    assert caught.value.variable == "DATABASE_URL"
+
+
+def test_a_malformed_url_is_not_echoed_with_its_password() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env(DATABASE_URL="mysql://admin:s3cr3t-pw@db/monid"))
+    assert "s3cr3t-pw" not in str(caught.value)
+
+
+def test_a_url_with_a_non_numeric_port_is_malformed() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env(DATABASE_URL="postgresql://db.internal:notaport/monid"))
+    assert caught.value.variable == "DATABASE_URL"
+
+
+# --- load_settings_or_exit --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("values", "variable"), [
+    (without("DATABASE_URL"), "DATABASE_URL"),
+    (without("REDIS_URL"), "REDIS_URL"),
+    (env(PORT="99999"), "PORT"),
+    (env(PORT="eighty"), "PORT"),
+    (env(LOG_LEVEL="loud"), "LOG_LEVEL"),
+    (env(RETRY_MAX_SECONDS="soon"), "RETRY_MAX_SECONDS"),
+])
+def test_or_exit_prints_one_line_and_exits_2(
+    values: dict[str, str], variable: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        load_settings_or_exit(values)
+    assert caught.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1
+    assert captured.err.endswith("\n")
+    assert variable in lines[0]
+    assert lines[0].startswith("monid: configuration error: ")
+    assert "Traceback" not in captured.err
+
+
+def test_or_exit_does_not_leak_the_database_password(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        load_settings_or_exit(env(DATABASE_URL="mysql://admin:s3cr3t-pw@db/monid"))
+    assert "s3cr3t-pw" not in capsys.readouterr().err
+
+
+def test_or_exit_returns_settings_and_prints_nothing_when_valid(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = load_settings_or_exit(env(PORT="8081"))
+    assert settings.port == 8081
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ""
+
+
+def test_or_exit_prints_one_line_even_for_a_path_with_a_newline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        load_settings_or_exit(env(CATALOG_DIR=str(tmp_path / "one\ntwo")))
+    assert caught.value.code == 2
+    assert len(capsys.readouterr().err.splitlines()) == 1
