@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -65,6 +67,27 @@ def load(schema: Schema, data: Any) -> dict[str, Any]:
     return result
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def strict_json_loads(raw: bytes) -> Any:
+    """JSON as RFC 8259 has it: UTF-8, no NaN or Infinity, no lone surrogates.
+    ValueError (or RecursionError for absurd nesting) otherwise."""
+    text = raw.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    data = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    # A lone surrogate parses, but cannot be stored or sent on: refuse it here.
+    json.dumps(data, ensure_ascii=False).encode("utf-8")
+    return data
+
+
 def parse_json_object() -> dict[str, Any]:
     """The request body as a JSON object, or the contract's 415/400."""
     from flask import request
@@ -73,11 +96,12 @@ def parse_json_object() -> dict[str, Any]:
         raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
                        "send the body as JSON with 'Content-Type: application/json'")
     raw = request.get_data(cache=True)
-    data = request.get_json(silent=True)
-    if data is None:
-        detail = "the body is empty" if not raw else "the body is not valid JSON"
+    try:
+        data = strict_json_loads(raw)
+    except (ValueError, RecursionError):
+        detail = "the body is empty" if not raw.strip() else "the body is not valid JSON"
         raise ApiError(400, "VALIDATION_FAILED", f"malformed JSON: {detail}",
-                       {"body": [detail]})
+                       {"body": [detail]}) from None
     if not isinstance(data, dict):
         raise ApiError(400, "VALIDATION_FAILED", "the body must be a JSON object",
                        {"body": ["must be a JSON object"]})

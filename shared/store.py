@@ -15,6 +15,7 @@ from psycopg.types.json import Json
 
 from shared.catalog import Endpoint
 from shared.db import Row, query
+from shared.ids import is_run_id
 
 Conn = psycopg.Connection[Row]
 END_STATUSES = frozenset({"COMPLETED", "FAILED", "STOPPED", "TIMED_OUT"})
@@ -150,7 +151,7 @@ def decode_cursor(cursor: str) -> str:
         before = data["before"]
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeEncodeError):
         raise ValueError("not a cursor from this API") from None
-    if not isinstance(before, str) or len(before) != 26:
+    if not isinstance(before, str) or not is_run_id(before):
         raise ValueError("not a cursor from this API")
     return before
 
@@ -185,6 +186,8 @@ class Claim:
     price_type: str
     price_micros: int
     flat_fee_micros: int | None
+    malformed_answers: int
+    new_attempt: bool
     lease_token: uuid.UUID
 
 
@@ -211,7 +214,8 @@ def claim_run(conn: Conn, run_id: str, *, worker: str, lease_seconds: int) -> Cl
         provider_state=row["provider_state"], attempt=row["attempt_count"],
         max_attempts=row["max_attempts"], deadline_at=row["deadline_at"],
         price_type=row["price_type"], price_micros=row["price_micros"],
-        flat_fee_micros=row["flat_fee_micros"], lease_token=token,
+        flat_fee_micros=row["flat_fee_micros"], malformed_answers=row["malformed_answers"],
+        new_attempt=row["new_attempt"], lease_token=token,
     )
 
 
@@ -245,13 +249,29 @@ def end_run(conn: Conn, claim: Claim, attempt: AttemptEnd, *, status: str, outpu
     return row is not None
 
 
-def schedule_retry(conn: Conn, claim: Claim, attempt: AttemptEnd,
-                   delay_seconds: float) -> datetime | None:
-    """Hand the run back to be tried again; None when this attempt no longer holds it."""
+def schedule_retry(conn: Conn, claim: Claim, attempt: AttemptEnd, delay_seconds: float, *,
+                   malformed: bool = False) -> datetime | None:
+    """Hand the run back for a new attempt after a delay; its provider job, if any,
+    is forgotten. None when this attempt no longer holds the run."""
     row = conn.execute(query("schedule_retry"), {
         "run_id": claim.run_id, "lease_token": claim.lease_token, "number": claim.attempt,
         "delay_seconds": delay_seconds, "outcome": attempt.outcome,
         "http_status": attempt.http_status, "message": attempt.message,
+        "malformed": int(malformed),
+    }).fetchone()
+    if row is None:
+        return None
+    due: datetime = row["next_attempt_at"]
+    return due
+
+
+def follow_run(conn: Conn, claim: Claim, provider_state: Any,
+               delay_seconds: float) -> datetime | None:
+    """Keep the provider's job state and hand the run back until the next check.
+    None when this attempt no longer holds the run."""
+    row = conn.execute(query("follow_run"), {
+        "run_id": claim.run_id, "lease_token": claim.lease_token,
+        "provider_state": _json(provider_state), "delay_seconds": delay_seconds,
     }).fetchone()
     if row is None:
         return None
