@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -42,6 +42,14 @@ class Settings:
     retry_base_seconds: float
     retry_max_seconds: float
     task_visibility_timeout: int
+    worker_db_pool_size: int
+    apify_api_base_url: str
+    apify_token: str = field(repr=False)
+    provider_max_response_bytes: int
+    long_wait_seconds: float
+    # Every variable of the environment, for catalog entries that name the one
+    # holding their secret (or base URL). Never logged.
+    provider_env: Mapping[str, str] = field(repr=False)
 
 
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
@@ -116,6 +124,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retry_base_seconds=_float(env, "RETRY_BASE_SECONDS", 1.0, 0.0, 3600.0),
         retry_max_seconds=_float(env, "RETRY_MAX_SECONDS", 60.0, 0.0, 86400.0),
         task_visibility_timeout=_int(env, "TASK_VISIBILITY_TIMEOUT", 3600, 60, 7 * 86400),
+        worker_db_pool_size=_int(env, "WORKER_DB_POOL_SIZE", min(worker_concurrency, 20), 1,
+                                 1000),
+        apify_api_base_url=_url(env, "APIFY_API_BASE_URL", ("https", "http"))
+        if env.get("APIFY_API_BASE_URL", "").strip() else "https://api.apify.com",
+        apify_token=env.get("APIFY_TOKEN", "").strip(),
+        provider_max_response_bytes=_int(env, "PROVIDER_MAX_RESPONSE_BYTES", 50 * 1024 * 1024,
+                                         1024, 1024 * 1024 * 1024),
+        long_wait_seconds=_float(env, "LONG_WAIT_SECONDS", 60.0, 1.0, 86400.0),
+        provider_env=dict(env),
     )
 
 

@@ -34,14 +34,14 @@ class MonidCelery(Celery):
     def _make_runner(self) -> Runner:
         if self._runner is None:
             pool = make_pool(self.monid_settings.database_url, min_size=1,
-                             max_size=self.monid_settings.worker_concurrency + 2,
+                             max_size=self.monid_settings.worker_db_pool_size,
                              name="monid-worker", timeout=30)
             pool.open(wait=False)
             self._runner = Runner(
                 settings=self.monid_settings,
                 pool=pool,
                 catalog=self.monid_catalog,
-                adapters=make_adapters(),
+                adapters=make_adapters(self.monid_settings),
                 publish=lambda run_id, countdown: enqueue_run(self, run_id, countdown),
             )
         return self._runner

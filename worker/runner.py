@@ -21,8 +21,12 @@ from shared.money import cost_micros
 from shared.settings import Settings
 from worker.providers.base import (
     Adapter,
+    MalformedAnswer,
+    Pending,
     PermanentError,
+    PlatformError,
     ProviderCall,
+    ProviderError,
     ProviderResult,
     TransientError,
 )
@@ -77,7 +81,8 @@ class Runner:
             state = None if claim else store.get_claim_state(conn, run_id)
         if claim is None:
             return self._not_claimed(run_id, state)
-        log.info("attempt started", extra={"attempt": claim.attempt})
+        log.info("attempt started" if claim.new_attempt else "checking the provider's job",
+                 extra={"attempt": claim.attempt})
         return self._attempt(claim)
 
     def _not_claimed(self, run_id: str, state: store.ClaimState | None) -> str:
@@ -97,68 +102,116 @@ class Runner:
                              status="FAILED",
                              error={"source": "platform", "code": "ENDPOINT_UNAVAILABLE",
                                     "message": "the endpoint is no longer in this catalog"})
-        if datetime.now(UTC) >= claim.deadline_at:
-            return self._timed_out(claim)
         parts = split_input(claim.input)
         request = ProviderCall(
             run_id=claim.run_id, provider=claim.provider, endpoint=claim.endpoint,
             call=endpoint.call, body=parts["body"], query_params=parts["queryParams"],
             path_params=parts["pathParams"], attempt=claim.attempt,
-            deadline_at=claim.deadline_at,
+            deadline_at=claim.deadline_at, state=claim.provider_state,
+            max_results=endpoint.price.max_results,
         )
+        if datetime.now(UTC) >= claim.deadline_at:
+            return self._timed_out(claim, adapter, request)
         try:
             result = adapter.call(request)
+        except MalformedAnswer as exc:
+            if claim.malformed_answers >= 1:
+                return self._permanent(claim, exc)
+            return self._transient(claim, exc, adapter, request, malformed=True)
         except TransientError as exc:
-            return self._transient(claim, exc)
+            return self._transient(claim, exc, adapter, request)
         except PermanentError as exc:
-            return self._end(
-                claim, store.AttemptEnd("PERMANENT_ERROR", exc.http_status, exc.message),
-                status="COMPLETED", cost_micros=0,
-                provider_response={"httpStatus": exc.http_status, "error": exc.body},
-            )
+            return self._permanent(claim, exc)
+        except PlatformError as exc:
+            return self._end(claim, store.AttemptEnd("PERMANENT_ERROR", None, str(exc)),
+                             status="FAILED", cost_micros=0,
+                             error={"source": "platform", "code": "PROVIDER_NOT_CONFIGURED",
+                                    "message": str(exc)})
         except Exception:
             log.exception("adapter failed")
             return self._end(claim, store.AttemptEnd("PERMANENT_ERROR", None, "internal error"),
-                             status="FAILED",
+                             status="FAILED", cost_micros=0,
                              error={"source": "platform", "code": "INTERNAL",
                                     "message": "internal error while calling the provider"})
         if datetime.now(UTC) >= claim.deadline_at:
-            return self._timed_out(claim)
-        return self._delivered(claim, result)
+            return self._timed_out(claim, adapter, request)
+        if isinstance(result, Pending):
+            return self._follow(claim, result)
+        return self._delivered(claim, result, endpoint.price.max_results)
 
-    def _delivered(self, claim: store.Claim, result: ProviderResult) -> str:
+    def _follow(self, claim: store.Claim, pending: Pending) -> str:
+        delay = self._within_deadline(claim, pending.check_after)
+        due = self._write(lambda conn: store.follow_run(conn, claim, dict(pending.state), delay))
+        if due is None:
+            return "lost-lease"
+        self._wake_later(claim.run_id, delay)
+        return "following"
+
+    def _delivered(self, claim: store.Claim, result: ProviderResult,
+                   max_results: int | None) -> str:
         cost = cost_micros(claim.price_type, claim.price_micros, claim.flat_fee_micros,
-                           result.result_count)
+                           result.result_count, max_results)
         return self._end(
             claim, store.AttemptEnd("OK", result.http_status), status="COMPLETED",
             output=result.output, result_count=result.result_count,
             provider_response={"httpStatus": result.http_status}, cost_micros=cost,
         )
 
-    def _timed_out(self, claim: store.Claim) -> str:
+    def _permanent(self, claim: store.Claim, exc: ProviderError) -> str:
+        return self._end(
+            claim, store.AttemptEnd("PERMANENT_ERROR", exc.http_status, exc.message),
+            status="COMPLETED", cost_micros=0,
+            provider_response={"httpStatus": exc.http_status,
+                               "error": exc.body if exc.body is not None else exc.message},
+        )
+
+    def _timed_out(self, claim: store.Claim, adapter: Adapter, request: ProviderCall) -> str:
+        if request.state:
+            try:
+                adapter.abort(request)
+            except Exception:
+                log.exception("abort failed")
         return self._end(claim, store.AttemptEnd("TIMEOUT", None, "deadline passed"),
                          status="TIMED_OUT", cost_micros=0,
                          error={"source": "platform", "code": "DEADLINE_EXCEEDED",
                                 "message": "the run passed its endpoint's deadline"})
 
-    def _transient(self, claim: store.Claim, exc: TransientError) -> str:
+    def _transient(self, claim: store.Claim, exc: TransientError, adapter: Adapter,
+                   request: ProviderCall, *, malformed: bool = False) -> str:
         attempt = store.AttemptEnd("TRANSIENT_ERROR", exc.http_status, exc.message)
+        if datetime.now(UTC) >= claim.deadline_at:
+            return self._timed_out(claim, adapter, request)
         if claim.attempt >= claim.max_attempts:
+            response = None
+            if exc.http_status is not None or exc.body is not None:
+                response = {"httpStatus": exc.http_status, "error": exc.body}
             return self._end(
-                claim, attempt, status="FAILED", cost_micros=0,
-                provider_response={"httpStatus": exc.http_status, "error": exc.body}
-                if exc.http_status is not None else None,
+                claim, attempt, status="FAILED", cost_micros=0, provider_response=response,
                 error={"source": "provider", "code": "RETRIES_EXHAUSTED",
                        "message": f"{exc.message}; gave up after {claim.attempt} attempts"},
             )
-        delay = backoff_seconds(claim.attempt, base=self.settings.retry_base_seconds,
-                                cap=self.settings.retry_max_seconds, retry_after=exc.retry_after)
-        due = self._write(lambda conn: store.schedule_retry(conn, claim, attempt, delay))
+        delay = self._within_deadline(claim, backoff_seconds(
+            claim.attempt, base=self.settings.retry_base_seconds,
+            cap=self.settings.retry_max_seconds, retry_after=exc.retry_after))
+        due = self._write(lambda conn: store.schedule_retry(conn, claim, attempt, delay,
+                                                            malformed=malformed))
         if due is None:
             return "lost-lease"
         log.info("retry scheduled", extra={"attempt": claim.attempt, "delaySeconds": delay})
-        self._publish_quietly(claim.run_id, delay)
+        self._wake_later(claim.run_id, delay)
         return "retry"
+
+    @staticmethod
+    def _within_deadline(claim: store.Claim, delay: float) -> float:
+        """Never wait past the deadline: the run is ended there instead."""
+        left = (claim.deadline_at - datetime.now(UTC)).total_seconds()
+        return max(0.0, min(delay, left + 0.05))
+
+    def _wake_later(self, run_id: str, delay: float) -> None:
+        """Short waits ride on a broker countdown; long ones stay in PostgreSQL
+        only, and the sweeper publishes the run when it is due."""
+        if delay <= self.settings.long_wait_seconds:
+            self._publish_quietly(run_id, delay)
 
     def _end(self, claim: store.Claim, attempt: store.AttemptEnd, *, status: str,
              **fields: Any) -> str:

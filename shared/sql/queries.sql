@@ -73,10 +73,12 @@ ORDER BY id DESC
 LIMIT %(limit)s;
 
 -- name: claim_run
--- Take a run for one attempt: one guarded UPDATE, so a second delivery finds nothing.
+-- Take a run with one guarded UPDATE, so a second delivery finds nothing. A run
+-- with no provider job yet starts a new attempt; a run following one (its
+-- provider_state is set) is taken for one more check within the same attempt.
 WITH claimed AS (
     UPDATE runs
-    SET attempt_count = attempt_count + 1,
+    SET attempt_count = attempt_count + (provider_state IS NULL)::int,
         lease_token = %(lease_token)s,
         lease_owner = %(worker)s,
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
@@ -86,13 +88,14 @@ WITH claimed AS (
     WHERE id = %(run_id)s
       AND status = 'RUNNING'
       AND lease_token IS NULL
-      AND attempt_count < max_attempts
+      AND (provider_state IS NOT NULL OR attempt_count < max_attempts)
       AND (next_attempt_at IS NULL OR next_attempt_at <= now())
     RETURNING id, caller, provider, endpoint, adapter, input, provider_state, attempt_count,
-              max_attempts, deadline_at, price_type, price_micros, flat_fee_micros
+              max_attempts, deadline_at, price_type, price_micros, flat_fee_micros,
+              malformed_answers, (provider_state IS NULL) AS new_attempt
 ), attempt AS (
     INSERT INTO attempts (run_id, number, lease_token, worker)
-    SELECT id, attempt_count, %(lease_token)s, %(worker)s FROM claimed
+    SELECT id, attempt_count, %(lease_token)s, %(worker)s FROM claimed WHERE new_attempt
 )
 SELECT * FROM claimed;
 
@@ -138,6 +141,8 @@ WITH retried AS (
     SET lease_token = NULL,
         lease_owner = NULL,
         lease_expires_at = NULL,
+        provider_state = NULL,
+        malformed_answers = malformed_answers + %(malformed)s,
         next_attempt_at = now() + make_interval(secs => %(delay_seconds)s),
         updated_at = now()
     WHERE id = %(run_id)s
@@ -152,6 +157,21 @@ WITH retried AS (
       AND EXISTS (SELECT 1 FROM retried)
 )
 SELECT id, next_attempt_at FROM retried;
+
+-- name: follow_run
+-- The provider took the job: keep its state with the run and hand the run back
+-- until the next check is due. The attempt stays open.
+UPDATE runs
+SET provider_state = %(provider_state)s,
+    lease_token = NULL,
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    next_attempt_at = now() + make_interval(secs => %(delay_seconds)s),
+    updated_at = now()
+WHERE id = %(run_id)s
+  AND lease_token = %(lease_token)s
+  AND status = 'RUNNING'
+RETURNING id, next_attempt_at;
 
 -- name: find_runs_to_publish
 -- Runs that nobody holds and that are due: never claimed within the grace, or a retry due.

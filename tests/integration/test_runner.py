@@ -15,8 +15,8 @@ from shared.catalog import load_catalog
 from shared.db import transaction
 from shared.ids import new_run_id
 from shared.settings import Settings
-from worker.providers import make_adapters
-from worker.providers.base import ProviderCall, ProviderResult
+from worker.providers.base import Pending, ProviderCall, ProviderResult
+from worker.providers.demo import DemoAdapter
 from worker.runner import Runner
 
 CATALOG = load_catalog(Path(__file__).resolve().parents[2] / "shared" / "catalog")
@@ -27,13 +27,16 @@ class CountingAdapter:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
-        self.inner = make_adapters()["demo"]
+        self.inner = DemoAdapter()
         self.lock = threading.Lock()
 
-    def call(self, request: ProviderCall) -> ProviderResult:
+    def call(self, request: ProviderCall) -> ProviderResult | Pending:
         with self.lock:
             self.calls.append((request.run_id, request.attempt))
         return self.inner.call(request)
+
+    def abort(self, request: ProviderCall) -> None:
+        pass
 
 
 @pytest.fixture
@@ -217,6 +220,9 @@ def test_an_adapter_crash_is_a_platform_failure(settings: Settings, db: Connecti
     class Broken:
         def call(self, request: ProviderCall) -> ProviderResult:
             raise RuntimeError("secret detail")
+
+        def abort(self, request: ProviderCall) -> None:
+            pass
 
     run_id = new_run(db, "/echo", {})
     broken: Callable[..., Any] = Broken  # keep mypy quiet about the protocol

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
 class ProviderCall:
-    """What an adapter gets: the run's input in composite form and the endpoint's call spec."""
+    """What an adapter gets: the run's input in composite form, the endpoint's call
+    spec, and the state it handed back last time (None for a fresh attempt)."""
 
     run_id: str
     provider: str
@@ -21,6 +22,8 @@ class ProviderCall:
     path_params: Mapping[str, Any]
     attempt: int
     deadline_at: datetime
+    state: Mapping[str, Any] | None = None
+    max_results: int | None = None
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,16 @@ class ProviderResult:
     output: Any
     result_count: int
     http_status: int = 200
-    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The provider took the job and is working on it: call again with `state`
+    after `check_after` seconds. The state is stored with the run first, so a
+    redelivered or retried task follows the same provider job."""
+
+    state: Mapping[str, Any]
+    check_after: float
 
 
 class ProviderError(Exception):
@@ -47,11 +59,25 @@ class TransientError(ProviderError):
     """Worth trying again: connection errors, timeouts, 408, 429, 5xx."""
 
 
+class MalformedAnswer(TransientError):
+    """A 2xx answer we cannot read: tried again once, then final."""
+
+
 class PermanentError(ProviderError):
     """Trying again will not help: the provider's final answer (other 4xx)."""
 
 
+class PlatformError(Exception):
+    """Our own fault (a missing secret, a broken call spec): the run fails with
+    this message, which must be safe to show."""
+
+
 class Adapter(Protocol):
-    def call(self, request: ProviderCall) -> ProviderResult:
-        """Call the provider once; raise TransientError or PermanentError on failure."""
+    def call(self, request: ProviderCall) -> ProviderResult | Pending:
+        """Start or follow the provider's work once; raise TransientError or
+        PermanentError on failure."""
+        ...
+
+    def abort(self, request: ProviderCall) -> None:
+        """Best effort: stop the provider's job that `request.state` follows."""
         ...

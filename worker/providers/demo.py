@@ -26,6 +26,9 @@ class DemoAdapter:
             return self._fail(request, body)
         raise PermanentError(f"demo adapter has no action {action!r}", http_status=400)
 
+    def abort(self, request: ProviderCall) -> None:
+        """Nothing runs outside the worker, so there is nothing to stop."""
+
     @staticmethod
     def _fail(request: ProviderCall, body: dict[str, Any]) -> ProviderResult:
         status = int(body.get("status", 503))

@@ -1,0 +1,108 @@
+"""Generic synchronous JSON APIs, declared per endpoint in the catalog.
+
+The endpoint's `call` says: `method`, `baseUrl` (and `baseUrlEnv`, a variable
+that overrides it), `path` (a template whose `{name}` parts come from the
+input's `pathParams`), fixed `query` parameters, `bodyAs` (`json`, or `query`
+for GET APIs whose flat input is their query string), `auth`
+(`{"header": ..., "prefix": ..., "secretEnv": ...}` or
+`{"query": ..., "secretEnv": ...}`), `timeoutSeconds`, and `resultsPath`, the
+dotted path of the list that counts as the results.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from worker.providers.base import (
+    PermanentError,
+    PlatformError,
+    ProviderCall,
+    ProviderResult,
+    TransientError,
+)
+from worker.providers.transport import raise_for_status, send
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+METHODS_WITHOUT_BODY = frozenset({"GET", "DELETE", "HEAD"})
+
+
+def count_results(output: Any, results_path: str | None) -> int:
+    target = output
+    for part in (results_path or "").split("."):
+        if not part:
+            continue
+        target = target.get(part) if isinstance(target, Mapping) else None
+    if isinstance(target, list):
+        return len(target)
+    return 0 if target is None and results_path else 1
+
+
+def _query_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return [_query_value(v) for v in value]
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
+    return value
+
+
+class HttpAdapter:
+    def __init__(self, client: httpx.Client, *, env: Mapping[str, str], max_bytes: int) -> None:
+        self.client = client
+        self.env = env
+        self.max_bytes = max_bytes
+
+    def url(self, call: Mapping[str, Any], path_params: Mapping[str, Any]) -> str:
+        base = (self.env.get(call.get("baseUrlEnv", "")) or call["baseUrl"]).rstrip("/")
+
+        def fill(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in path_params:
+                raise PermanentError(f"input.pathParams.{name} is required")
+            return quote(str(path_params[name]), safe="")
+
+        return base + _PARAM.sub(fill, call.get("path", ""))
+
+    def call(self, request: ProviderCall) -> ProviderResult:
+        call = request.call
+        method = str(call.get("method", "POST")).upper()
+        headers: dict[str, str] = {"Accept": "application/json"}
+        params: dict[str, Any] = {k: _query_value(v) for k, v in call.get("query", {}).items()}
+        params.update({k: _query_value(v) for k, v in request.query_params.items()})
+        body: Any = dict(request.body)
+        has_body = method not in METHODS_WITHOUT_BODY
+        if call.get("bodyAs") == "query":
+            params.update({k: _query_value(v) for k, v in body.items()})
+            has_body = False
+        auth = call.get("auth")
+        if auth:
+            secret = self.env.get(auth["secretEnv"], "")
+            if not secret:
+                raise PlatformError(f"the provider's secret is not configured: set "
+                                    f"{auth['secretEnv']}")
+            if "header" in auth:
+                headers[auth["header"]] = auth.get("prefix", "") + secret
+            else:
+                params[auth["query"]] = secret
+        left = (request.deadline_at - datetime.now(UTC)).total_seconds()
+        if left <= 0:
+            raise TransientError("the run's deadline has passed")
+        timeout = min(float(call.get("timeoutSeconds", 60)), left)
+        answer = send(self.client, method, self.url(call, request.path_params),
+                      max_bytes=self.max_bytes, timeout=timeout, headers=headers,
+                      params=params, json_body=body, has_body=has_body)
+        raise_for_status(answer)
+        output = answer.json() if answer.content.strip() else None
+        return ProviderResult(output=output, http_status=answer.status,
+                              result_count=count_results(output, call.get("resultsPath")))
+
+    def abort(self, request: ProviderCall) -> None:
+        """A synchronous call has nothing to abort: its answer is discarded."""
