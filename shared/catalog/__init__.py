@@ -71,6 +71,69 @@ FILE_SCHEMA: dict[str, Any] = {
 }
 _FILE_VALIDATOR = Draft202012Validator(FILE_SCHEMA)
 
+# What each adapter needs to know to call an endpoint: the endpoint's `call`.
+CALL_SCHEMAS: dict[str, dict[str, Any]] = {
+    "demo": {
+        "type": "object",
+        "required": ["action"],
+        "additionalProperties": False,
+        "properties": {"action": {"enum": ["echo", "sleep", "fail"]}},
+    },
+    "apify": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "actorId": {"type": "string", "pattern": "^[A-Za-z0-9._-]+~[A-Za-z0-9._-]+$"},
+            "memoryMbytes": {"type": "integer", "minimum": 128},
+            "build": {"type": "string", "minLength": 1},
+        },
+    },
+    "http": {
+        "type": "object",
+        "required": ["method", "baseUrl", "path"],
+        "additionalProperties": False,
+        "properties": {
+            "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
+            "baseUrl": {"type": "string", "pattern": "^https?://[^/]+$"},
+            "baseUrlEnv": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$"},
+            "path": {"type": "string", "pattern": "^/"},
+            "query": {"type": "object"},
+            "bodyAs": {"enum": ["json", "query"]},
+            "auth": {
+                "type": "object",
+                "required": ["secretEnv"],
+                "additionalProperties": False,
+                "properties": {
+                    "secretEnv": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$"},
+                    "header": {"type": "string", "minLength": 1},
+                    "prefix": {"type": "string"},
+                    "query": {"type": "string", "minLength": 1},
+                },
+                "oneOf": [{"required": ["header"]}, {"required": ["query"]}],
+            },
+            "timeoutSeconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+            "resultsPath": {"type": "string"},
+        },
+    },
+}
+_CALL_VALIDATORS = {name: Draft202012Validator(schema) for name, schema in CALL_SCHEMAS.items()}
+_TEMPLATE_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _call_problems(adapter: str, raw: Mapping[str, Any], where: str) -> list[str]:
+    call = raw.get("call", {})
+    problems = [
+        f"{where}: call/{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}"
+        for e in _CALL_VALIDATORS[adapter].iter_errors(call)
+    ]
+    if adapter == "http" and not problems:
+        required = set((raw.get("pathParamsSchema") or {}).get("required", []))
+        for name in _TEMPLATE_PARAM.findall(call["path"]):
+            if name not in required:
+                problems.append(f"{where}: call/path uses {{{name}}}, which "
+                                "pathParamsSchema does not require")
+    return problems
+
 DEFAULT_DEADLINE_SECONDS = 900
 DEFAULT_MAX_ATTEMPTS = 5
 
@@ -181,6 +244,7 @@ def _load_file(path: Path, problems: list[str]) -> list[Endpoint]:
             if key in raw:
                 schemas[part] = raw[key]
         bad = [p for part, s in schemas.items() for p in _schema_problems(s, f"{where} {part}")]
+        bad += _call_problems(data["adapter"], raw, where)
         problems.extend(bad)
         price = _price(raw["price"], where, problems)
         if bad:
@@ -306,7 +370,7 @@ def validate_input(endpoint: Endpoint, value: Mapping[str, Any]) -> dict[str, li
             if data:
                 errors.setdefault(f"input.{part}", []).append("this endpoint takes no " + part)
             continue
-        prefix = f"input.{part}" if composite else "input"
+        prefix = "input" if part == "body" and not composite else f"input.{part}"
         for error in validator.iter_errors(data):
             for path, message in _field_errors(error, prefix):
                 bucket = errors.setdefault(path, [])
