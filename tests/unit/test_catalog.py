@@ -48,6 +48,7 @@ def endpoint_json(path: str = "/search", **overrides: Any) -> dict[str, Any]:
         "description": "Searches posts.",
         "inputSchema": copy.deepcopy(SEARCH_SCHEMA),
         "price": {"type": "PER_CALL", "amount": 0.003},
+        "call": {"method": "POST", "baseUrl": "https://api.example.com", "path": path},
     }
     raw.update(overrides)
     return raw
@@ -103,9 +104,20 @@ def search(tmp_path: Path) -> Endpoint:
 
 
 def test_default_catalog_has_the_demo_endpoints(demo: Catalog) -> None:
-    assert sorted(demo.endpoints) == [("demo", "/echo"), ("demo", "/fail"), ("demo", "/sleep")]
-    assert demo.provider_names == {"demo": "Demo"}
-    assert [e.path for e in demo.all()] == ["/echo", "/fail", "/sleep"]
+    assert [p for p, _ in demo.endpoints if p == "demo"] == ["demo"] * 3
+    assert {path for p, path in demo.endpoints if p == "demo"} == {"/echo", "/fail", "/sleep"}
+    assert demo.provider_names["demo"] == "Demo"
+    assert [e.path for e in demo.all() if e.provider == "demo"] == ["/echo", "/fail", "/sleep"]
+
+
+def test_default_catalog_has_the_seed_endpoint() -> None:
+    catalog = load_catalog(DEFAULT_CATALOG_DIR)
+    seed = catalog.find("apify", "/apidojo/tweet-scraper")
+    assert seed is not None
+    assert seed.provider_name == "Apify"
+    assert seed.price == Price("PER_CALL", 3000)
+    assert validate_input(seed, {"searchTerms": ["AI"], "maxItems": 10}) == {}
+    assert "input.maxItems" in validate_input(seed, {"searchTerms": ["AI"], "maxItems": 0})
 
 
 @pytest.mark.parametrize(("path", "action"), [
@@ -163,7 +175,8 @@ def test_a_valid_catalog_loads_with_defaults(tmp_path: Path) -> None:
     assert endpoint.deadline_seconds == DEFAULT_DEADLINE_SECONDS == 900
     assert endpoint.max_attempts == DEFAULT_MAX_ATTEMPTS == 5
     assert endpoint.tags == ()
-    assert dict(endpoint.call) == {}
+    assert dict(endpoint.call) == {"method": "POST", "baseUrl": "https://api.example.com",
+                                   "path": "/search"}
     assert endpoint.query_params_schema is None
     assert endpoint.path_params_schema is None
 
@@ -179,7 +192,8 @@ def test_per_result_price_is_read_exactly(tmp_path: Path) -> None:
 def test_files_are_merged_and_non_json_files_ignored(tmp_path: Path) -> None:
     write(tmp_path, "acme.json", provider_json(endpoint_json("/search")))
     write(tmp_path, "acme-more.json", provider_json(endpoint_json("/profile")))
-    write(tmp_path, "other.json", provider_json(provider="other", name="Other", adapter="apify"))
+    write(tmp_path, "other.json", provider_json(endpoint_json("/search", call={}),
+                                                provider="other", name="Other", adapter="apify"))
     write(tmp_path, "README.md", "not a catalog file {")
     catalog = load_catalog(tmp_path)
     assert sorted(catalog.endpoints) == [
