@@ -47,6 +47,10 @@ class Settings:
     apify_token: str = field(repr=False)
     provider_max_response_bytes: int
     long_wait_seconds: float
+    sweeper_enabled: bool
+    sweep_interval_seconds: float
+    sweep_grace_seconds: float
+    max_lost_attempts: int
     # Every variable of the environment, for catalog entries that name the one
     # holding their secret (or base URL). Never logged.
     provider_env: Mapping[str, str] = field(repr=False)
@@ -97,6 +101,17 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(name, f"is malformed: {raw!r} is not true or false")
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     database_url = _url(env, "DATABASE_URL", ("postgresql", "postgres"))
@@ -133,6 +148,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                          1024, 1024 * 1024 * 1024),
         long_wait_seconds=_float(env, "LONG_WAIT_SECONDS", 60.0, 1.0, 86400.0),
         provider_env=dict(env),
+        sweeper_enabled=_bool(env, "SWEEPER_ENABLED", True),
+        sweep_interval_seconds=_float(env, "SWEEP_INTERVAL_SECONDS", 5.0, 0.1, 600.0),
+        sweep_grace_seconds=_float(env, "SWEEP_GRACE_SECONDS", 30.0, 0.1, 86400.0),
+        max_lost_attempts=_int(env, "MAX_LOST_ATTEMPTS", 3, 1, 100),
     )
 
 

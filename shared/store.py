@@ -250,14 +250,14 @@ def end_run(conn: Conn, claim: Claim, attempt: AttemptEnd, *, status: str, outpu
 
 
 def schedule_retry(conn: Conn, claim: Claim, attempt: AttemptEnd, delay_seconds: float, *,
-                   malformed: bool = False) -> datetime | None:
+                   published: bool, malformed: bool = False) -> datetime | None:
     """Hand the run back for a new attempt after a delay; its provider job, if any,
     is forgotten. None when this attempt no longer holds the run."""
     row = conn.execute(query("schedule_retry"), {
         "run_id": claim.run_id, "lease_token": claim.lease_token, "number": claim.attempt,
         "delay_seconds": delay_seconds, "outcome": attempt.outcome,
         "http_status": attempt.http_status, "message": attempt.message,
-        "malformed": int(malformed),
+        "malformed": int(malformed), "published": published,
     }).fetchone()
     if row is None:
         return None
@@ -265,13 +265,14 @@ def schedule_retry(conn: Conn, claim: Claim, attempt: AttemptEnd, delay_seconds:
     return due
 
 
-def follow_run(conn: Conn, claim: Claim, provider_state: Any,
-               delay_seconds: float) -> datetime | None:
+def follow_run(conn: Conn, claim: Claim, provider_state: Any, delay_seconds: float, *,
+               published: bool) -> datetime | None:
     """Keep the provider's job state and hand the run back until the next check.
     None when this attempt no longer holds the run."""
     row = conn.execute(query("follow_run"), {
         "run_id": claim.run_id, "lease_token": claim.lease_token,
         "provider_state": _json(provider_state), "delay_seconds": delay_seconds,
+        "published": published,
     }).fetchone()
     if row is None:
         return None
@@ -279,7 +280,56 @@ def follow_run(conn: Conn, claim: Claim, provider_state: Any,
     return due
 
 
-def find_runs_to_publish(conn: Conn, *, grace_seconds: float, limit: int) -> list[str]:
-    rows = conn.execute(query("find_runs_to_publish"),
+def renew_leases(conn: Conn, tokens: list[uuid.UUID], lease_seconds: int) -> int:
+    cursor = conn.execute(query("renew_leases"), {"tokens": tokens,
+                                                  "lease_seconds": lease_seconds})
+    return cursor.rowcount
+
+
+# --- the sweeper ------------------------------------------------------------------
+
+
+def try_sweeper_lock(conn: Conn, key: int) -> bool:
+    row = conn.execute(query("try_sweeper_lock"), {"key": key}).fetchone()
+    return bool(row and row["locked"])
+
+
+def release_sweeper_lock(conn: Conn, key: int) -> None:
+    conn.execute(query("release_sweeper_lock"), {"key": key})
+
+
+def release_expired_leases(conn: Conn, *, limit: int) -> list[str]:
+    rows = conn.execute(query("release_expired_leases"), {"limit": limit}).fetchall()
+    return [r["id"] for r in rows]
+
+
+@dataclass(frozen=True)
+class RunToEnd:
+    id: str
+    provider: str
+    endpoint: str
+    adapter: str
+    input: Any
+    provider_state: Any
+    attempt_count: int
+    deadline_at: datetime
+    reason: str
+
+
+def find_runs_to_end(conn: Conn, *, max_lost: int, limit: int) -> list[RunToEnd]:
+    rows = conn.execute(query("find_runs_to_end"), {"max_lost": max_lost, "limit": limit})
+    return [RunToEnd(**r) for r in rows]
+
+
+def end_unheld_run(conn: Conn, run_id: str, *, status: str, error: Any, outcome: str,
+                   message: str) -> bool:
+    row = conn.execute(query("end_unheld_run"), {
+        "run_id": run_id, "status": status, "error": _json(error), "outcome": outcome,
+        "message": message}).fetchone()
+    return row is not None
+
+
+def take_runs_to_publish(conn: Conn, *, grace_seconds: float, limit: int) -> list[str]:
+    rows = conn.execute(query("take_runs_to_publish"),
                         {"grace_seconds": grace_seconds, "limit": limit}).fetchall()
     return [r["id"] for r in rows]

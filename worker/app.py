@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import worker_process_init, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from shared.catalog import Catalog, load_catalog
 from shared.db import DatabaseUnavailable, make_pool
@@ -15,38 +15,56 @@ from shared.queue import TASK_RUN, celery_config, enqueue_run
 from shared.settings import Settings
 from worker.providers import make_adapters
 from worker.runner import Runner
+from worker.sweeper import Background, Sweeper
 
 log = logging.getLogger("monid.worker")
 
 
 class MonidCelery(Celery):
-    """A Celery app that owns one runner (and its database pool) per process."""
+    """A Celery app that owns, per process, one runner with its database pool and
+    HTTP client, and the background threads (heartbeat, sweeper)."""
 
     monid_settings: Settings
     monid_catalog: Catalog
     _runner: Runner | None = None
-    _runner_lock = threading.Lock()
+    _background: Background | None = None
+    _lock = threading.Lock()
 
     def runner(self) -> Runner:
-        with self._runner_lock:
-            return self._runner or self._make_runner()
+        runner = self._runner
+        if runner is not None:
+            return runner
+        with self._lock:
+            if self._runner is None:
+                settings = self.monid_settings
+                pool = make_pool(settings.database_url, min_size=1,
+                                 max_size=settings.worker_db_pool_size, name="monid-worker",
+                                 timeout=30)
+                pool.open(wait=False)
+                self._runner = Runner(
+                    settings=settings, pool=pool, catalog=self.monid_catalog,
+                    adapters=make_adapters(settings),
+                    publish=lambda run_id, countdown: enqueue_run(self, run_id, countdown),
+                )
+            return self._runner
 
-    def _make_runner(self) -> Runner:
-        if self._runner is None:
-            pool = make_pool(self.monid_settings.database_url, min_size=1,
-                             max_size=self.monid_settings.worker_db_pool_size,
-                             name="monid-worker", timeout=30)
-            pool.open(wait=False)
-            self._runner = Runner(
-                settings=self.monid_settings,
-                pool=pool,
-                catalog=self.monid_catalog,
-                adapters=make_adapters(self.monid_settings),
-                publish=lambda run_id, countdown: enqueue_run(self, run_id, countdown),
-            )
-        return self._runner
+    def sweeper(self) -> Sweeper:
+        runner = self.runner()
+        return Sweeper(settings=self.monid_settings, pool=runner.pool, catalog=runner.catalog,
+                       adapters=runner.adapters,
+                       publish=lambda run_id: enqueue_run(self, run_id))
+
+    def start_background(self) -> None:
+        runner = self.runner()
+        self._background = Background(
+            settings=self.monid_settings, renew=runner.renew_leases,
+            sweeper=self.sweeper() if self.monid_settings.sweeper_enabled else None)
+        self._background.start()
 
     def close_runner(self) -> None:
+        if self._background is not None:
+            self._background.stop()
+            self._background = None
         if self._runner is not None:
             self._runner.pool.close()
             self._runner = None
@@ -79,6 +97,10 @@ def make_celery(settings: Settings, *, catalog: Catalog | None = None) -> MonidC
     def _fresh_runner(**_: Any) -> None:
         # A forked pool child must not share its parent's connections.
         app._runner = None
+
+    @worker_ready.connect(weak=False)
+    def _start_background(**_: Any) -> None:
+        app.start_background()
 
     @worker_shutdown.connect(weak=False)
     def _close(**_: Any) -> None:

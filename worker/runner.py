@@ -6,7 +6,9 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -65,6 +67,21 @@ class Runner:
         self.adapters = adapters
         self.publish = publish
         self.name = name or worker_name()
+        # Leases this process holds now, renewed by the heartbeat.
+        self._held: dict[uuid.UUID, str] = {}
+        self._held_lock = threading.Lock()
+
+    def held_leases(self) -> list[uuid.UUID]:
+        with self._held_lock:
+            return list(self._held)
+
+    def renew_leases(self) -> int:
+        """Extend the lease of every run this process is working on."""
+        tokens = self.held_leases()
+        if not tokens:
+            return 0
+        with transaction(self.pool) as conn:
+            return store.renew_leases(conn, tokens, self.settings.lease_seconds)
 
     def run(self, run_id: str) -> str:
         """Handle one delivery of `run_id`; returns what happened, in one word."""
@@ -81,6 +98,15 @@ class Runner:
             state = None if claim else store.get_claim_state(conn, run_id)
         if claim is None:
             return self._not_claimed(run_id, state)
+        with self._held_lock:
+            self._held[claim.lease_token] = run_id
+        try:
+            return self._attempt_logged(claim)
+        finally:
+            with self._held_lock:
+                self._held.pop(claim.lease_token, None)
+
+    def _attempt_logged(self, claim: store.Claim) -> str:
         log.info("attempt started" if claim.new_attempt else "checking the provider's job",
                  extra={"attempt": claim.attempt})
         return self._attempt(claim)
@@ -141,10 +167,13 @@ class Runner:
 
     def _follow(self, claim: store.Claim, pending: Pending) -> str:
         delay = self._within_deadline(claim, pending.check_after)
-        due = self._write(lambda conn: store.follow_run(conn, claim, dict(pending.state), delay))
+        publish = delay <= self.settings.long_wait_seconds
+        due = self._write(lambda conn: store.follow_run(conn, claim, dict(pending.state), delay,
+                                                        published=publish))
         if due is None:
             return "lost-lease"
-        self._wake_later(claim.run_id, delay)
+        if publish:
+            self._publish_quietly(claim.run_id, delay)
         return "following"
 
     def _delivered(self, claim: store.Claim, result: ProviderResult,
@@ -193,12 +222,17 @@ class Runner:
         delay = self._within_deadline(claim, backoff_seconds(
             claim.attempt, base=self.settings.retry_base_seconds,
             cap=self.settings.retry_max_seconds, retry_after=exc.retry_after))
+        # Short waits ride on a broker countdown; long ones stay in PostgreSQL
+        # only, and the sweeper publishes the run when it is due.
+        publish = delay <= self.settings.long_wait_seconds
         due = self._write(lambda conn: store.schedule_retry(conn, claim, attempt, delay,
+                                                            published=publish,
                                                             malformed=malformed))
         if due is None:
             return "lost-lease"
         log.info("retry scheduled", extra={"attempt": claim.attempt, "delaySeconds": delay})
-        self._wake_later(claim.run_id, delay)
+        if publish:
+            self._publish_quietly(claim.run_id, delay)
         return "retry"
 
     @staticmethod
@@ -206,12 +240,6 @@ class Runner:
         """Never wait past the deadline: the run is ended there instead."""
         left = (claim.deadline_at - datetime.now(UTC)).total_seconds()
         return max(0.0, min(delay, left + 0.05))
-
-    def _wake_later(self, run_id: str, delay: float) -> None:
-        """Short waits ride on a broker countdown; long ones stay in PostgreSQL
-        only, and the sweeper publishes the run when it is due."""
-        if delay <= self.settings.long_wait_seconds:
-            self._publish_quietly(run_id, delay)
 
     def _end(self, claim: store.Claim, attempt: store.AttemptEnd, *, status: str,
              **fields: Any) -> str:

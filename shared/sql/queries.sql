@@ -25,12 +25,12 @@ RETURNING id, user_id, label, mode, key_prefix, key_hash, created_at, revoked_at
 -- name: insert_run
 INSERT INTO runs (
     id, caller, api_key_id, provider, provider_name, endpoint, adapter, input,
-    price_type, price_micros, flat_fee_micros, max_attempts, deadline_at
+    price_type, price_micros, flat_fee_micros, max_attempts, deadline_at, last_published_at
 )
 VALUES (
     %(id)s, %(caller)s, %(api_key_id)s, %(provider)s, %(provider_name)s, %(endpoint)s,
     %(adapter)s, %(input)s, %(price_type)s, %(price_micros)s, %(flat_fee_micros)s,
-    %(max_attempts)s, now() + make_interval(secs => %(deadline_seconds)s)
+    %(max_attempts)s, now() + make_interval(secs => %(deadline_seconds)s), now()
 )
 RETURNING created_at;
 
@@ -144,6 +144,8 @@ WITH retried AS (
         provider_state = NULL,
         malformed_answers = malformed_answers + %(malformed)s,
         next_attempt_at = now() + make_interval(secs => %(delay_seconds)s),
+        last_published_at = CASE WHEN %(published)s
+                                 THEN now() + make_interval(secs => %(delay_seconds)s) END,
         updated_at = now()
     WHERE id = %(run_id)s
       AND lease_token = %(lease_token)s
@@ -167,19 +169,121 @@ SET provider_state = %(provider_state)s,
     lease_owner = NULL,
     lease_expires_at = NULL,
     next_attempt_at = now() + make_interval(secs => %(delay_seconds)s),
+    last_published_at = CASE WHEN %(published)s
+                             THEN now() + make_interval(secs => %(delay_seconds)s) END,
     updated_at = now()
 WHERE id = %(run_id)s
   AND lease_token = %(lease_token)s
   AND status = 'RUNNING'
 RETURNING id, next_attempt_at;
 
--- name: find_runs_to_publish
--- Runs that nobody holds and that are due: never claimed within the grace, or a retry due.
-SELECT id
+-- name: renew_leases
+-- The heartbeat: a live worker keeps the leases of the runs it is working on.
+UPDATE runs
+SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+WHERE lease_token = ANY(%(tokens)s) AND completed_at IS NULL;
+
+-- name: try_sweeper_lock
+SELECT pg_try_advisory_lock(%(key)s) AS locked;
+
+-- name: release_sweeper_lock
+SELECT pg_advisory_unlock(%(key)s);
+
+-- name: release_expired_leases
+-- Runs whose worker stopped renewing its lease: that worker died. The run is
+-- handed back and the loss counted; a new attempt that was in progress ends
+-- LOST (a followed provider job goes on: its attempt stays open).
+WITH expired AS (
+    SELECT id
+    FROM runs
+    WHERE lease_token IS NOT NULL AND lease_expires_at < now() AND completed_at IS NULL
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), released AS (
+    UPDATE runs r
+    SET lease_token = NULL,
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        lost_count = r.lost_count + 1,
+        next_attempt_at = now(),
+        last_published_at = NULL,
+        updated_at = now()
+    FROM expired e
+    WHERE r.id = e.id
+    RETURNING r.id, r.attempt_count, r.lost_count, r.provider_state
+), lost AS (
+    UPDATE attempts a
+    SET ended_at = now(), outcome = 'LOST', message = 'the worker stopped renewing its lease'
+    FROM released r
+    WHERE a.run_id = r.id AND a.number = r.attempt_count AND a.ended_at IS NULL
+      AND r.provider_state IS NULL
+)
+SELECT id, lost_count FROM released;
+
+-- name: find_runs_to_end
+-- Open runs nobody holds that must end now: past their deadline, lost by their
+-- workers too often, or out of attempts.
+SELECT id, provider, endpoint, adapter, input, provider_state, attempt_count, deadline_at,
+       CASE WHEN deadline_at <= now() THEN 'TIMED_OUT'
+            WHEN lost_count >= %(max_lost)s THEN 'WORKER_LOST'
+            ELSE 'RETRIES_EXHAUSTED' END AS reason
 FROM runs
 WHERE completed_at IS NULL
   AND status = 'RUNNING'
-  AND lease_token IS NULL
-  AND coalesce(next_attempt_at, created_at + make_interval(secs => %(grace_seconds)s)) <= now()
+  AND (lease_token IS NULL OR lease_expires_at < now())
+  AND (deadline_at <= now()
+       OR lost_count >= %(max_lost)s
+       OR (provider_state IS NULL AND attempt_count >= max_attempts))
 ORDER BY id
-LIMIT %(limit)s;
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: end_unheld_run
+-- The sweeper ends a run that no worker holds (the guard keeps a worker that
+-- took it meanwhile, or ended it, from being overwritten).
+WITH ended AS (
+    UPDATE runs
+    SET status = %(status)s,
+        error = %(error)s,
+        cost_micros = 0,
+        completed_at = now(),
+        updated_at = now(),
+        lease_token = NULL,
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        next_attempt_at = NULL
+    WHERE id = %(run_id)s
+      AND completed_at IS NULL
+      AND (lease_token IS NULL OR lease_expires_at < now())
+    RETURNING id, attempt_count
+), attempt AS (
+    UPDATE attempts a
+    SET ended_at = now(), outcome = %(outcome)s, message = %(message)s
+    FROM ended e
+    WHERE a.run_id = e.id AND a.ended_at IS NULL
+)
+SELECT id FROM ended;
+
+-- name: take_runs_to_publish
+-- Runs nobody holds whose next step is due and whose message is not already on
+-- its way: never published, published longer ago than the grace (the broker
+-- lost it), or waiting in PostgreSQL for a long retry.
+WITH due AS (
+    SELECT id
+    FROM runs
+    WHERE completed_at IS NULL
+      AND status = 'RUNNING'
+      AND lease_token IS NULL
+      AND coalesce(next_attempt_at, created_at) <= now()
+      AND (last_published_at IS NULL
+           OR last_published_at <= now() - make_interval(secs => %(grace_seconds)s))
+    ORDER BY coalesce(next_attempt_at, created_at)
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE runs r
+SET last_published_at = now()
+FROM due
+WHERE r.id = due.id
+RETURNING r.id;

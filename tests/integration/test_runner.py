@@ -194,7 +194,8 @@ def test_a_late_writer_cannot_overwrite_a_newer_state(runner: Runner, db: Connec
     with transaction(db) as conn:
         assert not store.end_run(conn, stale, store.AttemptEnd("OK", 200), status="COMPLETED",
                                  output={"stale": True})
-        assert store.schedule_retry(conn, stale, store.AttemptEnd("TRANSIENT_ERROR"), 1) is None
+        assert store.schedule_retry(conn, stale, store.AttemptEnd("TRANSIENT_ERROR"), 1,
+                                    published=True) is None
         assert store.end_run(conn, fresh, store.AttemptEnd("OK", 200), status="COMPLETED",
                              output={"fresh": True})
         assert not store.end_run(conn, fresh, store.AttemptEnd("OK", 200), status="FAILED")

@@ -1,0 +1,200 @@
+"""The sweeper: finds runs that nobody is moving forward and moves them.
+
+One sweep, under a PostgreSQL advisory lock so that only one process sweeps at
+a time however many run one:
+
+1. hands back runs whose lease expired (their worker died), counting the loss;
+2. ends runs that must end: past their deadline (TIMED_OUT, aborting a followed
+   provider job), lost by their workers too often (FAILED: a poison run must
+   not crash workers forever), or out of attempts;
+3. publishes runs whose next step is due and whose message is not on its way:
+   never published (the broker was down at accept time), lost by the broker
+   (Redis restarted empty), or waiting in PostgreSQL for a long retry.
+
+It runs inside every worker process (a thread), so there is no extra process to
+deploy or to forget; `python -m worker.sweeper` runs it on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from psycopg_pool import ConnectionPool
+
+from shared import store
+from shared.catalog import Catalog, split_input
+from shared.db import DatabaseUnavailable
+from shared.logs import run_id_var
+from shared.settings import Settings
+from worker.providers.base import Adapter, ProviderCall
+
+log = logging.getLogger("monid.sweeper")
+
+SWEEPER_LOCK_KEY = 0x6D6F6E6964_02
+BATCH = 500
+
+_END = {
+    "TIMED_OUT": ("TIMED_OUT", "TIMEOUT", {"source": "platform", "code": "DEADLINE_EXCEEDED",
+                                           "message": "the run passed its endpoint's deadline"}),
+    "WORKER_LOST": ("FAILED", "LOST", {"source": "platform", "code": "WORKER_LOST",
+                                       "message": "the run's worker was lost too many times"}),
+    "RETRIES_EXHAUSTED": ("FAILED", "LOST", {
+        "source": "platform", "code": "RETRIES_EXHAUSTED",
+        "message": "the last attempt was lost with its worker; no attempts are left"}),
+}
+
+
+@dataclass
+class SweepReport:
+    released: list[str] = field(default_factory=list)
+    ended: dict[str, str] = field(default_factory=dict)
+    published: list[str] = field(default_factory=list)
+    skipped: bool = False
+
+
+class Sweeper:
+    def __init__(self, *, settings: Settings, pool: ConnectionPool, catalog: Catalog,
+                 adapters: Mapping[str, Adapter], publish: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.catalog = catalog
+        self.adapters = adapters
+        self.publish = publish
+
+    def sweep(self) -> SweepReport:
+        """One sweep; `skipped` when another process holds the sweeper lock."""
+        report = SweepReport()
+        with self.pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                if not store.try_sweeper_lock(conn, SWEEPER_LOCK_KEY):  # type: ignore[arg-type]
+                    report.skipped = True
+                    return report
+                try:
+                    self._sweep(conn, report)  # type: ignore[arg-type]
+                finally:
+                    store.release_sweeper_lock(conn, SWEEPER_LOCK_KEY)  # type: ignore[arg-type]
+            finally:
+                conn.autocommit = False
+        return report
+
+    def _sweep(self, conn: store.Conn, report: SweepReport) -> None:
+        with conn.transaction():
+            report.released = store.release_expired_leases(conn, limit=BATCH)
+        for run_id in report.released:
+            log.warning("lease expired: the worker was lost", extra={"runId": run_id})
+        aborts: list[store.RunToEnd] = []
+        with conn.transaction():
+            for run in store.find_runs_to_end(conn, max_lost=self.settings.max_lost_attempts,
+                                               limit=BATCH):
+                status, outcome, error = _END[run.reason]
+                if store.end_unheld_run(conn, run.id, status=status, error=error,
+                                        outcome=outcome, message=error["message"]):
+                    report.ended[run.id] = status
+                    if run.provider_state:
+                        aborts.append(run)
+        for run in aborts:
+            self._abort(run)
+        for run_id, status in report.ended.items():
+            log.info("run ended by the sweeper", extra={"runId": run_id, "status": status})
+        with conn.transaction():
+            due = store.take_runs_to_publish(
+                conn, grace_seconds=self.settings.sweep_grace_seconds, limit=BATCH)
+        for run_id in due:
+            try:
+                self.publish(run_id)
+                report.published.append(run_id)
+            except Exception as exc:  # the next sweep tries again after the grace
+                log.warning("publish failed", extra={"runId": run_id, "error": str(exc)})
+                break
+
+    def _abort(self, run: store.RunToEnd) -> None:
+        endpoint = self.catalog.find(run.provider, run.endpoint)
+        adapter = self.adapters.get(run.adapter)
+        if endpoint is None or adapter is None:
+            return
+        parts = split_input(run.input)
+        token = run_id_var.set(run.id)
+        try:
+            adapter.abort(ProviderCall(
+                run_id=run.id, provider=run.provider, endpoint=run.endpoint, call=endpoint.call,
+                body=parts["body"], query_params=parts["queryParams"],
+                path_params=parts["pathParams"], attempt=run.attempt_count,
+                deadline_at=run.deadline_at, state=run.provider_state))
+        except Exception:
+            log.exception("abort failed")
+        finally:
+            run_id_var.reset(token)
+
+
+class Background:
+    """The heartbeat (lease renewal) and the sweeper loop, as daemon threads."""
+
+    def __init__(self, *, settings: Settings, renew: Callable[[], int],
+                 sweeper: Sweeper | None) -> None:
+        self.settings = settings
+        self.renew = renew
+        self.sweeper = sweeper
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self.threads = [threading.Thread(target=self._heartbeat, name="monid-heartbeat",
+                                         daemon=True)]
+        if self.sweeper is not None:
+            self.threads.append(threading.Thread(target=self._sweep_loop, name="monid-sweeper",
+                                                 daemon=True))
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=5)
+
+    def _heartbeat(self) -> None:
+        interval = max(1.0, self.settings.lease_seconds / 3)
+        while not self.stopping.wait(interval):
+            try:
+                self.renew()
+            except DatabaseUnavailable as exc:
+                log.warning("heartbeat failed", extra={"error": str(exc)})
+            except Exception:
+                log.exception("heartbeat failed")
+
+    def _sweep_loop(self) -> None:
+        assert self.sweeper is not None
+        while not self.stopping.wait(self.settings.sweep_interval_seconds):
+            try:
+                self.sweeper.sweep()
+            except Exception as exc:  # a database outage: the next sweep tries again
+                log.warning("sweep failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+
+def main() -> None:
+    """Run the sweeper alone, until interrupted."""
+    from shared.logs import configure_logging
+    from shared.settings import load_settings_or_exit
+    from worker.app import make_celery
+
+    settings = load_settings_or_exit()
+    configure_logging(settings.log_level)
+    app = make_celery(settings)
+    sweeper = app.sweeper()
+    stopping = threading.Event()
+    log.info("sweeper running", extra={"intervalSeconds": settings.sweep_interval_seconds})
+    try:
+        while not stopping.wait(settings.sweep_interval_seconds):
+            try:
+                sweeper.sweep()
+            except Exception as exc:
+                log.warning("sweep failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
