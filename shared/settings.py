@@ -116,7 +116,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     database_url = _url(env, "DATABASE_URL", ("postgresql", "postgres"))
     redis_url = _url(env, "REDIS_URL", ("redis", "rediss", "unix"))
-    worker_concurrency = _int(env, "WORKER_CONCURRENCY", 16, 1, 10_000)
+    worker_concurrency = _int(env, "WORKER_CONCURRENCY", 200, 1, 10_000)
     catalog_raw = env.get("CATALOG_DIR", "").strip()
     catalog_dir = Path(catalog_raw) if catalog_raw else DEFAULT_CATALOG_DIR
     if not catalog_dir.is_dir():

@@ -49,11 +49,12 @@ def worker_name() -> str:
 
 def backoff_seconds(attempt: int, *, base: float, cap: float, retry_after: float | None,
                     rng: random.Random | None = None) -> float:
-    """Exponential backoff with full jitter, never earlier than the provider's Retry-After."""
+    """Exponential backoff with full jitter, never earlier than the provider's
+    Retry-After (which the transport has already capped)."""
     ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
     delay = (rng or random).uniform(0, ceiling)
     if retry_after is not None:
-        delay = max(delay, min(retry_after, cap))
+        delay = max(delay, retry_after)
     return delay
 
 

@@ -70,6 +70,8 @@ def test_the_seed_example_completes_with_the_actors_items(
         assert run["output"][0] == {"id": "0", "text": "tweet 0 about AI"}
         assert run["cost"] == {"value": 0.003, "currency": "USD"}
         assert apify.runs_started("apidojo~tweet-scraper") == 1
+        assert TOKEN not in worker.output() and TOKEN not in web[0].output()
+        assert key not in worker.output() and key not in web[0].output()
     finally:
         worker.stop()
 

@@ -42,7 +42,7 @@ def test_defaults_with_only_the_two_urls() -> None:
         "port": 8000,
         "web_concurrency": 2,
         "web_threads": 8,
-        "worker_concurrency": 16,
+        "worker_concurrency": 200,
         "db_pool_size": 10,
         "max_body_bytes": 256 * 1024,
         "catalog_dir": DEFAULT_CATALOG_DIR,
