@@ -28,7 +28,7 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
     pool = make_pool(settings.database_url, min_size=1, max_size=settings.db_pool_size,
-                     name="monid-web")
+                     name="monid-web", timeout=settings.db_pool_timeout_seconds)
     pool.open(wait=False)
     app.extensions["monid"] = Services(
         settings=settings,

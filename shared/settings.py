@@ -51,6 +51,9 @@ class Settings:
     sweep_interval_seconds: float
     sweep_grace_seconds: float
     max_lost_attempts: int
+    worker_pool: str
+    worker_shutdown_grace_seconds: float
+    db_pool_timeout_seconds: float
     # Every variable of the environment, for catalog entries that name the one
     # holding their secret (or base URL). Never logged.
     provider_env: Mapping[str, str] = field(repr=False)
@@ -101,6 +104,15 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise SettingsError(name, f"is malformed: use one of {', '.join(choices)}")
+    return raw
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -135,7 +147,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),
         catalog_dir=catalog_dir,
         log_level=log_level,
-        lease_seconds=_int(env, "LEASE_SECONDS", 60, 5, 3600),
+        lease_seconds=_int(env, "LEASE_SECONDS", 60, 1, 3600),
         retry_base_seconds=_float(env, "RETRY_BASE_SECONDS", 1.0, 0.0, 3600.0),
         retry_max_seconds=_float(env, "RETRY_MAX_SECONDS", 60.0, 0.0, 86400.0),
         task_visibility_timeout=_int(env, "TASK_VISIBILITY_TIMEOUT", 3600, 60, 7 * 86400),
@@ -152,6 +164,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sweep_interval_seconds=_float(env, "SWEEP_INTERVAL_SECONDS", 5.0, 0.1, 600.0),
         sweep_grace_seconds=_float(env, "SWEEP_GRACE_SECONDS", 30.0, 0.1, 86400.0),
         max_lost_attempts=_int(env, "MAX_LOST_ATTEMPTS", 3, 1, 100),
+        worker_pool=_choice(env, "WORKER_POOL", "threads", ("threads", "prefork")),
+        worker_shutdown_grace_seconds=_float(env, "WORKER_SHUTDOWN_GRACE_SECONDS", 25.0, 0.0,
+                                             3600.0),
+        db_pool_timeout_seconds=_float(env, "DB_POOL_TIMEOUT_SECONDS", 2.0, 0.1, 60.0),
     )
 
 

@@ -333,3 +333,10 @@ def take_runs_to_publish(conn: Conn, *, grace_seconds: float, limit: int) -> lis
     rows = conn.execute(query("take_runs_to_publish"),
                         {"grace_seconds": grace_seconds, "limit": limit}).fetchall()
     return [r["id"] for r in rows]
+
+
+def hand_back_runs(conn: Conn, owner_prefix: str) -> list[str]:
+    """Release every run whose lease owner starts with `owner_prefix`."""
+    pattern = owner_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    rows = conn.execute(query("hand_back_runs"), {"owner_prefix": pattern}).fetchall()
+    return [r["id"] for r in rows]

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import signal
+import socket
 import threading
+import uuid
 from typing import Any
 
+import psycopg
 from celery import Celery, Task
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
+from psycopg.rows import dict_row
 
+from shared import store
 from shared.catalog import Catalog, load_catalog
 from shared.db import DatabaseUnavailable, make_pool
 from shared.queue import TASK_RUN, celery_config, enqueue_run
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from worker.providers import make_adapters
 from worker.runner import Runner
 from worker.sweeper import Background, Sweeper
@@ -21,14 +34,22 @@ log = logging.getLogger("monid.worker")
 
 
 class MonidCelery(Celery):
-    """A Celery app that owns, per process, one runner with its database pool and
-    HTTP client, and the background threads (heartbeat, sweeper)."""
+    """A Celery app that owns, per process that runs tasks, one runner with its
+    database pool and HTTP client, and the background threads (heartbeat,
+    sweeper). With the threads pool that is the worker process itself; with
+    prefork, each pool child."""
 
     monid_settings: Settings
     monid_catalog: Catalog
+    # Shared by this worker and its pool children: the prefix of their leases.
+    monid_instance: str
     _runner: Runner | None = None
     _background: Background | None = None
     _lock = threading.Lock()
+
+    @property
+    def lease_prefix(self) -> str:
+        return f"{socket.gethostname()}/{self.monid_instance}:"
 
     def runner(self) -> Runner:
         runner = self._runner
@@ -45,6 +66,7 @@ class MonidCelery(Celery):
                     settings=settings, pool=pool, catalog=self.monid_catalog,
                     adapters=make_adapters(settings),
                     publish=lambda run_id, countdown: enqueue_run(self, run_id, countdown),
+                    name=f"{self.lease_prefix}{os.getpid()}",
                 )
             return self._runner
 
@@ -69,19 +91,57 @@ class MonidCelery(Celery):
             self._runner.pool.close()
             self._runner = None
 
+    def hand_back_and_exit(self) -> None:
+        """The shutdown grace is over: hand back every run this worker (and its
+        pool children) still holds, publish them for other workers, and exit."""
+        try:
+            with psycopg.connect(self.monid_settings.database_url, connect_timeout=5,
+                                 row_factory=dict_row) as conn:
+                released = store.hand_back_runs(conn, self.lease_prefix)
+            for run_id in released:
+                try:
+                    enqueue_run(self, run_id)
+                except Exception as exc:  # the sweeper publishes them after the grace
+                    log.warning("publish failed", extra={"runId": run_id, "error": str(exc)})
+            log.warning("shutdown grace over: runs handed back",
+                        extra={"count": len(released), "runIds": released})
+        except Exception:
+            log.exception("hand back failed; the runs' leases will expire instead")
+        finally:
+            for child in multiprocessing.active_children():
+                if child.pid:
+                    os.kill(child.pid, signal.SIGKILL)
+            os._exit(0)
+
+
+def check_visibility_timeout(settings: Settings, catalog: Catalog) -> None:
+    """Redis hands an unacknowledged message out again after the visibility
+    timeout: it must outlast the longest task (bounded by the longest deadline)
+    plus the longest countdown (LONG_WAIT_SECONDS)."""
+    longest = max(e.deadline_seconds for e in catalog.all()) + settings.long_wait_seconds
+    if settings.task_visibility_timeout <= longest:
+        raise SettingsError("TASK_VISIBILITY_TIMEOUT",
+                            f"is too small: {settings.task_visibility_timeout} s must exceed the "
+                            f"longest deadline plus LONG_WAIT_SECONDS ({longest:g} s)")
+
 
 def make_celery(settings: Settings, *, catalog: Catalog | None = None) -> MonidCelery:
+    catalog = catalog or load_catalog(settings.catalog_dir)
+    check_visibility_timeout(settings, catalog)
     app = MonidCelery("monid", set_as_current=True)
     config: dict[str, Any] = celery_config(settings)
     config.update(
-        worker_pool="threads",
+        worker_pool=settings.worker_pool,
         worker_concurrency=settings.worker_concurrency,
         worker_enable_remote_control=True,
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        # With REMAP_SIGTERM=SIGQUIT, Celery's own soft shutdown waits this long.
+        worker_soft_shutdown_timeout=settings.worker_shutdown_grace_seconds,
     )
     app.config_from_object(config)
     app.monid_settings = settings
-    app.monid_catalog = catalog or load_catalog(settings.catalog_dir)
+    app.monid_catalog = catalog
+    app.monid_instance = uuid.uuid4().hex[:12]
 
     @app.task(name=TASK_RUN, bind=True, ignore_result=True)
     def run_task(self: Task, run_id: str) -> str:
@@ -94,13 +154,24 @@ def make_celery(settings: Settings, *, catalog: Catalog | None = None) -> MonidC
             raise self.retry(countdown=5, max_retries=None) from exc
 
     @worker_process_init.connect(weak=False)
-    def _fresh_runner(**_: Any) -> None:
-        # A forked pool child must not share its parent's connections.
+    def _child_started(**_: Any) -> None:
+        # A prefork pool child: its own connections and background threads.
         app._runner = None
+        app._background = None
+        app.start_background()
 
     @worker_ready.connect(weak=False)
-    def _start_background(**_: Any) -> None:
-        app.start_background()
+    def _ready(**_: Any) -> None:
+        if settings.worker_pool == "threads":
+            app.start_background()
+
+    @worker_shutting_down.connect(weak=False)
+    def _shutting_down(**_: Any) -> None:
+        grace = settings.worker_shutdown_grace_seconds
+        log.info("shutting down: finishing runs in progress", extra={"graceSeconds": grace})
+        timer = threading.Timer(grace, app.hand_back_and_exit)
+        timer.daemon = True
+        timer.start()
 
     @worker_shutdown.connect(weak=False)
     def _close(**_: Any) -> None:

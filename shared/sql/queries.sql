@@ -287,3 +287,29 @@ SET last_published_at = now()
 FROM due
 WHERE r.id = due.id
 RETURNING r.id;
+
+-- name: hand_back_runs
+-- A worker that is shutting down hands back the runs it still holds: they are
+-- due at once, and the attempt in progress ends LOST (a followed provider job
+-- goes on: its attempt stays open). Not counted as a lost worker.
+WITH released AS (
+    UPDATE runs
+    SET lease_token = NULL,
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        next_attempt_at = now(),
+        last_published_at = now(),
+        updated_at = now()
+    WHERE lease_owner LIKE %(owner_prefix)s
+      AND lease_token IS NOT NULL
+      AND completed_at IS NULL
+    RETURNING id, attempt_count, provider_state
+), lost AS (
+    UPDATE attempts a
+    SET ended_at = now(), outcome = 'LOST',
+        message = 'the worker shut down before the attempt ended'
+    FROM released r
+    WHERE a.run_id = r.id AND a.number = r.attempt_count AND a.ended_at IS NULL
+      AND r.provider_state IS NULL
+)
+SELECT id FROM released;

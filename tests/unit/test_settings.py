@@ -175,7 +175,7 @@ def test_reads_os_environ_when_no_mapping_is_given(monkeypatch: pytest.MonkeyPat
     (env(DB_POOL_SIZE="1001"), "DB_POOL_SIZE", "is out of range"),
     (env(MAX_BODY_BYTES="1023"), "MAX_BODY_BYTES", "is out of range"),
     (env(MAX_BODY_BYTES="256KiB"), "MAX_BODY_BYTES", "is not an integer"),
-    (env(LEASE_SECONDS="4"), "LEASE_SECONDS", "is out of range"),
+    (env(LEASE_SECONDS="0"), "LEASE_SECONDS", "is out of range"),
     (env(RETRY_BASE_SECONDS="fast"), "RETRY_BASE_SECONDS", "is not a number"),
     (env(RETRY_BASE_SECONDS="-0.1"), "RETRY_BASE_SECONDS", "is out of range"),
     (env(RETRY_BASE_SECONDS="nan"), "RETRY_BASE_SECONDS", "is out of range"),
