@@ -60,9 +60,9 @@ class Process:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
 
-    def stop(self, timeout: float = 15.0) -> int | None:
+    def stop(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> int | None:
         if self.alive():
-            self.signal_group(signal.SIGTERM)
+            self.signal_group(sig)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -77,7 +77,8 @@ CALL_SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "required": ["action"],
         "additionalProperties": False,
-        "properties": {"action": {"enum": ["echo", "sleep", "fail"]}},
+        # "crash" kills the worker process: for crash tests, never in a public catalog.
+        "properties": {"action": {"enum": ["echo", "sleep", "fail", "crash"]}},
     },
     "apify": {
         "type": "object",
@@ -113,6 +114,7 @@ CALL_SCHEMAS: dict[str, dict[str, Any]] = {
             },
             "timeoutSeconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
             "resultsPath": {"type": "string"},
+            "idempotencyHeader": {"type": "string", "minLength": 1},
         },
     },
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +26,9 @@ class DemoAdapter:
             return ProviderResult(output=body, result_count=1)
         if action == "fail":
             return self._fail(request, body)
+        if action == "crash":
+            # A poison run: it kills the process that runs it, every time.
+            os.kill(os.getpid(), signal.SIGKILL)
         raise PermanentError(f"demo adapter has no action {action!r}", http_status=400)
 
     def abort(self, request: ProviderCall) -> None:

@@ -5,8 +5,9 @@ that overrides it), `path` (a template whose `{name}` parts come from the
 input's `pathParams`), fixed `query` parameters, `bodyAs` (`json`, or `query`
 for GET APIs whose flat input is their query string), `auth`
 (`{"header": ..., "prefix": ..., "secretEnv": ...}` or
-`{"query": ..., "secretEnv": ...}`), `timeoutSeconds`, and `resultsPath`, the
-dotted path of the list that counts as the results.
+`{"query": ..., "secretEnv": ...}`), `timeoutSeconds`, `resultsPath` (the
+dotted path of the list that counts as the results) and `idempotencyHeader`
+(a header that carries `<runId>:<attempt>`, for providers that honour one).
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class HttpAdapter:
         call = request.call
         method = str(call.get("method", "POST")).upper()
         headers: dict[str, str] = {"Accept": "application/json"}
+        if call.get("idempotencyHeader"):
+            # One key per attempt: a provider that honours it never does one
+            # attempt's work twice.
+            headers[call["idempotencyHeader"]] = f"{request.run_id}:{request.attempt}"
         params: dict[str, Any] = {k: _query_value(v) for k, v in call.get("query", {}).items()}
         params.update({k: _query_value(v) for k, v in request.query_params.items()})
         body: Any = dict(request.body)

@@ -1,0 +1,207 @@
+"""Kill, flush and restart real processes with runs in flight; every accepted run
+must end exactly once, no attempt may call the provider twice, attempts stay
+within their cap, and nothing is charged twice.
+
+Each scenario prints: runs accepted / ended / lost / duplicated, and the longest
+time a run needed to recover after the fault.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import requests
+
+from shared.queue import enqueue_run, make_publisher
+from shared.settings import load_settings
+from tests.chaos.conftest import World
+from worker.app import make_celery
+
+
+def pool_children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def wait_until_started(world: World, ids: list[str], count: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(world.database_url) as conn:
+            row = conn.execute("SELECT count(*) FROM runs WHERE id = ANY(%s)"
+                               " AND lease_token IS NOT NULL", (ids,)).fetchone()
+        if row and row[0] >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} runs were started")
+
+
+def test_sigkill_a_worker_process_mid_run(world: World) -> None:
+    base = world.web()
+    victim = world.worker("victim", concurrency=8)
+    world.worker("survivor", concurrency=8)
+    ids = world.submit(base, 30, sleep=[0.5, 2.0, 3.0])
+    wait_until_started(world, ids, 6)
+    fault = time.time()
+    victim.signal_group(signal.SIGKILL)
+    world.wait_ended(ids)
+    world.check("SIGKILL worker process", ids, fault)
+
+
+def test_sigkill_a_pool_child_mid_run(world: World) -> None:
+    base = world.web()
+    worker = world.worker("prefork", concurrency=2, WORKER_POOL="prefork")
+    ids = world.submit(base, 6, sleep=2.0)
+    wait_until_started(world, ids, 2)
+    children = pool_children(worker.pid)
+    assert len(children) == 2, children
+    fault = time.time()
+    os.kill(children[0], signal.SIGKILL)
+    world.wait_ended(ids)
+    assert worker.alive(), "the worker's main process survives a lost pool child"
+    world.check("SIGKILL pool child", ids, fault)
+
+
+def test_sigterm_then_sigkill_like_heroku(world: World) -> None:
+    base = world.web()
+    leaving = world.worker("leaving", concurrency=8)
+    short = world.submit(base, 4, sleep=0.3)
+    long = world.submit(base, 3, sleep=8.0)
+    wait_until_started(world, long, 3)
+    fault = time.time()
+    leaving.signal_group(signal.SIGTERM)
+    world.worker("arriving", concurrency=8)  # the dyno that replaces it
+    # Heroku sends SIGKILL 30 s after SIGTERM; scaled down here to 6 s, past
+    # the 3 s grace of the test settings.
+    deadline = time.monotonic() + 6
+    while leaving.alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    exited_by_itself = not leaving.alive()
+    leaving.signal_group(signal.SIGKILL)
+    world.wait_ended(short + long)
+    report = world.check("SIGTERM, SIGKILL 6 s later", short + long, fault)
+    assert exited_by_itself, "the worker did not leave within its grace"
+    assert "runs handed back" in leaving.output()
+    with psycopg.connect(world.database_url) as conn:
+        outcomes = dict(conn.execute(  # type: ignore[arg-type]
+            "SELECT run_id, array_agg(outcome ORDER BY number) FROM attempts"
+            " WHERE run_id = ANY(%s) GROUP BY run_id", (short + long,)).fetchall())
+    assert all(outcomes[i] == ["OK"] for i in short), "short runs finished within the grace"
+    assert all(outcomes[i] == ["LOST", "OK"] for i in long), outcomes
+    assert report.longest_recovery < 20
+
+
+def test_redis_flushed_and_restarted_with_runs_queued_and_in_flight(world: World) -> None:
+    base = world.web()
+    world.worker("worker", concurrency=4)
+    ids = world.submit(base, 24, sleep=1.0)
+    wait_until_started(world, ids, 4)
+    fault = time.time()
+    world.redis.flush_and_restart()
+    world.wait_ended(ids, timeout=90)
+    world.check("Redis FLUSHALL + restart", ids, fault)
+
+
+def test_postgres_restarted_with_runs_in_flight(world: World) -> None:
+    base = world.web()
+    world.worker("worker", concurrency=8)
+    ids = world.submit(base, 16, sleep=[1.0, 2.0])
+    wait_until_started(world, ids, 8)
+    fault = time.time()
+    world.pg.stop()
+    # While the database is down, accepting a run is refused quickly and cleanly.
+    started = time.monotonic()
+    answer = requests.post(f"{base}/v1/run", headers={"Authorization": f"Bearer {world.key}"},
+                           json={"provider": "chaos", "endpoint": "/work", "input": {}},
+                           timeout=10)
+    refused_in = time.monotonic() - started
+    ready = requests.get(f"{base}/readyz", timeout=10)
+    world.pg.start()
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["errorCode"] == "SERVICE_UNAVAILABLE"
+    assert refused_in < 5
+    assert ready.status_code == 503 and ready.json()["checks"]["database"] == "unavailable"
+    world.wait_ended(ids, timeout=90)
+    world.check("PostgreSQL restart", ids, fault)
+
+
+def test_publishing_fails_at_accept_time(world: World) -> None:
+    base = world.web(REDIS_URL="redis://127.0.0.1:1/0")  # the web cannot reach the broker
+    world.worker("worker", concurrency=8)
+    fault = time.time()
+    ids = world.submit(base, 12, sleep=0.2)
+    world.wait_ended(ids)
+    world.check("publish fails at accept", ids, fault)
+
+
+def test_duplicate_messages_and_sweepers_racing(world: World) -> None:
+    base = world.web()
+    world.worker("one", concurrency=8)
+    world.worker("two", concurrency=8)
+    settings = load_settings(world.env)
+    publisher = make_publisher(settings)
+    sweepers = [make_celery(settings).sweeper() for _ in range(2)]
+    skipped: list[bool] = []
+    stopping = threading.Event()
+
+    def sweep_forever(index: int) -> None:
+        while not stopping.is_set():
+            skipped.append(sweepers[index].sweep().skipped)
+
+    racers = [threading.Thread(target=sweep_forever, args=(i,)) for i in range(2)]
+    for racer in racers:
+        racer.start()
+    fault = time.time()
+    ids = world.submit(base, 20, sleep=[0.3, 1.0])
+    for run_id in ids:
+        enqueue_run(publisher, run_id)
+        enqueue_run(publisher, run_id)
+    world.wait_ended(ids)
+    for run_id in ids:  # and once more after they ended
+        enqueue_run(publisher, run_id)
+    time.sleep(1.0)
+    stopping.set()
+    for racer in racers:
+        racer.join()
+    world.check("duplicate messages + sweepers", ids, fault)
+    assert True in skipped, "two sweepers ran at once: the advisory lock did not hold"
+    with psycopg.connect(world.database_url) as conn:
+        attempts = conn.execute("SELECT max(attempt_count) FROM runs WHERE id = ANY(%s)",
+                                (ids,)).fetchone()
+    assert attempts == (1,), "a duplicated message started a second attempt"
+
+
+def test_a_poison_run_is_failed_without_crashing_workers_forever(world: World) -> None:
+    base = world.web()
+    worker = world.worker("worker", concurrency=4)
+    fine = world.submit(base, 5, sleep=0.1)
+    world.wait_ended(fine)
+    fault = time.time()
+    poison = world.submit(base, 1, provider="poison", endpoint="/crash")
+    restarts = 0
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        with psycopg.connect(world.database_url) as conn:
+            row = conn.execute("SELECT completed_at FROM runs WHERE id = %s",
+                               (poison[0],)).fetchone()
+        if row and row[0] is not None:
+            break
+        if not worker.alive():  # the platform restarts a crashed dyno
+            restarts += 1
+            worker = world.worker("worker", concurrency=4)
+        time.sleep(0.2)
+    after = world.submit(base, 5, sleep=0.1)
+    world.wait_ended(after)
+    world.check("poison run: workers", fine + after, fault)
+    report = world.check("poison run", poison, fault, expect_status="FAILED")
+    with psycopg.connect(world.database_url) as conn:
+        row = conn.execute("SELECT error->>'code', lost_count FROM runs WHERE id = %s",
+                           (poison[0],)).fetchone()
+    assert row == ("WORKER_LOST", 3)
+    assert restarts == 3, f"the poison run crashed workers {restarts} times"
+    assert worker.alive()
+    assert report.ended == 1
