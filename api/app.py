@@ -52,8 +52,9 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
         return response
 
     errors.init_app(app)
-    from api import health, runs
+    from api import health, runs, wallet
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(runs.blueprint)
+    app.register_blueprint(wallet.blueprint)
     return app

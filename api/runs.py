@@ -19,10 +19,11 @@ from api.schemas import (
 )
 from api.services import services
 from shared import store
-from shared.catalog import validate_input
+from shared.catalog import hold_for, validate_input
 from shared.db import transaction
 from shared.ids import is_run_id, new_run_id
 from shared.logs import run_id_var
+from shared.money import micros_to_dollars
 from shared.queue import PublishFailed, enqueue_run
 
 log = logging.getLogger("monid.api")
@@ -47,11 +48,19 @@ def start_run() -> tuple[Response, int, dict[str, str]]:
 
     run_id = new_run_id()
     run_id_var.set(run_id)
+    hold_micros, max_results = hold_for(endpoint, body["input"])
     # Commit, then enqueue: once the row is committed the run cannot be lost.
-    with transaction(svc.pool) as conn:
-        created_at = store.insert_run(conn, run_id=run_id, caller=caller.caller,
-                                      api_key_id=caller.api_key_id, endpoint=endpoint,
-                                      input=body["input"])
+    try:
+        with transaction(svc.pool) as conn:
+            created_at = store.insert_run(conn, run_id=run_id, caller=caller.caller,
+                                          api_key_id=caller.api_key_id, endpoint=endpoint,
+                                          input=body["input"], hold_micros=hold_micros,
+                                          max_results=max_results)
+    except store.InsufficientFunds:
+        raise ApiError(402, "WALLET_INSUFFICIENT_FUNDS",
+                       f"the wallet cannot cover this run: it holds "
+                       f"{micros_to_dollars(hold_micros)} USD until the run ends; "
+                       "add funds and try again") from None
     try:
         enqueue_run(svc.publisher, run_id)
     except PublishFailed as exc:

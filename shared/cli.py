@@ -5,6 +5,8 @@
     monidctl keys create --user USER [--label NAME] [--test]
     monidctl keys list --user USER
     monidctl keys revoke KEY_ID_OR_KEY
+    monidctl wallet credit --user USER --amount 10.00
+    monidctl wallet show --user USER
     monidctl catalog check
 """
 
@@ -15,6 +17,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 
 from psycopg_pool import ConnectionPool
@@ -22,6 +25,7 @@ from psycopg_pool import ConnectionPool
 from shared import keys, store
 from shared.catalog import CatalogError, load_catalog
 from shared.db import DatabaseUnavailable, make_pool, migrate, transaction
+from shared.money import MICROS_PER_DOLLAR, dollars_to_micros
 from shared.settings import DEFAULT_CATALOG_DIR, SettingsError, load_settings_or_exit
 from shared.timefmt import iso
 
@@ -112,6 +116,53 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
     print(f"revoked key {revoked.id} ({revoked.key_prefix}...) of {revoked.caller}")
 
 
+def _amount(value: str) -> int:
+    try:
+        micros = dollars_to_micros(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("an amount in USD, e.g. 10.00") from None
+    if micros <= 0:
+        raise argparse.ArgumentTypeError("the amount must be more than 0")
+    if micros > 1_000_000 * MICROS_PER_DOLLAR:
+        raise argparse.ArgumentTypeError("at most 1,000,000.00 USD at once")
+    return micros
+
+
+def _usd(micros: int) -> str:
+    return f"{Decimal(micros) / MICROS_PER_DOLLAR:,.6f} USD"
+
+
+def cmd_wallet_credit(args: argparse.Namespace) -> None:
+    caller = f"USER#{args.user}"
+    pool = _with_conn("wallet")
+    try:
+        with transaction(pool) as conn:
+            wallet = store.credit_wallet(conn, caller, args.amount, args.note)
+    finally:
+        pool.close()
+    print(f"credited {_usd(args.amount)} to {caller}")
+    print(f"balance {_usd(wallet.balance_micros)}, held {_usd(wallet.held_micros)}, "
+          f"available {_usd(wallet.available_micros)}")
+
+
+def cmd_wallet_show(args: argparse.Namespace) -> None:
+    caller = f"USER#{args.user}"
+    pool = _with_conn("wallet")
+    try:
+        with transaction(pool) as conn:
+            wallet = store.get_wallet(conn, caller)
+            entries = store.list_ledger_entries(conn, caller, args.entries)
+    finally:
+        pool.close()
+    print(f"{caller}: balance {_usd(wallet.balance_micros)}, held {_usd(wallet.held_micros)}, "
+          f"available {_usd(wallet.available_micros)}")
+    if entries:
+        print(f"{'ENTRY':>8}  {'WHEN':<24}  {'KIND':<7}  {'AMOUNT (USD)':>16}  RUN / NOTE")
+    for e in entries:
+        print(f"{e.id:>8}  {iso(e.created_at):<24}  {e.kind:<7}  "
+              f"{Decimal(e.amount_micros) / MICROS_PER_DOLLAR:>16,.6f}  {e.run_id or e.note or ''}")
+
+
 def cmd_catalog_check(args: argparse.Namespace) -> None:
     raw = os.environ.get("CATALOG_DIR", "").strip()
     directory = args.dir or (raw and Path(raw)) or DEFAULT_CATALOG_DIR
@@ -157,6 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key", help="the key's ID (from 'keys list') or the whole key")
     p.add_argument("--user", type=_user, help="only revoke if the key is this user's")
     p.set_defaults(func=cmd_keys_revoke)
+
+    wallet_parser = commands.add_parser("wallet", help="credit and read prepaid wallets")
+    wallet_commands = wallet_parser.add_subparsers(dest="wallet_command", required=True)
+    p = wallet_commands.add_parser("credit", help="add funds; prints the new balance")
+    p.add_argument("--user", required=True, type=_user)
+    p.add_argument("--amount", required=True, type=_amount, help="USD, e.g. 10.00")
+    p.add_argument("--note", help="why, for the ledger")
+    p.set_defaults(func=cmd_wallet_credit)
+    p = wallet_commands.add_parser("show", help="balance, held, and the last ledger entries")
+    p.add_argument("--user", required=True, type=_user)
+    p.add_argument("--entries", type=int, default=10, help="how many entries (default 10)")
+    p.set_defaults(func=cmd_wallet_show)
 
     catalog_parser = commands.add_parser("catalog", help="work with the catalog files")
     catalog_commands = catalog_parser.add_subparsers(dest="catalog_command", required=True)

@@ -57,7 +57,9 @@ def insert_api_key(conn: Conn, *, user_id: str, label: str | None, mode: str,
         "key_prefix": key_prefix, "key_hash": key_hash,
     }).fetchone()
     assert row is not None
-    return ApiKey(**row)
+    key = ApiKey(**row)
+    ensure_wallet(conn, key.caller)
+    return key
 
 
 def find_api_key(conn: Conn, key_hash: bytes) -> ApiKey | None:
@@ -108,9 +110,16 @@ class Run:
         return self.status in END_STATUSES
 
 
+class InsufficientFunds(Exception):
+    """The caller's available balance does not cover the run's hold."""
+
+
 def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
-               endpoint: Endpoint, input: Any) -> datetime:
-    """Insert a new RUNNING run; returns its creation time."""
+               endpoint: Endpoint, input: Any, hold_micros: int = 0,
+               max_results: int | None = None) -> datetime:
+    """Insert a new RUNNING run and hold its price on the caller's wallet;
+    InsufficientFunds (and the caller rolls back) when the wallet cannot cover it.
+    Returns the run's creation time."""
     row = conn.execute(query("insert_run"), {
         "id": run_id,
         "caller": caller,
@@ -125,8 +134,15 @@ def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
         "flat_fee_micros": endpoint.price.flat_fee_micros,
         "max_attempts": endpoint.max_attempts,
         "deadline_seconds": endpoint.deadline_seconds,
+        "hold_micros": hold_micros,
+        "max_results": max_results,
     }).fetchone()
     assert row is not None
+    if hold_micros > 0:
+        held = conn.execute(query("hold_funds"), {"caller": caller, "run_id": run_id,
+                                                  "amount": hold_micros}).fetchone()
+        if held is None:
+            raise InsufficientFunds(caller)
     created_at: datetime = row["created_at"]
     return created_at
 
@@ -187,6 +203,8 @@ class Claim:
     price_micros: int
     flat_fee_micros: int | None
     malformed_answers: int
+    hold_micros: int
+    max_results: int | None
     new_attempt: bool
     lease_token: uuid.UUID
 
@@ -215,6 +233,7 @@ def claim_run(conn: Conn, run_id: str, *, worker: str, lease_seconds: int) -> Cl
         max_attempts=row["max_attempts"], deadline_at=row["deadline_at"],
         price_type=row["price_type"], price_micros=row["price_micros"],
         flat_fee_micros=row["flat_fee_micros"], malformed_answers=row["malformed_answers"],
+        hold_micros=row["hold_micros"], max_results=row["max_results"],
         new_attempt=row["new_attempt"], lease_token=token,
     )
 
@@ -246,7 +265,16 @@ def end_run(conn: Conn, claim: Claim, attempt: AttemptEnd, *, status: str, outpu
         "cost_micros": cost_micros, "outcome": attempt.outcome,
         "http_status": attempt.http_status, "message": attempt.message,
     }).fetchone()
-    return row is not None
+    if row is None:
+        return False
+    settle_run(conn, claim.run_id)
+    return True
+
+
+def settle_run(conn: Conn, run_id: str) -> None:
+    """Charge an ended run's cost and release its hold, in the caller's transaction
+    (the one that ended it). A second settlement raises UniqueViolation."""
+    conn.execute(query("settle_run"), {"run_id": run_id})
 
 
 def schedule_retry(conn: Conn, claim: Claim, attempt: AttemptEnd, delay_seconds: float, *,
@@ -326,7 +354,10 @@ def end_unheld_run(conn: Conn, run_id: str, *, status: str, error: Any, outcome:
     row = conn.execute(query("end_unheld_run"), {
         "run_id": run_id, "status": status, "error": _json(error), "outcome": outcome,
         "message": message}).fetchone()
-    return row is not None
+    if row is None:
+        return False
+    settle_run(conn, run_id)
+    return True
 
 
 def take_runs_to_publish(conn: Conn, *, grace_seconds: float, limit: int) -> list[str]:
@@ -340,3 +371,52 @@ def hand_back_runs(conn: Conn, owner_prefix: str) -> list[str]:
     pattern = owner_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     rows = conn.execute(query("hand_back_runs"), {"owner_prefix": pattern}).fetchall()
     return [r["id"] for r in rows]
+
+
+# --- wallets ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Wallet:
+    caller: str
+    balance_micros: int
+    held_micros: int
+
+    @property
+    def available_micros(self) -> int:
+        return self.balance_micros - self.held_micros
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    id: int
+    caller: str
+    run_id: str | None
+    kind: str
+    amount_micros: int
+    note: str | None
+    created_at: datetime
+
+
+def ensure_wallet(conn: Conn, caller: str) -> None:
+    conn.execute(query("ensure_wallet"), {"caller": caller})
+
+
+def get_wallet(conn: Conn, caller: str) -> Wallet:
+    row = conn.execute(query("get_wallet"), {"caller": caller}).fetchone()
+    return Wallet(**row) if row else Wallet(caller, 0, 0)
+
+
+def credit_wallet(conn: Conn, caller: str, amount_micros: int, note: str | None = None
+                  ) -> Wallet:
+    if amount_micros <= 0:
+        raise ValueError("a credit must be positive")
+    row = conn.execute(query("credit_wallet"), {"caller": caller, "amount": amount_micros,
+                                                "note": note}).fetchone()
+    assert row is not None
+    return Wallet(**row)
+
+
+def list_ledger_entries(conn: Conn, caller: str, limit: int = 20) -> list[LedgerEntry]:
+    rows = conn.execute(query("list_ledger_entries"), {"caller": caller, "limit": limit})
+    return [LedgerEntry(**r) for r in rows]

@@ -4,6 +4,7 @@ a clean slate per test, and the Flask app on top of them."""
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -32,6 +33,15 @@ def _with_database(url: str, name: str) -> str:
 def _with_redis_db(url: str, db: int) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    yield
+    from tests.processes import STARTED
+
+    for proc in STARTED:
+        proc.signal_group(signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +94,8 @@ def pool(settings: Settings) -> Iterator[ConnectionPool]:
 def db(pool: ConnectionPool, redis_url: str) -> ConnectionPool:
     """A clean slate: no keys, no runs, an empty queue."""
     with transaction(pool) as conn:
-        conn.execute("TRUNCATE attempts, runs, api_keys RESTART IDENTITY CASCADE")
+        conn.execute("TRUNCATE ledger_entries, wallets, attempts, runs, api_keys"
+                     " RESTART IDENTITY CASCADE")
     redis_lib.Redis.from_url(redis_url).flushdb()
     return pool
 

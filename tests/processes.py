@@ -15,6 +15,8 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every process the tests started, so that none outlives the test session.
+STARTED: list[Process] = []
 
 
 def free_port() -> int:
@@ -34,6 +36,7 @@ class Process:
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.popen = subprocess.Popen(argv, env=full_env, cwd=ROOT, stdout=self._log,
                                       stderr=subprocess.STDOUT, start_new_session=True)
+        STARTED.append(self)
 
     @property
     def pid(self) -> int:

@@ -164,7 +164,7 @@ class Runner:
             return self._timed_out(claim, adapter, request)
         if isinstance(result, Pending):
             return self._follow(claim, result)
-        return self._delivered(claim, result, endpoint.price.max_results)
+        return self._delivered(claim, result)
 
     def _follow(self, claim: store.Claim, pending: Pending) -> str:
         delay = self._within_deadline(claim, pending.check_after)
@@ -177,10 +177,11 @@ class Runner:
             self._publish_quietly(claim.run_id, delay)
         return "following"
 
-    def _delivered(self, claim: store.Claim, result: ProviderResult,
-                   max_results: int | None) -> str:
-        cost = cost_micros(claim.price_type, claim.price_micros, claim.flat_fee_micros,
-                           result.result_count, max_results)
+    def _delivered(self, claim: store.Claim, result: ProviderResult) -> str:
+        # Never more than the run held: the hold is the most it can cost.
+        cost = min(claim.hold_micros,
+                   cost_micros(claim.price_type, claim.price_micros, claim.flat_fee_micros,
+                               result.result_count, claim.max_results))
         return self._end(
             claim, store.AttemptEnd("OK", result.http_status), status="COMPLETED",
             output=result.output, result_count=result.result_count,

@@ -33,6 +33,10 @@ _PRICE_SCHEMA = {
         "amount": {"type": ["number", "string"]},
         "flatFee": {"type": ["number", "string"]},
         "maxResults": {"type": "integer", "minimum": 1},
+        # Where the input caps the results (e.g. "body.maxItems"): a lower cap
+        # there lowers the run's hold and its most possible charge.
+        "maxResultsInput": {"type": "string",
+                            "pattern": "^(body|queryParams|pathParams)\\.[A-Za-z0-9_]+$"},
     },
 }
 
@@ -166,6 +170,7 @@ class Price:
     amount_micros: int
     flat_fee_micros: int | None = None
     max_results: int | None = None
+    max_results_input: str | None = None
 
 
 @dataclass(frozen=True)
@@ -216,11 +221,12 @@ def _price(raw: Mapping[str, Any], where: str, problems: list[str]) -> Price:
         return Price(raw["type"], 0)
     if amount < 0 or (flat_fee or 0) < 0:
         problems.append(f"{where}.price: amounts must not be negative")
-    if raw["type"] == "PER_CALL" and ("flatFee" in raw or "maxResults" in raw):
+    if raw["type"] == "PER_CALL" and ({"flatFee", "maxResults", "maxResultsInput"} & set(raw)):
         problems.append(f"{where}.price: flatFee and maxResults are for PER_RESULT only")
     if raw["type"] == "PER_RESULT" and "maxResults" not in raw:
         problems.append(f"{where}.price: PER_RESULT needs maxResults (the most it can charge)")
-    return Price(raw["type"], amount, flat_fee, raw.get("maxResults"))
+    return Price(raw["type"], amount, flat_fee, raw.get("maxResults"),
+                 raw.get("maxResultsInput"))
 
 
 def _load_file(path: Path, problems: list[str]) -> list[Endpoint]:
@@ -379,3 +385,19 @@ def validate_input(endpoint: Endpoint, value: Mapping[str, Any]) -> dict[str, li
                 if message not in bucket:
                     bucket.append(message)
     return dict(sorted(errors.items()))
+
+
+def hold_for(endpoint: Endpoint, value: Mapping[str, Any]) -> tuple[int, int | None]:
+    """What a run of `endpoint` with this input holds on the wallet, and the most
+    results it can be charged for: PER_CALL its amount; PER_RESULT its maximum
+    charge, with the input's own cap where the endpoint names one."""
+    price = endpoint.price
+    if price.type == "PER_CALL":
+        return price.amount_micros, None
+    cap = price.max_results
+    if price.max_results_input:
+        part, _, name = price.max_results_input.partition(".")
+        given = split_input(value)[part].get(name)
+        if isinstance(given, int) and not isinstance(given, bool) and given >= 0:
+            cap = given if cap is None else min(cap, given)
+    return (price.flat_fee_micros or 0) + price.amount_micros * (cap or 0), cap

@@ -25,12 +25,14 @@ RETURNING id, user_id, label, mode, key_prefix, key_hash, created_at, revoked_at
 -- name: insert_run
 INSERT INTO runs (
     id, caller, api_key_id, provider, provider_name, endpoint, adapter, input,
-    price_type, price_micros, flat_fee_micros, max_attempts, deadline_at, last_published_at
+    price_type, price_micros, flat_fee_micros, max_attempts, deadline_at, last_published_at,
+    hold_micros, max_results
 )
 VALUES (
     %(id)s, %(caller)s, %(api_key_id)s, %(provider)s, %(provider_name)s, %(endpoint)s,
     %(adapter)s, %(input)s, %(price_type)s, %(price_micros)s, %(flat_fee_micros)s,
-    %(max_attempts)s, now() + make_interval(secs => %(deadline_seconds)s), now()
+    %(max_attempts)s, now() + make_interval(secs => %(deadline_seconds)s), now(),
+    %(hold_micros)s, %(max_results)s
 )
 RETURNING created_at;
 
@@ -92,7 +94,8 @@ WITH claimed AS (
       AND (next_attempt_at IS NULL OR next_attempt_at <= now())
     RETURNING id, caller, provider, endpoint, adapter, input, provider_state, attempt_count,
               max_attempts, deadline_at, price_type, price_micros, flat_fee_micros,
-              malformed_answers, (provider_state IS NULL) AS new_attempt
+              malformed_answers, hold_micros, max_results,
+              (provider_state IS NULL) AS new_attempt
 ), attempt AS (
     INSERT INTO attempts (run_id, number, lease_token, worker)
     SELECT id, attempt_count, %(lease_token)s, %(worker)s FROM claimed WHERE new_attempt
@@ -313,3 +316,71 @@ WITH released AS (
       AND r.provider_state IS NULL
 )
 SELECT id FROM released;
+
+-- name: ensure_wallet
+INSERT INTO wallets (caller) VALUES (%(caller)s) ON CONFLICT (caller) DO NOTHING;
+
+-- name: hold_funds
+-- Hold a new run's price, only if the wallet's available balance covers it.
+-- The row lock on the wallet makes concurrent holds wait for each other, and
+-- each sees what the one before it held.
+WITH held AS (
+    UPDATE wallets
+    SET held_micros = held_micros + %(amount)s, updated_at = now()
+    WHERE caller = %(caller)s AND balance_micros - held_micros >= %(amount)s
+    RETURNING caller
+)
+INSERT INTO ledger_entries (caller, run_id, kind, amount_micros)
+SELECT caller, %(run_id)s, 'HOLD', %(amount)s FROM held
+RETURNING id;
+
+-- name: settle_run
+-- In the transaction that gave the run its end state: charge its cost and
+-- release its hold. The unique indexes on the ledger make a second settlement
+-- of the same run fail, and with it the transaction.
+WITH run AS (
+    SELECT id, caller, hold_micros, coalesce(cost_micros, 0) AS cost_micros
+    FROM runs
+    WHERE id = %(run_id)s AND completed_at IS NOT NULL
+), charge AS (
+    INSERT INTO ledger_entries (caller, run_id, kind, amount_micros)
+    SELECT caller, id, 'CHARGE', cost_micros FROM run
+    RETURNING amount_micros
+), release AS (
+    INSERT INTO ledger_entries (caller, run_id, kind, amount_micros)
+    SELECT caller, id, 'RELEASE', hold_micros FROM run WHERE hold_micros > 0
+    RETURNING amount_micros
+), wallet AS (
+    UPDATE wallets w
+    SET balance_micros = w.balance_micros - (SELECT coalesce(sum(amount_micros), 0) FROM charge),
+        held_micros = w.held_micros - (SELECT coalesce(sum(amount_micros), 0) FROM release),
+        updated_at = now()
+    FROM run
+    WHERE w.caller = run.caller
+      AND ((SELECT count(*) FROM charge) > 0)
+    RETURNING w.caller
+)
+SELECT (SELECT count(*) FROM charge) AS charged, (SELECT count(*) FROM wallet) AS wallets;
+
+-- name: credit_wallet
+WITH wallet AS (
+    INSERT INTO wallets (caller, balance_micros)
+    VALUES (%(caller)s, %(amount)s)
+    ON CONFLICT (caller) DO UPDATE
+    SET balance_micros = wallets.balance_micros + EXCLUDED.balance_micros, updated_at = now()
+    RETURNING caller, balance_micros, held_micros
+), entry AS (
+    INSERT INTO ledger_entries (caller, kind, amount_micros, note)
+    VALUES (%(caller)s, 'CREDIT', %(amount)s, %(note)s)
+)
+SELECT caller, balance_micros, held_micros FROM wallet;
+
+-- name: get_wallet
+SELECT caller, balance_micros, held_micros FROM wallets WHERE caller = %(caller)s;
+
+-- name: list_ledger_entries
+SELECT id, caller, run_id, kind, amount_micros, note, created_at
+FROM ledger_entries
+WHERE caller = %(caller)s
+ORDER BY id DESC
+LIMIT %(limit)s;

@@ -20,7 +20,9 @@ import psycopg
 import pytest
 import redis as redis_lib
 import requests
+from psycopg.rows import dict_row
 
+from shared import store
 from shared.db import migrate
 from tests.fakes.jsonapi import Call, FakeJsonApi
 from tests.helpers import KeyMaker
@@ -200,6 +202,8 @@ class World:
             "SWEEPER_ENABLED": os.environ.get("SWEEPER_ENABLED", "true"),
         }
         self.key = KeyMakerForUrl(database_url)("chaos")
+        with psycopg.connect(database_url, row_factory=dict_row) as conn:
+            store.credit_wallet(conn, "USER#chaos", 1000 * 1_000_000, "chaos funds")
 
     def web(self, **env: str) -> str:
         proc, base_url = start_web({**self.env, **env}, self.log_dir)
@@ -277,7 +281,30 @@ class World:
         assert not over, f"attempts over the cap: {over}"
         if expect_status:
             assert statuses == {expect_status: len(ids)}, statuses
+        self.check_ledger()
         return report
+
+    def check_ledger(self) -> None:
+        """credits - charges = balance; holds - releases = held = the open runs' holds;
+        each ended run charged once and released once, and its cost is what was charged."""
+        with psycopg.connect(self.database_url) as conn:
+            sums = dict(conn.execute(  # type: ignore[arg-type]
+                "SELECT kind, sum(amount_micros) FROM ledger_entries GROUP BY kind").fetchall())
+            balance, held = conn.execute(
+                "SELECT balance_micros, held_micros FROM wallets WHERE caller = 'USER#chaos'"
+            ).fetchone() or (0, 0)
+            open_holds = conn.execute("SELECT coalesce(sum(hold_micros), 0) FROM runs"
+                                      " WHERE completed_at IS NULL").fetchone()
+            mismatched = conn.execute(
+                "SELECT r.id FROM runs r LEFT JOIN ledger_entries c"
+                " ON c.run_id = r.id AND c.kind = 'CHARGE'"
+                " WHERE r.completed_at IS NOT NULL"
+                " AND c.amount_micros IS DISTINCT FROM r.cost_micros").fetchall()
+        assert sums.get("CREDIT", 0) - sums.get("CHARGE", 0) == balance
+        assert sums.get("HOLD", 0) - sums.get("RELEASE", 0) == held
+        assert open_holds is not None and open_holds[0] == held
+        assert balance >= held >= 0
+        assert not mismatched, f"runs whose cost is not what the ledger charged: {mismatched}"
 
     def stop_all(self) -> None:
         for proc in self.processes:

@@ -12,6 +12,7 @@ import pytest
 import requests
 from psycopg_pool import ConnectionPool
 
+from shared import store
 from shared.db import transaction
 from tests.e2e.test_end_to_end import poll_until_ended
 from tests.fakes.apify import FakeApify
@@ -41,9 +42,14 @@ def web(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
     proc.stop()
 
 
+def credit(pool: ConnectionPool, caller: str, micros: int) -> None:
+    with transaction(pool) as conn:
+        store.credit_wallet(conn, caller, micros, "test funds")
+
+
 def test_the_seed_example_completes_with_the_actors_items(
         env: dict[str, str], web: tuple[Process, str], apify: FakeApify, e2e_key: KeyMaker,
-        tmp_path: Path) -> None:
+        pool: ConnectionPool, tmp_path: Path) -> None:
     def tweets(actor_input: dict[str, Any]) -> list[dict[str, Any]]:
         term = actor_input["searchTerms"][0]
         return [{"id": str(n), "text": f"tweet {n} about {term}"}
@@ -53,6 +59,7 @@ def test_the_seed_example_completes_with_the_actors_items(
     worker = start_worker(env, tmp_path)
     try:
         key = e2e_key("user_seed")
+        credit(pool, "USER#user_seed", 1_000_000)
         _, base = web
         response = requests.post(
             f"{base}/v1/run",
@@ -82,28 +89,34 @@ def test_a_worker_killed_after_starting_an_actor_run_does_not_start_a_second(
     apify.add_actor("apify~instagram-scraper", run_seconds=4, items=[{"post": 1}, {"post": 2}])
     before = apify.runs_started("apify~instagram-scraper")
     key = e2e_key("user_kill")
+    credit(pool, "USER#user_kill", 10_000_000)
     _, base = web
     first = start_worker(env, tmp_path, name="first")
-    response = requests.post(f"{base}/v1/run", headers={"Authorization": f"Bearer {key}"},
-                             json={"provider": "apify", "endpoint": "/apify/instagram-scraper",
-                                   "input": {"search": "cats", "resultsLimit": 2}}, timeout=5)
-    run_id = response.json()["runId"]
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        with transaction(pool) as conn:
-            row = conn.execute("SELECT provider_state FROM runs WHERE id = %s",
-                               (run_id,)).fetchone()
-        if row and row["provider_state"]:
-            break
-        time.sleep(0.05)
-    assert row and row["provider_state"]["actorRunId"]
-    first.signal_group(signal.SIGKILL)
-    first.stop()
-    second = start_worker(env, tmp_path, name="second")
+    second: Process | None = None
     try:
+        response = requests.post(
+            f"{base}/v1/run", headers={"Authorization": f"Bearer {key}"}, timeout=5,
+            json={"provider": "apify", "endpoint": "/apify/instagram-scraper",
+                  "input": {"search": "cats", "resultsLimit": 2}})
+        assert response.status_code == 202, response.text
+        run_id = response.json()["runId"]
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with transaction(pool) as conn:
+                row = conn.execute("SELECT provider_state FROM runs WHERE id = %s",
+                                   (run_id,)).fetchone()
+            if row and row["provider_state"]:
+                break
+            time.sleep(0.05)
+        assert row and row["provider_state"]["actorRunId"]
+        first.signal_group(signal.SIGKILL)
+        first.stop()
+        second = start_worker(env, tmp_path, name="second")
         run = poll_until_ended(base, key, run_id, timeout=45, every=0.5)
     finally:
-        second.stop()
+        first.stop()
+        if second is not None:
+            second.stop()
     assert run["status"] == "COMPLETED", run
     assert run["output"] == [{"post": 1}, {"post": 2}]
     assert apify.runs_started("apify~instagram-scraper") - before == 1

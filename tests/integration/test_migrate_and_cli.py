@@ -146,3 +146,29 @@ def test_an_unreachable_database_is_a_clear_error(redis_url: str) -> None:
     assert done.returncode == 1
     assert "monidctl:" in done.stderr and "Traceback" not in done.stderr
 
+
+
+def test_wallet_credit_and_show(base_env: dict[str, str], client: FlaskClient) -> None:
+    created = monidctl("keys", "create", "--user", "user_money", env=base_env)
+    key = created.stdout.strip().splitlines()[-1]
+    credited = monidctl("wallet", "credit", "--user", "user_money", "--amount", "10.00",
+                        "--note", "welcome", env=base_env)
+    assert credited.returncode == 0, credited.stderr
+    assert "balance 10.000000 USD" in credited.stdout
+    again = monidctl("wallet", "credit", "--user", "user_money", "--amount", "0.0000015",
+                     env=base_env)  # half-even to the micro-dollar: 2 micro-dollars
+    assert "balance 10.000002 USD" in again.stdout
+    balance = client.get("/v1/wallet/balance", headers={"Authorization": f"Bearer {key}"})
+    assert balance.get_json()["balance"] == {"value": 10.000002, "currency": "USD"}
+    shown = monidctl("wallet", "show", "--user", "user_money", env=base_env)
+    assert shown.returncode == 0
+    assert "balance 10.000002 USD, held 0.000000 USD" in shown.stdout
+    assert "CREDIT" in shown.stdout and "welcome" in shown.stdout
+
+
+@pytest.mark.parametrize("amount", ["0", "-5", "abc", "nan", "2000000"])
+def test_wallet_credit_refuses_a_bad_amount(base_env: dict[str, str], amount: str) -> None:
+    done = monidctl("wallet", "credit", "--user", "user_money", "--amount", amount,
+                    env=base_env)
+    assert done.returncode == 2
+    assert "amount" in done.stderr

@@ -13,7 +13,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from shared import store
-from shared.catalog import Catalog, load_catalog
+from shared.catalog import Catalog, hold_for, load_catalog
 from shared.db import transaction
 from shared.ids import new_run_id
 from shared.settings import DEFAULT_CATALOG_DIR, Settings, load_settings
@@ -62,10 +62,12 @@ class Driver:
     def start(self, provider: str, endpoint: str, input: dict[str, Any]) -> str:
         found = self.catalog.find(provider, endpoint)
         assert found is not None
+        hold, cap = hold_for(found, input)
         run_id = new_run_id()
         with transaction(self.pool) as conn:
+            store.credit_wallet(conn, "USER#u", max(hold, 1), "test funds")
             store.insert_run(conn, run_id=run_id, caller="USER#u", api_key_id=None,
-                             endpoint=found, input=input)
+                             endpoint=found, input=input, hold_micros=hold, max_results=cap)
         return run_id
 
     def step(self, run_id: str) -> str:
