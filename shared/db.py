@@ -29,12 +29,14 @@ class DatabaseUnavailable(Exception):
 
 @cache
 def queries() -> dict[str, str]:
-    """The named queries of `sql/queries.sql`, read once."""
-    text = (SQL_DIR / "queries.sql").read_text()
+    """The named queries of every `sql/*.sql` file, read once."""
     named: dict[str, str] = {}
-    for block in re.split(r"^-- name: ", text, flags=re.MULTILINE)[1:]:
-        name, _, body = block.partition("\n")
-        named[name.strip()] = body.strip()
+    for path in sorted(SQL_DIR.glob("*.sql")):
+        for block in re.split(r"^-- name: ", path.read_text(), flags=re.MULTILINE)[1:]:
+            name, _, body = block.partition("\n")
+            if name.strip() in named:
+                raise ValueError(f"query {name.strip()} is named twice ({path.name})")
+            named[name.strip()] = body.strip()
     return named
 
 
