@@ -10,6 +10,7 @@ from flask import Flask, Response, g, request
 
 from api import errors
 from api.services import Services
+from api.waiting import RunWaiter
 from shared.catalog import Catalog, load_catalog
 from shared.db import make_pool
 from shared.ids import sane_request_id
@@ -18,6 +19,8 @@ from shared.queue import make_publisher
 from shared.settings import Settings
 
 log = logging.getLogger("monid.api")
+# Threads of a web process never taken by waiting requests.
+WAIT_RESERVE = 8
 
 
 
@@ -37,6 +40,8 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
         publisher=make_publisher(settings),
         redis=redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1,
                                    socket_timeout=1),
+        # Every thread but a few may wait for a run; those few serve the rest.
+        waiter=RunWaiter(settings.database_url, slots=settings.web_threads - WAIT_RESERVE),
     )
 
     @app.before_request

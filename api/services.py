@@ -10,6 +10,7 @@ from celery import Celery
 from flask import current_app
 from psycopg_pool import ConnectionPool
 
+from api.waiting import RunWaiter
 from shared.catalog import Catalog
 from shared.settings import Settings
 
@@ -21,6 +22,7 @@ class Services:
     pool: ConnectionPool
     publisher: Celery
     redis: redis.Redis
+    waiter: RunWaiter
 
 
 def services() -> Services:

@@ -191,6 +191,7 @@ def list_runs(conn: Conn, caller: str, *, limit: int, before: str | None = None,
 class Claim:
     run_id: str
     caller: str
+    status: str
     provider: str
     endpoint: str
     adapter: str
@@ -227,7 +228,7 @@ def claim_run(conn: Conn, run_id: str, *, worker: str, lease_seconds: int) -> Cl
     if row is None:
         return None
     return Claim(
-        run_id=row["id"], caller=row["caller"], provider=row["provider"],
+        run_id=row["id"], caller=row["caller"], status=row["status"], provider=row["provider"],
         endpoint=row["endpoint"], adapter=row["adapter"], input=row["input"],
         provider_state=row["provider_state"], attempt=row["attempt_count"],
         max_attempts=row["max_attempts"], deadline_at=row["deadline_at"],
@@ -256,8 +257,9 @@ class AttemptEnd:
 
 def end_run(conn: Conn, claim: Claim, attempt: AttemptEnd, *, status: str, output: Any = None,
             result_count: int | None = None, provider_response: Any = None, error: Any = None,
-            cost_micros: int | None = None) -> bool:
-    """Give the run its end state; False when this attempt no longer holds the run."""
+            cost_micros: int | None = None) -> str | None:
+    """Give the run its end state, and settle it; returns the state it got (STOPPED
+    when a stop was asked meanwhile), None when this attempt no longer holds the run."""
     row = conn.execute(query("end_run"), {
         "run_id": claim.run_id, "lease_token": claim.lease_token, "number": claim.attempt,
         "status": status, "output": _json(output), "result_count": result_count,
@@ -266,9 +268,10 @@ def end_run(conn: Conn, claim: Claim, attempt: AttemptEnd, *, status: str, outpu
         "http_status": attempt.http_status, "message": attempt.message,
     }).fetchone()
     if row is None:
-        return False
+        return None
     settle_run(conn, claim.run_id)
-    return True
+    ended: str = row["status"]
+    return ended
 
 
 def settle_run(conn: Conn, run_id: str) -> None:
@@ -277,8 +280,14 @@ def settle_run(conn: Conn, run_id: str) -> None:
     conn.execute(query("settle_run"), {"run_id": run_id})
 
 
+@dataclass(frozen=True)
+class HandedBack:
+    due: datetime
+    status: str  # STOPPING when a stop was asked meanwhile
+
+
 def schedule_retry(conn: Conn, claim: Claim, attempt: AttemptEnd, delay_seconds: float, *,
-                   published: bool, malformed: bool = False) -> datetime | None:
+                   published: bool, malformed: bool = False) -> HandedBack | None:
     """Hand the run back for a new attempt after a delay; its provider job, if any,
     is forgotten. None when this attempt no longer holds the run."""
     row = conn.execute(query("schedule_retry"), {
@@ -287,14 +296,11 @@ def schedule_retry(conn: Conn, claim: Claim, attempt: AttemptEnd, delay_seconds:
         "http_status": attempt.http_status, "message": attempt.message,
         "malformed": int(malformed), "published": published,
     }).fetchone()
-    if row is None:
-        return None
-    due: datetime = row["next_attempt_at"]
-    return due
+    return HandedBack(row["next_attempt_at"], row["status"]) if row else None
 
 
 def follow_run(conn: Conn, claim: Claim, provider_state: Any, delay_seconds: float, *,
-               published: bool) -> datetime | None:
+               published: bool) -> HandedBack | None:
     """Keep the provider's job state and hand the run back until the next check.
     None when this attempt no longer holds the run."""
     row = conn.execute(query("follow_run"), {
@@ -302,10 +308,7 @@ def follow_run(conn: Conn, claim: Claim, provider_state: Any, delay_seconds: flo
         "provider_state": _json(provider_state), "delay_seconds": delay_seconds,
         "published": published,
     }).fetchone()
-    if row is None:
-        return None
-    due: datetime = row["next_attempt_at"]
-    return due
+    return HandedBack(row["next_attempt_at"], row["status"]) if row else None
 
 
 def renew_leases(conn: Conn, tokens: list[uuid.UUID], lease_seconds: int) -> int:
@@ -420,3 +423,56 @@ def credit_wallet(conn: Conn, caller: str, amount_micros: int, note: str | None 
 def list_ledger_entries(conn: Conn, caller: str, limit: int = 20) -> list[LedgerEntry]:
     rows = conn.execute(query("list_ledger_entries"), {"caller": caller, "limit": limit})
     return [LedgerEntry(**r) for r in rows]
+
+
+# --- stop and idempotency -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    run_id: str
+    held: bool
+    following: bool
+
+
+def request_stop(conn: Conn, run_id: str, caller: str) -> StopRequest | None:
+    """Mark an open run STOPPING; None when it has ended (or is not the caller's)."""
+    row = conn.execute(query("request_stop"), {"run_id": run_id, "caller": caller}).fetchone()
+    return StopRequest(row["id"], row["held"], row["following"]) if row else None
+
+
+def run_status(conn: Conn, run_id: str, caller: str) -> str | None:
+    row = conn.execute(query("run_status"), {"run_id": run_id, "caller": caller}).fetchone()
+    return row["status"] if row else None
+
+
+class IdempotencyKeyTaken(Exception):
+    """The caller used this Idempotency-Key in the last 24 hours."""
+
+
+@dataclass(frozen=True)
+class IdempotentAnswer:
+    request_hash: bytes
+    run_id: str
+    response: Any
+
+
+def claim_idempotency_key(conn: Conn, *, caller: str, key: str, request_hash: bytes,
+                          run_id: str, response: Any) -> None:
+    """Record the key with the run it started; IdempotencyKeyTaken (roll back) when
+    the caller used it in the last 24 hours."""
+    row = conn.execute(query("claim_idempotency_key"), {
+        "caller": caller, "key": key, "request_hash": request_hash, "run_id": run_id,
+        "response": _json(response)}).fetchone()
+    if row is None:
+        raise IdempotencyKeyTaken(key)
+
+
+def find_idempotency_key(conn: Conn, caller: str, key: str) -> IdempotentAnswer | None:
+    row = conn.execute(query("find_idempotency_key"), {"caller": caller, "key": key}).fetchone()
+    return IdempotentAnswer(bytes(row["request_hash"]), row["run_id"], row["response"]) \
+        if row else None
+
+
+def delete_expired_idempotency_keys(conn: Conn, limit: int = 1000) -> int:
+    return conn.execute(query("delete_expired_idempotency_keys"), {"limit": limit}).rowcount

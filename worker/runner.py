@@ -137,6 +137,8 @@ class Runner:
             deadline_at=claim.deadline_at, state=claim.provider_state,
             max_results=endpoint.price.max_results,
         )
+        if claim.status == "STOPPING":
+            return self._stopped(claim, adapter, request)
         if datetime.now(UTC) >= claim.deadline_at:
             return self._timed_out(claim, adapter, request)
         try:
@@ -169,13 +171,24 @@ class Runner:
     def _follow(self, claim: store.Claim, pending: Pending) -> str:
         delay = self._within_deadline(claim, pending.check_after)
         publish = delay <= self.settings.long_wait_seconds
-        due = self._write(lambda conn: store.follow_run(conn, claim, dict(pending.state), delay,
-                                                        published=publish))
-        if due is None:
+        handed = self._write(lambda conn: store.follow_run(conn, claim, dict(pending.state),
+                                                           delay, published=publish))
+        if handed is None:
             return "lost-lease"
-        if publish:
+        if handed.status == "STOPPING":  # a stop was asked meanwhile: carry it out now
+            self._publish_quietly(claim.run_id, None)
+        elif publish:
             self._publish_quietly(claim.run_id, delay)
         return "following"
+
+    def _stopped(self, claim: store.Claim, adapter: Adapter, request: ProviderCall) -> str:
+        if request.state:
+            try:
+                adapter.abort(request)
+            except Exception:
+                log.exception("abort failed")
+        return self._end(claim, store.AttemptEnd("STOPPED", None, "stopped on request"),
+                         status="STOPPED", cost_micros=0)
 
     def _delivered(self, claim: store.Claim, result: ProviderResult) -> str:
         # Never more than the run held: the hold is the most it can cost.
@@ -227,13 +240,15 @@ class Runner:
         # Short waits ride on a broker countdown; long ones stay in PostgreSQL
         # only, and the sweeper publishes the run when it is due.
         publish = delay <= self.settings.long_wait_seconds
-        due = self._write(lambda conn: store.schedule_retry(conn, claim, attempt, delay,
-                                                            published=publish,
-                                                            malformed=malformed))
-        if due is None:
+        handed = self._write(lambda conn: store.schedule_retry(conn, claim, attempt, delay,
+                                                               published=publish,
+                                                               malformed=malformed))
+        if handed is None:
             return "lost-lease"
         log.info("retry scheduled", extra={"attempt": claim.attempt, "delaySeconds": delay})
-        if publish:
+        if handed.status == "STOPPING":  # a stop was asked meanwhile: carry it out now
+            self._publish_quietly(claim.run_id, None)
+        elif publish:
             self._publish_quietly(claim.run_id, delay)
         return "retry"
 
@@ -247,11 +262,11 @@ class Runner:
              **fields: Any) -> str:
         ended = self._write(lambda conn: store.end_run(conn, claim, attempt, status=status,
                                                        **fields))
-        if not ended:
+        if ended is None:
             log.warning("result discarded: this attempt no longer holds the run")
             return "lost-lease"
-        log.info("run ended", extra={"status": status, "attempt": claim.attempt})
-        return status.lower()
+        log.info("run ended", extra={"status": ended, "attempt": claim.attempt})
+        return ended.lower()
 
     def _write(self, write: Callable[[store.Conn], T]) -> T:
         """Write a result, waiting out a short PostgreSQL outage."""

@@ -4,9 +4,10 @@ One sweep, under a PostgreSQL advisory lock so that only one process sweeps at
 a time however many run one:
 
 1. hands back runs whose lease expired (their worker died), counting the loss;
-2. ends runs that must end: past their deadline (TIMED_OUT, aborting a followed
-   provider job), lost by their workers too often (FAILED: a poison run must
-   not crash workers forever), or out of attempts;
+2. ends runs that must end: asked to stop (STOPPED), past their deadline
+   (TIMED_OUT), lost by their workers too often (FAILED: a poison run must not
+   crash workers forever), or out of attempts — aborting a followed provider
+   job;
 3. publishes runs whose next step is due and whose message is not on its way:
    never published (the broker was down at accept time), lost by the broker
    (Redis restarted empty), or waiting in PostgreSQL for a long retry.
@@ -36,7 +37,8 @@ log = logging.getLogger("monid.sweeper")
 SWEEPER_LOCK_KEY = 0x6D6F6E6964_02
 BATCH = 500
 
-_END = {
+_END: dict[str, tuple[str, str, dict[str, str] | None]] = {
+    "STOPPED": ("STOPPED", "STOPPED", None),
     "TIMED_OUT": ("TIMED_OUT", "TIMEOUT", {"source": "platform", "code": "DEADLINE_EXCEEDED",
                                            "message": "the run passed its endpoint's deadline"}),
     "WORKER_LOST": ("FAILED", "LOST", {"source": "platform", "code": "WORKER_LOST",
@@ -91,8 +93,9 @@ class Sweeper:
             for run in store.find_runs_to_end(conn, max_lost=self.settings.max_lost_attempts,
                                                limit=BATCH):
                 status, outcome, error = _END[run.reason]
+                message = error["message"] if error else "stopped on request"
                 if store.end_unheld_run(conn, run.id, status=status, error=error,
-                                        outcome=outcome, message=error["message"]):
+                                        outcome=outcome, message=message):
                     report.ended[run.id] = status
                     if run.provider_state:
                         aborts.append(run)
@@ -100,6 +103,8 @@ class Sweeper:
             self._abort(run)
         for run_id, status in report.ended.items():
             log.info("run ended by the sweeper", extra={"runId": run_id, "status": status})
+        with conn.transaction():
+            store.delete_expired_idempotency_keys(conn)
         with conn.transaction():
             due = store.take_runs_to_publish(
                 conn, grace_seconds=self.settings.sweep_grace_seconds, limit=BATCH)

@@ -80,7 +80,7 @@ LIMIT %(limit)s;
 -- provider_state is set) is taken for one more check within the same attempt.
 WITH claimed AS (
     UPDATE runs
-    SET attempt_count = attempt_count + (provider_state IS NULL)::int,
+    SET attempt_count = attempt_count + (provider_state IS NULL AND status = 'RUNNING')::int,
         lease_token = %(lease_token)s,
         lease_owner = %(worker)s,
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
@@ -88,14 +88,16 @@ WITH claimed AS (
         started_at = coalesce(started_at, now()),
         updated_at = now()
     WHERE id = %(run_id)s
-      AND status = 'RUNNING'
       AND lease_token IS NULL
-      AND (provider_state IS NOT NULL OR attempt_count < max_attempts)
-      AND (next_attempt_at IS NULL OR next_attempt_at <= now())
-    RETURNING id, caller, provider, endpoint, adapter, input, provider_state, attempt_count,
+      AND ((status = 'RUNNING'
+            AND (provider_state IS NOT NULL OR attempt_count < max_attempts)
+            AND (next_attempt_at IS NULL OR next_attempt_at <= now()))
+           -- A stop was asked: take it at once, to carry the stop out.
+           OR status = 'STOPPING')
+    RETURNING id, caller, status, provider, endpoint, adapter, input, provider_state, attempt_count,
               max_attempts, deadline_at, price_type, price_micros, flat_fee_micros,
               malformed_answers, hold_micros, max_results,
-              (provider_state IS NULL) AS new_attempt
+              (provider_state IS NULL AND status = 'RUNNING') AS new_attempt
 ), attempt AS (
     INSERT INTO attempts (run_id, number, lease_token, worker)
     SELECT id, attempt_count, %(lease_token)s, %(worker)s FROM claimed WHERE new_attempt
@@ -110,14 +112,16 @@ WHERE id = %(run_id)s;
 
 -- name: end_run
 -- Write a run's end state: only the holder of the current attempt's lease may.
+-- A stop asked meanwhile wins: the answer is discarded and the run is STOPPED, at no cost.
 WITH ended AS (
     UPDATE runs
-    SET status = %(status)s,
-        output = %(output)s,
-        result_count = %(result_count)s,
-        provider_response = %(provider_response)s,
-        error = %(error)s,
-        cost_micros = %(cost_micros)s,
+    SET status = CASE WHEN status = 'STOPPING' THEN 'STOPPED' ELSE %(status)s END,
+        output = CASE WHEN status = 'STOPPING' THEN NULL ELSE %(output)s::json END,
+        result_count = CASE WHEN status = 'STOPPING' THEN NULL ELSE %(result_count)s::int END,
+        provider_response = CASE WHEN status = 'STOPPING' THEN NULL
+                                 ELSE %(provider_response)s::json END,
+        error = CASE WHEN status = 'STOPPING' THEN NULL ELSE %(error)s::json END,
+        cost_micros = CASE WHEN status = 'STOPPING' THEN 0 ELSE %(cost_micros)s::bigint END,
         completed_at = now(),
         updated_at = now(),
         lease_token = NULL,
@@ -127,7 +131,7 @@ WITH ended AS (
     WHERE id = %(run_id)s
       AND lease_token = %(lease_token)s
       AND status IN ('RUNNING', 'STOPPING')
-    RETURNING id
+    RETURNING id, status
 ), attempt AS (
     UPDATE attempts
     SET ended_at = now(), outcome = %(outcome)s, http_status = %(http_status)s,
@@ -135,7 +139,7 @@ WITH ended AS (
     WHERE run_id = %(run_id)s AND number = %(number)s AND ended_at IS NULL
       AND EXISTS (SELECT 1 FROM ended)
 )
-SELECT id FROM ended;
+SELECT id, status FROM ended;
 
 -- name: schedule_retry
 -- Hand the run back after a transient failure, to be tried again after a delay.
@@ -152,8 +156,8 @@ WITH retried AS (
         updated_at = now()
     WHERE id = %(run_id)s
       AND lease_token = %(lease_token)s
-      AND status = 'RUNNING'
-    RETURNING id, next_attempt_at
+      AND status IN ('RUNNING', 'STOPPING')
+    RETURNING id, next_attempt_at, status
 ), attempt AS (
     UPDATE attempts
     SET ended_at = now(), outcome = %(outcome)s, http_status = %(http_status)s,
@@ -161,7 +165,7 @@ WITH retried AS (
     WHERE run_id = %(run_id)s AND number = %(number)s AND ended_at IS NULL
       AND EXISTS (SELECT 1 FROM retried)
 )
-SELECT id, next_attempt_at FROM retried;
+SELECT id, next_attempt_at, status FROM retried;
 
 -- name: follow_run
 -- The provider took the job: keep its state with the run and hand the run back
@@ -177,8 +181,8 @@ SET provider_state = %(provider_state)s,
     updated_at = now()
 WHERE id = %(run_id)s
   AND lease_token = %(lease_token)s
-  AND status = 'RUNNING'
-RETURNING id, next_attempt_at;
+  AND status IN ('RUNNING', 'STOPPING')
+RETURNING id, next_attempt_at, status;
 
 -- name: renew_leases
 -- The heartbeat: a live worker keeps the leases of the runs it is working on.
@@ -228,14 +232,15 @@ SELECT id, lost_count FROM released;
 -- Open runs nobody holds that must end now: past their deadline, lost by their
 -- workers too often, or out of attempts.
 SELECT id, provider, endpoint, adapter, input, provider_state, attempt_count, deadline_at,
-       CASE WHEN deadline_at <= now() THEN 'TIMED_OUT'
+       CASE WHEN status = 'STOPPING' THEN 'STOPPED'
+            WHEN deadline_at <= now() THEN 'TIMED_OUT'
             WHEN lost_count >= %(max_lost)s THEN 'WORKER_LOST'
             ELSE 'RETRIES_EXHAUSTED' END AS reason
 FROM runs
 WHERE completed_at IS NULL
-  AND status = 'RUNNING'
   AND (lease_token IS NULL OR lease_expires_at < now())
-  AND (deadline_at <= now()
+  AND (status = 'STOPPING'
+       OR deadline_at <= now()
        OR lost_count >= %(max_lost)s
        OR (provider_state IS NULL AND attempt_count >= max_attempts))
 ORDER BY id
@@ -384,3 +389,39 @@ FROM ledger_entries
 WHERE caller = %(caller)s
 ORDER BY id DESC
 LIMIT %(limit)s;
+
+-- name: request_stop
+-- Ask an open run to stop. Says whether a worker holds it or follows a
+-- provider job for it (then a worker carries the stop out).
+UPDATE runs
+SET status = 'STOPPING',
+    stop_requested_at = coalesce(stop_requested_at, now()),
+    updated_at = now()
+WHERE id = %(run_id)s AND caller = %(caller)s AND completed_at IS NULL
+RETURNING id, (lease_token IS NOT NULL AND lease_expires_at >= now()) AS held,
+          (provider_state IS NOT NULL) AS following;
+
+-- name: run_status
+SELECT status, completed_at FROM runs WHERE id = %(run_id)s AND caller = %(caller)s;
+
+-- name: claim_idempotency_key
+-- Record an Idempotency-Key with its run, unless the caller used it in the
+-- last 24 hours (an older one is replaced). Waits for a concurrent request
+-- with the same key to finish.
+INSERT INTO idempotency_keys (caller, key, request_hash, run_id, response)
+VALUES (%(caller)s, %(key)s, %(request_hash)s, %(run_id)s, %(response)s)
+ON CONFLICT (caller, key) DO UPDATE
+SET request_hash = EXCLUDED.request_hash, run_id = EXCLUDED.run_id,
+    response = EXCLUDED.response, created_at = now()
+WHERE idempotency_keys.created_at < now() - interval '24 hours'
+RETURNING key;
+
+-- name: find_idempotency_key
+SELECT request_hash, run_id, response
+FROM idempotency_keys
+WHERE caller = %(caller)s AND key = %(key)s AND created_at >= now() - interval '24 hours';
+
+-- name: delete_expired_idempotency_keys
+DELETE FROM idempotency_keys
+WHERE ctid IN (SELECT ctid FROM idempotency_keys
+               WHERE created_at < now() - interval '24 hours' LIMIT %(limit)s);

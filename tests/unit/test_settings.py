@@ -41,7 +41,7 @@ def test_defaults_with_only_the_two_urls() -> None:
         "redis_url": REDIS,
         "port": 8000,
         "web_concurrency": 2,
-        "web_threads": 8,
+        "web_threads": 64,
         "worker_concurrency": 200,
         "db_pool_size": 10,
         "max_body_bytes": 256 * 1024,
