@@ -57,9 +57,11 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
         return response
 
     errors.init_app(app)
+    from api import catalog as catalog_routes
     from api import health, runs, wallet
 
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(catalog_routes.blueprint)
     app.register_blueprint(runs.blueprint)
     app.register_blueprint(wallet.blueprint)
     return app

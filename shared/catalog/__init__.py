@@ -68,6 +68,8 @@ FILE_SCHEMA: dict[str, Any] = {
                     "deadlineSeconds": {"type": "integer", "minimum": 1, "maximum": 86400},
                     "maxAttempts": {"type": "integer", "minimum": 1, "maximum": 20},
                     "call": {"type": "object"},
+                    # A realistic input that passes the endpoint's schemas, for its card.
+                    "exampleInput": {"type": "object"},
                 },
             },
         },
@@ -190,6 +192,7 @@ class Endpoint:
     adapter: str
     call: Mapping[str, Any]
     validators: Mapping[str, Draft202012Validator] = field(repr=False, compare=False)
+    example_input: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -274,8 +277,13 @@ def _load_file(path: Path, problems: list[str]) -> list[Endpoint]:
                 adapter=data["adapter"],
                 call=raw.get("call", {}),
                 validators={part: Draft202012Validator(s) for part, s in schemas.items()},
+                example_input=raw.get("exampleInput"),
             )
         )
+        example = endpoints[-1].example_input
+        if example is not None:
+            problems.extend(f"{where}: exampleInput: {at}: {'; '.join(messages)}"
+                            for at, messages in validate_input(endpoints[-1], example).items())
     return endpoints
 
 

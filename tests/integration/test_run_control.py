@@ -224,11 +224,13 @@ def test_a_stop_racing_completion_ends_one_way_and_settles_once(
         barrier = threading.Barrier(2)
         results: list[Any] = []
 
-        def run_it(run_id: str = run_id) -> None:
+        def run_it(run_id: str = run_id, barrier: threading.Barrier = barrier,
+                   results: list[Any] = results) -> None:
             barrier.wait()
             results.append(runner.run(run_id))
 
-        def stop_it(run_id: str = run_id) -> None:
+        def stop_it(run_id: str = run_id, barrier: threading.Barrier = barrier,
+                    results: list[Any] = results) -> None:
             barrier.wait()
             results.append(stop(web, funded, run_id).status_code)
 

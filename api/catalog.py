@@ -1,0 +1,157 @@
+"""The catalog: discover endpoints by what they do, inspect one, list them all.
+
+Every answer is read from the synced catalog table (`monidctl catalog sync`),
+so every web process serves the same catalog.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
+
+from api.auth import authenticate
+from api.errors import ApiError, validation_failed
+from api.schemas import load, parse_json_object, price_json
+from api.services import services
+from shared.catalog.sync import (
+    CatalogEntry,
+    NoSearchableWords,
+    decode_endpoint_cursor,
+    get_endpoint,
+    list_endpoints,
+    search_endpoints,
+)
+from shared.db import transaction
+
+blueprint = Blueprint("catalog", __name__, url_prefix="/v1")
+
+MAX_QUERY_CHARS = 500
+
+
+class DiscoverSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    query = fields.String(required=True, error_messages={"invalid": "must be a string"})
+    limit = fields.Integer(load_default=5, strict=True, validate=validate.Range(min=1, max=50),
+                           error_messages={"invalid": "must be an integer"})
+
+    @validates("query")
+    def _query_has_text(self, value: str, **_: Any) -> None:
+        if not value.strip():
+            raise ValidationError("must not be empty")
+        if len(value) > MAX_QUERY_CHARS:
+            raise ValidationError(f"must be at most {MAX_QUERY_CHARS} characters long")
+
+
+class InspectSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    provider = fields.String(required=True, validate=validate.Length(min=1, max=100),
+                             error_messages={"invalid": "must be a string"})
+    endpoint = fields.String(required=True, validate=validate.Length(min=1, max=500),
+                             error_messages={"invalid": "must be a string"})
+
+
+class ListEndpointsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100),
+                           error_messages={"invalid": "must be an integer"})
+    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=1000))
+
+
+_discover_schema = DiscoverSchema()
+_inspect_schema = InspectSchema()
+_list_schema = ListEndpointsSchema()
+
+
+def _price(entry: CatalogEntry) -> dict[str, Any]:
+    return price_json(entry.price_type, entry.price_micros, entry.flat_fee_micros)
+
+
+def summary_json(entry: CatalogEntry) -> dict[str, Any]:
+    """An endpoint in a list: what it is and what it costs, without its schemas."""
+    return {
+        "provider": entry.provider,
+        "providerName": entry.provider_name,
+        "endpoint": entry.path,
+        "name": entry.name,
+        "description": entry.description,
+        "tags": list(entry.tags),
+        "price": _price(entry),
+    }
+
+
+def card_json(entry: CatalogEntry) -> dict[str, Any]:
+    """An endpoint's whole card: everything a caller needs to run it."""
+    card: dict[str, Any] = {
+        "provider": entry.provider,
+        "providerName": entry.provider_name,
+        "endpoint": entry.path,
+        "name": entry.name,
+        "description": entry.description,
+        "tags": list(entry.tags),
+        "inputSchema": entry.input_schema,
+    }
+    if entry.query_params_schema is not None:
+        card["queryParamsSchema"] = entry.query_params_schema
+    if entry.path_params_schema is not None:
+        card["pathParamsSchema"] = entry.path_params_schema
+    card["price"] = _price(entry)
+    card["deadlineSeconds"] = entry.deadline_seconds
+    card["maxAttempts"] = entry.max_attempts
+    card["exampleInput"] = entry.example_input
+    return card
+
+
+@blueprint.post("/discover")
+def discover() -> Response:
+    authenticate()
+    body = load(_discover_schema, parse_json_object())
+    try:
+        with transaction(services().pool) as conn:
+            matches = search_endpoints(conn, body["query"], body["limit"])
+    except NoSearchableWords:
+        raise validation_failed({"query": ["has no words to search for"]}) from None
+    results = [{
+        "provider": m.entry.provider,
+        "providerName": m.entry.provider_name,
+        "endpoint": m.entry.path,
+        "description": m.entry.description,
+        "price": _price(m.entry),
+        "score": m.score,
+        "tags": list(m.entry.tags),
+    } for m in matches]
+    return jsonify({"results": results, "query": body["query"], "count": len(results)})
+
+
+@blueprint.post("/inspect")
+def inspect() -> Response:
+    authenticate()
+    body = load(_inspect_schema, parse_json_object())
+    with transaction(services().pool) as conn:
+        entry = get_endpoint(conn, body["provider"], body["endpoint"])
+    if entry is None:
+        raise ApiError(404, "ENDPOINT_NOT_FOUND",
+                       f"no endpoint {body['endpoint']!r} for provider {body['provider']!r}")
+    return jsonify(card_json(entry))
+
+
+@blueprint.get("/endpoints")
+def endpoints() -> Response:
+    authenticate()
+    params = load(_list_schema, request.args.to_dict())
+    after = None
+    if params["cursor"]:
+        try:
+            after = decode_endpoint_cursor(params["cursor"])
+        except ValueError:
+            raise validation_failed({"cursor": ["is not a cursor from this API"]}) from None
+    with transaction(services().pool) as conn:
+        entries, cursor = list_endpoints(conn, params["limit"], after)
+    return jsonify({"items": [summary_json(e) for e in entries], "cursor": cursor})
