@@ -7,7 +7,8 @@
     monidctl keys revoke KEY_ID_OR_KEY
     monidctl wallet credit --user USER --amount 10.00
     monidctl wallet show --user USER
-    monidctl catalog check
+    monidctl catalog check [--dir DIR]
+    monidctl catalog sync [--dir DIR]
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 from psycopg_pool import ConnectionPool
 
 from shared import keys, store
-from shared.catalog import CatalogError, load_catalog
+from shared.catalog import Catalog, CatalogError, load_catalog
+from shared.catalog.sync import sync_catalog
 from shared.db import DatabaseUnavailable, make_pool, migrate, transaction
 from shared.money import MICROS_PER_DOLLAR, dollars_to_micros
 from shared.settings import DEFAULT_CATALOG_DIR, SettingsError, load_settings_or_exit
@@ -50,10 +52,13 @@ def _database_url() -> str:
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
-    applied = migrate(_database_url())
+    settings = load_settings_or_exit()
+    catalog = load_catalog(settings.catalog_dir)  # a broken catalog fails before any change
+    applied = migrate(settings.database_url)
     for migration in applied:
         print(f"applied {migration.version:04d}_{migration.name}")
     print(f"database is up to date ({len(applied)} migration(s) applied now)")
+    _sync_catalog(catalog, settings.catalog_dir)
 
 
 def _with_conn(action: str) -> ConnectionPool:
@@ -174,10 +179,25 @@ def cmd_catalog_check(args: argparse.Namespace) -> None:
           f"{len(catalog.endpoints)} endpoint(s)")
 
 
+def _sync_catalog(catalog: Catalog, directory: Path) -> None:
+    pool = _with_conn("catalog")
+    try:
+        with transaction(pool) as conn:
+            report = sync_catalog(conn, catalog)
+    finally:
+        pool.close()
+    print(f"catalog {directory} synced: {report}")
+
+
+def cmd_catalog_sync(args: argparse.Namespace) -> None:
+    directory = args.dir or load_settings_or_exit().catalog_dir
+    _sync_catalog(load_catalog(directory), directory)
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     from shared.localrun import run_local
 
-    code = run_local(load_settings_or_exit(), workers=args.workers)
+    code = run_local(workers=args.workers, flower=not args.no_flower)
     if code:
         raise SystemExit(code)
 
@@ -186,12 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="monidctl", description="Operate a monid-runs backend.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("migrate", help="apply the database migrations not yet applied")
+    p = commands.add_parser("migrate", help="apply the database migrations not yet applied, "
+                            "then sync the catalog")
     p.set_defaults(func=cmd_migrate)
 
-    p = commands.add_parser("up", help="migrate, then run web and worker here until Ctrl-C")
+    p = commands.add_parser("up", help="run everything here until Ctrl-C (embedded PostgreSQL "
+                                       "and Redis when DATABASE_URL / REDIS_URL are unset)")
     p.add_argument("--workers", type=int, default=1, choices=range(1, 9), metavar="N",
                    help="worker processes to start (1-8, default 1)")
+    p.add_argument("--no-flower", action="store_true", help="do not start Flower")
     p.set_defaults(func=cmd_up)
 
     keys_parser = commands.add_parser("keys", help="make, list and revoke API keys")
@@ -226,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = catalog_commands.add_parser("check", help="validate the catalog files")
     p.add_argument("--dir", type=Path, help="the catalog folder")
     p.set_defaults(func=cmd_catalog_check)
+    p = catalog_commands.add_parser("sync", help="copy the catalog files into the database")
+    p.add_argument("--dir", type=Path, help="the catalog folder")
+    p.set_defaults(func=cmd_catalog_sync)
     return parser
 
 
