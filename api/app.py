@@ -9,6 +9,7 @@ import redis
 from flask import Flask, Response, g, request
 
 from api import errors
+from api.ratelimit import add_quota_headers
 from api.services import Services
 from api.waiting import RunWaiter
 from shared.catalog import Catalog, load_catalog
@@ -54,7 +55,7 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
     def _finish(response: Response) -> Response:
         request_id = g.get("request_id") or sane_request_id(None)
         response.headers["x-request-id"] = request_id
-        return response
+        return add_quota_headers(response)
 
     errors.init_app(app)
     from api import catalog as catalog_routes

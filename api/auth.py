@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import g, request
 
 from api.errors import ApiError
+from api.ratelimit import check_rate
 from api.services import services
 from shared import store
 from shared.db import transaction
@@ -43,4 +44,5 @@ def authenticate() -> Caller:
         raise _unauthorized("this API key has been revoked")
     caller = Caller(caller=found.caller, api_key_id=found.id)
     g.caller = caller
+    check_rate(services().redis, found.id, services().settings.rate_limit_per_minute)
     return caller

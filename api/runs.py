@@ -99,6 +99,11 @@ def start_run() -> ResponseReturnValue:
     # Commit, then enqueue: once the row is committed the run cannot be lost.
     try:
         with transaction(svc.pool) as conn:
+            cap = svc.settings.max_runs_in_flight
+            if cap and store.count_runs_in_flight(conn, caller.caller, cap) >= cap:
+                raise ApiError(429, "RATE_LIMITED",
+                               f"this caller already has {cap} runs in flight, the most it may "
+                               "have; wait for some to end", headers={"Retry-After": "1"})
             created_at = store.insert_run(conn, run_id=run_id, caller=caller.caller,
                                           api_key_id=caller.api_key_id, endpoint=endpoint,
                                           input=body["input"], hold_micros=hold_micros,

@@ -54,6 +54,8 @@ class Settings:
     worker_pool: str
     worker_shutdown_grace_seconds: float
     db_pool_timeout_seconds: float
+    rate_limit_per_minute: int
+    max_runs_in_flight: int
     # Every variable of the environment, for catalog entries that name the one
     # holding their secret (or base URL). Never logged.
     provider_env: Mapping[str, str] = field(repr=False)
@@ -168,6 +170,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_shutdown_grace_seconds=_float(env, "WORKER_SHUTDOWN_GRACE_SECONDS", 25.0, 0.0,
                                              3600.0),
         db_pool_timeout_seconds=_float(env, "DB_POOL_TIMEOUT_SECONDS", 2.0, 0.1, 60.0),
+        rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 1200, 0, 10_000_000),
+        max_runs_in_flight=_int(env, "MAX_RUNS_IN_FLIGHT", 1000, 0, 10_000_000),
     )
 
 

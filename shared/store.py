@@ -425,6 +425,12 @@ def list_ledger_entries(conn: Conn, caller: str, limit: int = 20) -> list[Ledger
     return [LedgerEntry(**r) for r in rows]
 
 
+def count_runs_in_flight(conn: Conn, caller: str, cap: int) -> int:
+    """The caller's runs that have not ended, counted up to `cap`."""
+    row = conn.execute(query("count_runs_in_flight"), {"caller": caller, "cap": cap}).fetchone()
+    return int(row["n"]) if row else 0
+
+
 # --- stop and idempotency -------------------------------------------------------------
 
 

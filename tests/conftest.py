@@ -74,6 +74,9 @@ def base_env(database_url: str, redis_url: str) -> dict[str, str]:
         "RETRY_BASE_SECONDS": "0.1",
         "RETRY_MAX_SECONDS": "1",
         "LOG_LEVEL": "INFO",
+        # Tests send far more than an agent would; tests/integration/test_limits.py
+        # checks the limits themselves.
+        "RATE_LIMIT_PER_MINUTE": "1000000",
     }
 
 

@@ -425,3 +425,8 @@ WHERE caller = %(caller)s AND key = %(key)s AND created_at >= now() - interval '
 DELETE FROM idempotency_keys
 WHERE ctid IN (SELECT ctid FROM idempotency_keys
                WHERE created_at < now() - interval '24 hours' LIMIT %(limit)s);
+
+-- name: count_runs_in_flight
+-- At most `cap` rows are counted: enough to know whether the cap is reached.
+SELECT count(*) AS n
+FROM (SELECT 1 FROM runs WHERE caller = %(caller)s AND completed_at IS NULL LIMIT %(cap)s) open;
