@@ -42,9 +42,9 @@ def check_rate(client: redis.Redis, key_id: int, limit: int) -> None:
     name = f"monid:ratelimit:{key_id}:{window}"
     try:
         pipe = client.pipeline(transaction=False)
+        pipe.set(name, 0, ex=WINDOW_SECONDS + 5, nx=True)  # the window's first request
         pipe.incr(name)
-        pipe.expire(name, WINDOW_SECONDS + 5, nx=True)
-        count = int(pipe.execute()[0])
+        count = int(pipe.execute()[1])
     except redis.RedisError as exc:
         log.warning("rate limit not checked: Redis unavailable", extra={"error": str(exc)})
         return

@@ -28,7 +28,12 @@ from shared.catalog import Catalog, CatalogError, load_catalog
 from shared.catalog.sync import sync_catalog
 from shared.db import DatabaseUnavailable, make_pool, migrate, transaction
 from shared.money import MICROS_PER_DOLLAR, dollars_to_micros
-from shared.settings import DEFAULT_CATALOG_DIR, SettingsError, load_settings_or_exit
+from shared.settings import (
+    DEFAULT_CATALOG_DIR,
+    SettingsError,
+    load_database_url,
+    load_settings_or_exit,
+)
 from shared.timefmt import iso
 
 USER_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
@@ -48,7 +53,23 @@ def _user(value: str) -> str:
 
 
 def _database_url() -> str:
-    return load_settings_or_exit().database_url
+    """DATABASE_URL, or the embedded database `monidctl up` keeps in ./.monid."""
+    try:
+        url = load_database_url()
+    except SettingsError as exc:
+        print(f"monid: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if url:
+        return url
+    local = Path.cwd() / ".monid" / "postgres"
+    if local.is_dir():
+        from shared.embedded import start_postgres
+
+        return start_postgres(local).database_url("monid")
+    print("monid: configuration error: DATABASE_URL is not set: expected a postgresql:// URL "
+          "(or run `monidctl up` here first, for an embedded database in .monid/)",
+          file=sys.stderr)
+    raise SystemExit(2)
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:

@@ -59,6 +59,11 @@ class Settings:
     # Every variable of the environment, for catalog entries that name the one
     # holding their secret (or base URL). Never logged.
     provider_env: Mapping[str, str] = field(repr=False)
+    # How long a web process reuses what /metrics read from PostgreSQL and Redis.
+    metrics_cache_seconds: float = 5.0
+    # Where gunicorn's workers keep their metrics for /metrics to add up; None
+    # outside gunicorn (one process, one plain registry).
+    metrics_multiproc_dir: Path | None = None
 
 
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
@@ -136,6 +141,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not catalog_dir.is_dir():
         raise SettingsError("CATALOG_DIR", f"is malformed: {str(catalog_dir)!r} is not a directory")
     log_level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    # prometheus_client reads this variable too: under this name or no other.
+    multiproc_raw = env.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise SettingsError("LOG_LEVEL", "is malformed: use DEBUG, INFO, WARNING or ERROR")
     return Settings(
@@ -173,6 +180,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 1200, 0, 10_000_000),
         max_runs_in_flight=_int(env, "MAX_RUNS_IN_FLIGHT", 1000, 0, 10_000_000),
     )
+
+
+def load_database_url(env: Mapping[str, str] | None = None) -> str | None:
+    """DATABASE_URL alone (validated), or None when it is unset: for commands that
+    need only the database."""
+    env = os.environ if env is None else env
+    if not env.get("DATABASE_URL", "").strip():
+        return None
+    return _url(env, "DATABASE_URL", ("postgresql", "postgres"))
 
 
 def load_settings_or_exit(env: Mapping[str, str] | None = None) -> Settings:

@@ -20,8 +20,6 @@ from shared.db import make_pool, migrate, transaction
 from shared.settings import Settings, load_settings
 from tests.helpers import KeyMaker
 
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 TEST_REDIS_DB = 14
 
 
@@ -45,9 +43,24 @@ def no_process_left_behind() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
+def admin_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """DATABASE_URL's server, or an embedded PostgreSQL when it is unset."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    from shared.embedded import start_postgres
+
+    server = start_postgres(tmp_path_factory.mktemp("embedded-postgres"))
+    try:
+        yield server.admin_url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(admin_database_url: str) -> Iterator[str]:
     """A database made for this test run, migrated, dropped at the end."""
-    admin_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    admin_url = admin_database_url
     name = f"monid_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -59,10 +72,22 @@ def database_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    url = _with_redis_db(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL, TEST_REDIS_DB)
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Database 14 of REDIS_URL's server, or of an embedded Redis when it is unset."""
+    server = None
+    base = os.environ.get("REDIS_URL")
+    if not base:
+        from shared.embedded import start_redis
+
+        server = start_redis(tmp_path_factory.mktemp("embedded-redis") / "redis.db")
+        base = server.url
+    url = _with_redis_db(base, TEST_REDIS_DB)
     redis_lib.Redis.from_url(url).flushdb()
-    return url
+    try:
+        yield url
+    finally:
+        if server is not None:
+            server.stop()
 
 
 @pytest.fixture(scope="session")

