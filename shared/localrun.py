@@ -104,8 +104,8 @@ def run_local(*, workers: int = 1, state_dir: Path | None = None, flower: bool =
                             str(_package_dir("api") / "gunicorn_conf.py"), "api.wsgi:app"]}
         for n in range(1, workers + 1):
             commands[f"worker.{n}"] = [
-                sys.executable, "-m", "celery", "--app", "worker.main", "worker", "--loglevel",
-                "INFO", "--without-gossip", "--without-mingle", "--task-events",
+                sys.executable, "-m", "celery", "--app", "worker.main", "--quiet", "worker",
+                "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--task-events",
                 "--hostname", f"worker{n}@%h"]
         if flower:
             commands["flower"] = [sys.executable, "-m", "celery", "--app", "worker.main",

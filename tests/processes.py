@@ -89,8 +89,8 @@ def start_web(env: Mapping[str, str], log_dir: Path, *, port: int | None = None,
 
 def start_worker(env: Mapping[str, str], log_dir: Path, *, concurrency: int = 8,
                  name: str = "worker", wait: bool = True) -> Process:
-    argv = [sys.executable, "-m", "celery", "--app", "worker.main", "worker", "--loglevel",
-            "INFO", "--without-gossip", "--without-mingle", "--task-events",
+    argv = [sys.executable, "-m", "celery", "--app", "worker.main", "--quiet", "worker",
+            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--task-events",
             "--hostname", f"{name}-{time.monotonic_ns()}@%h"]
     proc = Process(name, argv, {"WORKER_CONCURRENCY": str(concurrency), **env}, log_dir)
     if wait:
