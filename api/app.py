@@ -8,7 +8,7 @@ import time
 import redis
 from flask import Flask, Response, g, request
 
-from api import errors
+from api import errors, metrics
 from api.ratelimit import add_quota_headers
 from api.services import Services
 from api.waiting import RunWaiter
@@ -72,4 +72,5 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
     app.register_blueprint(catalog_routes.blueprint)
     app.register_blueprint(runs.blueprint)
     app.register_blueprint(wallet.blueprint)
+    metrics.init_app(app)
     return app

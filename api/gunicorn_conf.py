@@ -3,7 +3,12 @@ environment or a broken catalog stops the process at once with one line."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
+from typing import Any
 
 from shared.catalog import CatalogError, load_catalog
 from shared.settings import load_settings_or_exit
@@ -15,6 +20,21 @@ except CatalogError as exc:
     print(f"monid: {exc}", file=sys.stderr, flush=True)
     sys.exit(2)
 
+# /metrics adds up what every worker process counted: each writes its counts to
+# files in this folder. prometheus_client reads the variable when a worker first
+# imports it, so it is set here, before any worker starts; files of an earlier
+# server would add its counts to ours, so they go.
+if _settings.metrics_multiproc_dir is None:
+    _metrics_dir = Path(tempfile.mkdtemp(prefix="monid-metrics-"))
+    _own_metrics_dir = True
+else:
+    _metrics_dir = _settings.metrics_multiproc_dir
+    _metrics_dir.mkdir(parents=True, exist_ok=True)
+    for _stale in _metrics_dir.glob("*.db"):
+        _stale.unlink(missing_ok=True)
+    _own_metrics_dir = False
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.web_concurrency
 worker_class = "gthread"
@@ -23,3 +43,15 @@ keepalive = 75
 graceful_timeout = 25
 timeout = 60
 accesslog = None
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker process ended: its counters still count, its live gauges no longer do."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, str(_metrics_dir))
+
+
+def on_exit(server: Any) -> None:
+    if _own_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -11,6 +11,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from api import metrics
 from api.auth import authenticate
 from api.errors import ApiError, validation_failed
 from api.schemas import (
@@ -133,6 +134,7 @@ def start_run() -> ResponseReturnValue:
         # The run is stored; the sweeper publishes runs that no worker claimed.
         log.warning("publish failed; the sweeper will publish the run",
                     extra={"error": str(exc)})
+    metrics.note_run_accepted(endpoint.provider)
     log.info("run accepted", extra={"provider": endpoint.provider, "endpoint": endpoint.path})
     return jsonify(answer), 202, {"Location": f"/v1/runs/{run_id}"}
 

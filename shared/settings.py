@@ -179,6 +179,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         db_pool_timeout_seconds=_float(env, "DB_POOL_TIMEOUT_SECONDS", 2.0, 0.1, 60.0),
         rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 1200, 0, 10_000_000),
         max_runs_in_flight=_int(env, "MAX_RUNS_IN_FLIGHT", 1000, 0, 10_000_000),
+        metrics_cache_seconds=_float(env, "METRICS_CACHE_SECONDS", 5.0, 0.0, 300.0),
+        metrics_multiproc_dir=Path(multiproc_raw) if multiproc_raw else None,
     )
 
 

@@ -1,0 +1,275 @@
+"""GET /metrics: Prometheus text, the same whichever gunicorn worker process answers.
+
+Two kinds of numbers:
+
+- what this web tier did (runs accepted, accept latency, HTTP requests), counted
+  in the process that did it. Under gunicorn every worker process writes them to
+  files in `PROMETHEUS_MULTIPROC_DIR` (set by `api/gunicorn_conf.py` before the
+  workers start) and a scrape adds the files up; outside gunicorn a plain
+  registry of the app holds them.
+- what the whole cluster did (runs ended, attempts, run durations, queue depth),
+  read at scrape time from PostgreSQL and Redis, which every worker on every host
+  writes to, and kept a few seconds per process so scrapes stay cheap.
+
+A scrape never fails because PostgreSQL or Redis is down: the numbers of that
+source are left out, `monid_metrics_source_up` says which, and
+`monid_scrape_errors_total` counts the failed reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar, cast
+
+import redis
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import values as prometheus_values
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.utils import floatToGoString
+from psycopg_pool import ConnectionPool
+
+from api.services import Services
+from shared import metrics_store
+from shared.db import DatabaseUnavailable, transaction
+from shared.queue import QUEUE
+
+log = logging.getLogger("monid.api")
+
+EXTENSION = "monid_metrics"
+START_RUN_RULE = "/v1/run"
+# From a request answered out of a warm pool to one that waited on a slow database.
+ACCEPT_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# Any other method becomes "OTHER": a label value a caller can choose must not
+# be able to grow the number of series without bound.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+SOURCES = ("database", "redis")
+
+blueprint = Blueprint("metrics", __name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WebMetrics:
+    """The app's metrics: what /metrics exposes, and the ones this process counts."""
+
+    exposed: CollectorRegistry
+    runs_accepted: Counter
+    accept_latency: Histogram
+    http_requests: Counter
+    scrape_errors: Counter
+
+
+@dataclass(frozen=True)
+class DatabaseNumbers:
+    runs: metrics_store.RunCounts
+    attempts: metrics_store.AttemptCounts
+    durations: metrics_store.DurationHistogram
+    oldest_unclaimed_age: float
+
+
+@dataclass(frozen=True)
+class _Reading(Generic[T]):
+    value: T | None  # None: the source could not be read
+    read_at: float  # time.monotonic()
+
+
+class ClusterCollector:
+    """Cluster-wide numbers read from PostgreSQL and Redis, each kept `cache_seconds`.
+
+    A failed read is kept as long as a good one, so a database that is down
+    costs one connection timeout per `cache_seconds`, not one per scrape.
+    """
+
+    def __init__(self, pool: ConnectionPool, redis_client: redis.Redis, *,
+                 cache_seconds: float, scrape_errors: Counter,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._pool = pool
+        self._redis = redis_client
+        self._cache_seconds = cache_seconds
+        self._scrape_errors = scrape_errors
+        self._clock = clock
+        self._lock = threading.Lock()  # one read at a time per process; the others wait
+        self._database: _Reading[DatabaseNumbers] | None = None
+        self._queue: _Reading[int] | None = None
+
+    def describe(self) -> list[Metric]:
+        return []  # registering must not read the database
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            self._database = self._fresh(self._database, "database", self._read_database)
+            self._queue = self._fresh(self._queue, "redis", self._read_queue_depth)
+            database, queue = self._database, self._queue
+            now = self._clock()
+        up = GaugeMetricFamily("monid_metrics_source_up",
+                               "1 if /metrics could read this source (within the cache time)",
+                               labels=["source"])
+        up.add_metric(["database"], 0.0 if database.value is None else 1.0)
+        up.add_metric(["redis"], 0.0 if queue.value is None else 1.0)
+        yield up
+        if database.value is not None:
+            yield from _database_families(database.value, now - database.read_at)
+        if queue.value is not None:
+            yield GaugeMetricFamily("monid_queue_depth",
+                                    f"Messages waiting in the Redis list {QUEUE!r}",
+                                    value=queue.value)
+
+    def _fresh(self, reading: _Reading[T] | None, source: str,
+               read: Callable[[], T]) -> _Reading[T]:
+        now = self._clock()
+        if reading is not None and now - reading.read_at < self._cache_seconds:
+            return reading
+        try:
+            return _Reading(read(), now)
+        except (DatabaseUnavailable, redis.RedisError) as exc:
+            log.warning("metrics could not read a source",
+                        extra={"source": source, "error": str(exc)})
+        except Exception:  # a scrape answers without this source rather than fail
+            log.exception("metrics could not read a source", extra={"source": source})
+        self._scrape_errors.labels(source=source).inc()
+        return _Reading(None, now)
+
+    def _read_database(self) -> DatabaseNumbers:
+        with transaction(self._pool) as conn:
+            metrics_store.limit_statement_time(conn)
+            return DatabaseNumbers(
+                runs=metrics_store.count_runs_by_status(conn),
+                attempts=metrics_store.count_attempts_by_outcome(conn),
+                durations=metrics_store.summarize_run_durations(conn),
+                oldest_unclaimed_age=metrics_store.find_oldest_unclaimed_run_age(conn),
+            )
+
+    def _read_queue_depth(self) -> int:
+        return int(cast(int, self._redis.llen(QUEUE)))
+
+
+def _database_families(numbers: DatabaseNumbers, cached_for: float) -> Iterator[Metric]:
+    ended = CounterMetricFamily("monid_runs_ended", "Runs that ended, by final status",
+                                labels=["status"])
+    for status, count in numbers.runs.ended.items():
+        ended.add_metric([status], count)
+    yield ended
+    in_progress = GaugeMetricFamily("monid_runs_in_progress", "Runs not ended yet, by status",
+                                    labels=["status"])
+    for status, count in numbers.runs.open.items():
+        in_progress.add_metric([status], count)
+    yield in_progress
+    attempts = CounterMetricFamily("monid_attempts",
+                                   "Ended attempts to call a provider, by outcome "
+                                   "(attempts in progress: monid_attempts_in_progress)",
+                                   labels=["outcome"])
+    for outcome, count in numbers.attempts.ended.items():
+        attempts.add_metric([outcome], count)
+    yield attempts
+    yield GaugeMetricFamily("monid_attempts_in_progress",
+                            "Attempts a worker holds now, without an outcome yet",
+                            value=numbers.attempts.open)
+    durations = numbers.durations
+    buckets = [(floatToGoString(bound), float(count)) for bound, count in durations.buckets]
+    buckets.append(("+Inf", float(durations.count)))
+    yield HistogramMetricFamily("monid_run_duration_seconds",
+                                "Time from accepted to ended (completed_at - created_at) "
+                                "of ended runs", buckets=buckets,
+                                sum_value=durations.sum_seconds)
+    # The database's clock stopped when it answered; a cached age keeps growing.
+    age = numbers.oldest_unclaimed_age
+    yield GaugeMetricFamily("monid_oldest_unclaimed_run_age_seconds",
+                            "Age of the oldest RUNNING run that no worker has started; 0 if none",
+                            value=age + cached_for if age > 0 else 0.0)
+
+
+def _make_metrics(services: Services) -> WebMetrics:
+    # Made unregistered, then registered below in the order a scrape must read them.
+    scrape_errors = Counter("monid_scrape_errors",
+                            "Reads of PostgreSQL or Redis that /metrics could not make",
+                            ["source"], registry=None)
+    for source in SOURCES:
+        scrape_errors.labels(source=source)
+    runs_accepted = Counter("monid_runs_accepted", "Runs accepted by POST /v1/run",
+                            ["provider"], registry=None)
+    accept_latency = Histogram("monid_accept_latency_seconds",
+                               "Time to handle POST /v1/run, whatever the answer",
+                               buckets=ACCEPT_LATENCY_BUCKETS, registry=None)
+    http_requests = Counter("monid_http_requests", "HTTP requests answered",
+                            ["method", "route", "status"], registry=None)
+
+    exposed = CollectorRegistry()
+    # First, so that a scrape's failed reads are counted in that same scrape.
+    exposed.register(ClusterCollector(services.pool, services.redis,
+                                      cache_seconds=services.settings.metrics_cache_seconds,
+                                      scrape_errors=scrape_errors))
+    multiproc_dir = services.settings.metrics_multiproc_dir
+    if multiproc_dir is not None and _values_in_files():
+        # Every worker process writes its values to files there; add them all up.
+        MultiProcessCollector(exposed, path=str(multiproc_dir))
+    else:
+        for metric in (scrape_errors, runs_accepted, accept_latency, http_requests):
+            exposed.register(metric)
+    return WebMetrics(exposed=exposed, runs_accepted=runs_accepted,
+                      accept_latency=accept_latency, http_requests=http_requests,
+                      scrape_errors=scrape_errors)
+
+
+def _values_in_files() -> bool:
+    # prometheus_client chooses where values live when it is first imported.
+    if getattr(prometheus_values.ValueClass, "_multiprocess", False):
+        return True
+    log.warning("PROMETHEUS_MULTIPROC_DIR was set after prometheus_client was imported; "
+                "/metrics shows this process only")
+    return False
+
+
+def init_app(app: Flask) -> None:
+    """Add GET /metrics and the hooks that count requests. Call after the services are set."""
+    if EXTENSION in app.extensions:
+        return
+    app.extensions[EXTENSION] = _make_metrics(cast(Services, app.extensions["monid"]))
+    app.before_request(_start_timer)
+    app.after_request(_count_request)
+    app.register_blueprint(blueprint)
+
+
+def note_run_accepted(provider: str) -> None:
+    """Count a run that POST /v1/run accepted (not a replayed Idempotency-Key)."""
+    found = current_app.extensions.get(EXTENSION)
+    if found is not None:
+        cast(WebMetrics, found).runs_accepted.labels(provider=provider).inc()
+
+
+def _start_timer() -> None:
+    g.metrics_started = time.perf_counter()
+
+
+def _count_request(response: Response) -> Response:
+    try:
+        found = cast(WebMetrics, current_app.extensions[EXTENSION])
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        method = request.method if request.method in KNOWN_METHODS else "OTHER"
+        found.http_requests.labels(method=method, route=rule,
+                                   status=str(response.status_code)).inc()
+        started = g.pop("metrics_started", None)
+        if started is not None and method == "POST" and rule == START_RUN_RULE:
+            found.accept_latency.observe(time.perf_counter() - started)
+    except Exception:  # counting must never cost a caller its answer
+        log.exception("metrics could not count a request")
+    return response
+
+
+@blueprint.get("/metrics")
+def metrics() -> Response:
+    found = cast(WebMetrics, current_app.extensions[EXTENSION])
+    return Response(generate_latest(found.exposed), content_type=CONTENT_TYPE_LATEST,
+                    headers={"Cache-Control": "no-store"})

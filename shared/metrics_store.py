@@ -1,0 +1,73 @@
+"""What /metrics reads from PostgreSQL: `verb_noun(conn, ...)`; the caller owns the transaction.
+
+These are cluster-wide numbers: workers on any host write runs and attempts,
+so the tables, not any one process, know how many ended and how.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.db import query
+from shared.store import END_STATUSES, Conn
+
+OPEN_STATUSES = ("RUNNING", "STOPPING")
+ATTEMPT_OUTCOMES = ("OK", "TRANSIENT_ERROR", "PERMANENT_ERROR", "TIMEOUT", "LOST", "STOPPED")
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    ended: dict[str, int]  # every end status, zero included
+    open: dict[str, int]  # RUNNING and STOPPING, zero included
+
+
+@dataclass(frozen=True)
+class AttemptCounts:
+    ended: dict[str, int]  # every outcome, zero included
+    open: int  # attempts a worker holds now, which have no outcome yet
+
+
+@dataclass(frozen=True)
+class DurationHistogram:
+    buckets: tuple[tuple[float, int], ...]  # (upper bound in seconds, cumulative count)
+    count: int
+    sum_seconds: float
+
+
+def limit_statement_time(conn: Conn) -> None:
+    """Cancel this transaction's queries that run over two seconds."""
+    conn.execute(query("limit_metrics_statement_time"))
+
+
+def count_runs_by_status(conn: Conn) -> RunCounts:
+    found = {row["status"]: int(row["runs"]) for row in conn.execute(query("count_runs_by_status"))}
+    ended = {status: found.get(status, 0) for status in sorted(END_STATUSES)}
+    open_ = {status: found.get(status, 0) for status in OPEN_STATUSES}
+    return RunCounts(ended=ended, open=open_)
+
+
+def count_attempts_by_outcome(conn: Conn) -> AttemptCounts:
+    found: dict[str | None, int] = {
+        row["outcome"]: int(row["attempts"])
+        for row in conn.execute(query("count_attempts_by_outcome"))
+    }
+    ended = {outcome: found.get(outcome, 0) for outcome in ATTEMPT_OUTCOMES}
+    # An outcome the schema gained later is still counted, under its own name.
+    ended.update({k: v for k, v in found.items() if k is not None and k not in ended})
+    return AttemptCounts(ended=ended, open=found.get(None, 0))
+
+
+def summarize_run_durations(conn: Conn) -> DurationHistogram:
+    row = conn.execute(query("summarize_run_durations")).fetchone()
+    assert row is not None  # an aggregate without GROUP BY always answers one row
+    count = int(row.pop("count"))
+    sum_seconds = float(row.pop("sum"))
+    buckets = sorted((float(bound), int(n)) for bound, n in row.items())
+    return DurationHistogram(buckets=tuple(buckets), count=count, sum_seconds=sum_seconds)
+
+
+def find_oldest_unclaimed_run_age(conn: Conn) -> float:
+    """Seconds since the oldest run that no worker has started was created; 0 if none."""
+    row = conn.execute(query("find_oldest_unclaimed_run_age")).fetchone()
+    assert row is not None
+    return max(0.0, float(row["age_seconds"]))

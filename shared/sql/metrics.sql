@@ -1,0 +1,49 @@
+-- Named queries of /metrics: what every worker did, read from the source of truth.
+-- Each is read at most once every few seconds per web process.
+
+-- name: limit_metrics_statement_time
+-- A scrape must not queue up behind a slow database: give up and answer without.
+SELECT set_config('statement_timeout', '2000', true);
+
+-- name: count_runs_by_status
+SELECT status, count(*) AS runs
+FROM runs
+GROUP BY status;
+
+-- name: count_attempts_by_outcome
+-- An attempt without an end yet has no outcome: it is counted as NULL here.
+SELECT outcome, count(*) AS attempts
+FROM attempts
+GROUP BY outcome;
+
+-- name: summarize_run_durations
+-- Cumulative buckets of completed_at - created_at over ended runs. Each column
+-- is named by its upper bound in seconds; the code reads the bounds from the names.
+SELECT count(*) FILTER (WHERE seconds <= 0.1)  AS "0.1",
+       count(*) FILTER (WHERE seconds <= 0.25) AS "0.25",
+       count(*) FILTER (WHERE seconds <= 0.5)  AS "0.5",
+       count(*) FILTER (WHERE seconds <= 1)    AS "1",
+       count(*) FILTER (WHERE seconds <= 2.5)  AS "2.5",
+       count(*) FILTER (WHERE seconds <= 5)    AS "5",
+       count(*) FILTER (WHERE seconds <= 10)   AS "10",
+       count(*) FILTER (WHERE seconds <= 30)   AS "30",
+       count(*) FILTER (WHERE seconds <= 60)   AS "60",
+       count(*) FILTER (WHERE seconds <= 120)  AS "120",
+       count(*) FILTER (WHERE seconds <= 300)  AS "300",
+       count(*) FILTER (WHERE seconds <= 600)  AS "600",
+       count(*) FILTER (WHERE seconds <= 1800) AS "1800",
+       count(*) FILTER (WHERE seconds <= 3600) AS "3600",
+       count(*) AS count,
+       coalesce(sum(seconds), 0)::float8 AS sum
+FROM (
+    SELECT extract(epoch FROM completed_at - created_at)::float8 AS seconds
+    FROM runs
+    WHERE completed_at IS NOT NULL
+) ended;
+
+-- name: find_oldest_unclaimed_run_age
+-- Runs no worker has started yet. `completed_at IS NULL` (implied by the status)
+-- lets the planner use the runs_open partial index.
+SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age_seconds
+FROM runs
+WHERE completed_at IS NULL AND status = 'RUNNING' AND started_at IS NULL;
