@@ -42,7 +42,20 @@ threads = _settings.web_threads
 keepalive = 75
 graceful_timeout = 25
 timeout = 60
-accesslog = None
+accesslog = None  # the app logs each request itself, as JSON, with its request ID
+# gunicorn's own lines are JSON too, like every other line of the web process.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "shared.logs.JsonFormatter"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                            "stream": "ext://sys.stderr"}},
+    "root": {"level": _settings.log_level, "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+    },
+}
 
 
 def child_exit(server: Any, worker: Any) -> None:
