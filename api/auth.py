@@ -10,7 +10,7 @@ from api.errors import ApiError
 from api.ratelimit import check_rate
 from api.services import services
 from shared import store
-from shared.db import transaction
+from shared.db import reading
 from shared.keys import hash_key, hashes_match, key_mode
 
 
@@ -36,7 +36,7 @@ def authenticate() -> Caller:
     if key_mode(key) is None:
         raise _unauthorized("malformed API key")
     digest = hash_key(key)
-    with transaction(services().pool) as conn:
+    with reading(services().pool) as conn:
         found = store.find_api_key(conn, digest)
     if found is None or not hashes_match(found.key_hash, digest):
         raise _unauthorized("unknown API key")

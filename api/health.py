@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from api.services import services
-from shared.db import DatabaseUnavailable, transaction
+from shared.db import DatabaseUnavailable, reading
 
 blueprint = Blueprint("health", __name__)
 
@@ -19,7 +19,7 @@ def healthz() -> Response:
 def readyz() -> tuple[Response, int]:
     checks = {"database": "ok", "broker": "ok"}
     try:
-        with transaction(services().pool) as conn:
+        with reading(services().pool) as conn:
             conn.execute("SELECT 1")
     except DatabaseUnavailable:
         checks["database"] = "unavailable"

@@ -26,7 +26,7 @@ from api.schemas import (
 from api.services import services
 from shared import store
 from shared.catalog import hold_for, validate_input
-from shared.db import transaction
+from shared.db import reading, transaction
 from shared.ids import is_run_id, new_run_id
 from shared.logs import run_id_var
 from shared.money import micros_to_dollars
@@ -60,7 +60,7 @@ def _request_hash(body: dict[str, Any]) -> bytes:
 
 def _replay(caller: str, key: str, request_hash: bytes) -> ResponseReturnValue | None:
     """The original answer for a key the caller used in the last 24 hours."""
-    with transaction(services().pool) as conn:
+    with reading(services().pool) as conn:
         found = store.find_idempotency_key(conn, caller, key)
     if found is None:
         return None
@@ -161,18 +161,18 @@ def get_run(run_id: str) -> Response:
     if not is_run_id(run_id):
         raise not_found
     svc = services()
-    with transaction(svc.pool) as conn:
+    with reading(svc.pool) as conn:
         run = store.get_run(conn, run_id, caller.caller)
     if run is None:
         raise not_found
     if wait > 0 and not run.ended:
 
         def ended() -> bool:
-            with transaction(svc.pool) as conn:
+            with reading(svc.pool) as conn:
                 return store.run_status(conn, run_id, caller.caller) in store.END_STATUSES
 
         svc.waiter.wait(run_id, wait, ended)
-        with transaction(svc.pool) as conn:
+        with reading(svc.pool) as conn:
             run = store.get_run(conn, run_id, caller.caller)
         if run is None:
             raise not_found
@@ -221,7 +221,7 @@ def list_runs() -> Response:
             before = store.decode_cursor(params["cursor"])
         except ValueError:
             raise validation_failed({"cursor": ["is not a cursor from this API"]}) from None
-    with transaction(services().pool) as conn:
+    with reading(services().pool) as conn:
         runs, cursor = store.list_runs(conn, caller.caller, limit=params["limit"], before=before,
                                        status=params["status"])
     return jsonify({"items": [run_json(r, full=False) for r in runs], "cursor": cursor})

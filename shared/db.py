@@ -46,7 +46,9 @@ def query(name: str) -> sql.SQL:
 
 def make_pool(database_url: str, *, min_size: int = 1, max_size: int = 10,
               name: str = "monid", timeout: float = 5.0) -> ConnectionPool:
-    """A pool of autocommit-off connections with dict rows; opened lazily by the caller."""
+    """A pool of connections with dict rows, opened by the caller. The connections are
+    in autocommit mode: a lone read costs one round trip (`reading`), and writes
+    take an explicit transaction (`transaction`)."""
     return ConnectionPool(
         database_url,
         min_size=min_size,
@@ -54,7 +56,8 @@ def make_pool(database_url: str, *, min_size: int = 1, max_size: int = 10,
         name=name,
         timeout=timeout,
         open=False,
-        kwargs={"row_factory": dict_row, "connect_timeout": 5, "prepare_threshold": 0},
+        kwargs={"row_factory": dict_row, "connect_timeout": 5, "prepare_threshold": 0,
+                "autocommit": True},
         check=ConnectionPool.check_connection,
         reconnect_timeout=60,
     )
@@ -66,8 +69,17 @@ def transaction(pool: ConnectionPool) -> Iterator[psycopg.Connection[Row]]:
 
     Connection-level failures come out as `DatabaseUnavailable`.
     """
+    with reading(pool) as conn, conn.transaction():
+        yield conn
+
+
+@contextmanager
+def reading(pool: ConnectionPool) -> Iterator[psycopg.Connection[Row]]:
+    """A connection outside any transaction: each statement commits on its own, so a
+    single read is one round trip. Connection-level failures come out as
+    `DatabaseUnavailable`."""
     try:
-        with pool.connection() as conn, conn.transaction():
+        with pool.connection() as conn:
             yield cast(psycopg.Connection[Row], conn)
     except PoolTimeout as exc:
         raise DatabaseUnavailable("no database connection available in time") from exc

@@ -27,7 +27,7 @@ from psycopg_pool import ConnectionPool
 
 from shared import store
 from shared.catalog import Catalog, split_input
-from shared.db import DatabaseUnavailable
+from shared.db import DatabaseUnavailable, reading
 from shared.logs import run_id_var
 from shared.settings import Settings
 from worker.providers.base import Adapter, ProviderCall
@@ -69,18 +69,16 @@ class Sweeper:
     def sweep(self) -> SweepReport:
         """One sweep; `skipped` when another process holds the sweeper lock."""
         report = SweepReport()
-        with self.pool.connection() as conn:
-            conn.autocommit = True
+        # A session lock, held across the sweep's transactions (the pool's
+        # connections are in autocommit mode).
+        with reading(self.pool) as conn:
+            if not store.try_sweeper_lock(conn, SWEEPER_LOCK_KEY):
+                report.skipped = True
+                return report
             try:
-                if not store.try_sweeper_lock(conn, SWEEPER_LOCK_KEY):  # type: ignore[arg-type]
-                    report.skipped = True
-                    return report
-                try:
-                    self._sweep(conn, report)  # type: ignore[arg-type]
-                finally:
-                    store.release_sweeper_lock(conn, SWEEPER_LOCK_KEY)  # type: ignore[arg-type]
+                self._sweep(conn, report)
             finally:
-                conn.autocommit = False
+                store.release_sweeper_lock(conn, SWEEPER_LOCK_KEY)
         return report
 
     def _sweep(self, conn: store.Conn, report: SweepReport) -> None:
