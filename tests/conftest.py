@@ -71,6 +71,17 @@ def database_url(admin_database_url: str) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def empty_database(admin_database_url: str) -> Iterator[str]:
+    """A database with nothing in it, not even the migrations."""
+    name = f"monid_empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_database_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield _with_database(admin_database_url, name)
+    with psycopg.connect(admin_database_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Database 14 of REDIS_URL's server, or of an embedded Redis when it is unset."""

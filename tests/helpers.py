@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from psycopg_pool import ConnectionPool
 
 from shared import keys, store
 from shared.db import transaction
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def monidctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `monidctl` as an operator would, with these variables on top of ours."""
+    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, text=True,
+                          capture_output=True, env={**os.environ, **env}, timeout=60)
 
 
 def auth(key: str) -> dict[str, str]:

@@ -4,11 +4,6 @@ POST /v1/inspect and GET /v1/endpoints reading it."""
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +26,7 @@ from shared.catalog.sync import (
 )
 from shared.db import transaction
 from shared.settings import Settings
-from tests.conftest import _with_database
-from tests.helpers import auth
+from tests.helpers import auth, monidctl
 
 ROOT = Path(__file__).resolve().parents[2]
 CARD_FIELDS = ["provider", "providerName", "endpoint", "name", "description", "tags",
@@ -166,21 +160,6 @@ def test_sync_stores_the_whole_card(synced: ConnectionPool, catalog: Catalog) ->
 
 # --- monidctl ------------------------------------------------------------------------
 
-
-def monidctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, text=True,
-                          capture_output=True, env={**os.environ, **env}, timeout=60)
-
-
-@pytest.fixture
-def empty_database(admin_database_url: str) -> Iterator[str]:
-    admin_url = admin_database_url
-    name = f"monid_catalog_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield _with_database(admin_url, name)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_monidctl_migrate_syncs_the_catalog(empty_database: str, redis_url: str,

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -16,25 +11,10 @@ import pytest
 from flask.testing import FlaskClient
 
 from shared.db import list_migrations, migrate
-from tests.conftest import _with_database
+from tests.helpers import monidctl
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def monidctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, text=True,
-                          capture_output=True, env={**os.environ, **env}, timeout=60)
-
-
-@pytest.fixture
-def empty_database(admin_database_url: str) -> Iterator[str]:
-    admin_url = admin_database_url
-    name = f"monid_migrate_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield _with_database(admin_url, name)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_migrate_applies_everything_once_and_records_it(empty_database: str) -> None:
