@@ -8,7 +8,7 @@ import time
 import redis
 from flask import Flask, Response, g, request
 
-from api import errors, metrics
+from api import errors, metrics, openapi
 from api.ratelimit import add_quota_headers
 from api.services import Services
 from api.waiting import RunWaiter
@@ -73,4 +73,5 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
     app.register_blueprint(runs.blueprint)
     app.register_blueprint(wallet.blueprint)
     metrics.init_app(app)
+    openapi.init_app(app)
     return app

@@ -23,7 +23,7 @@ from shared.catalog.sync import (
     list_endpoints,
     search_endpoints,
 )
-from shared.db import transaction
+from shared.db import reading
 
 blueprint = Blueprint("catalog", __name__, url_prefix="/v1")
 
@@ -34,9 +34,15 @@ class DiscoverSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    query = fields.String(required=True, error_messages={"invalid": "must be a string"})
+    # The length and "not blank" rules are checked below, with their own messages; the
+    # metadata tells the OpenAPI document about them.
+    query = fields.String(required=True, error_messages={"invalid": "must be a string"},
+                          metadata={"description": "What the endpoint should do, in words.",
+                                    "minLength": 1, "maxLength": MAX_QUERY_CHARS,
+                                    "pattern": r"\S", "example": "twitter posts"})
     limit = fields.Integer(load_default=5, strict=True, validate=validate.Range(min=1, max=50),
-                           error_messages={"invalid": "must be an integer"})
+                           error_messages={"invalid": "must be an integer"},
+                           metadata={"description": "At most this many results."})
 
     @validates("query")
     def _query_has_text(self, value: str, **_: Any) -> None:
@@ -51,9 +57,13 @@ class InspectSchema(Schema):
         unknown = RAISE
 
     provider = fields.String(required=True, validate=validate.Length(min=1, max=100),
-                             error_messages={"invalid": "must be a string"})
+                             error_messages={"invalid": "must be a string"},
+                             metadata={"description": "The provider's slug.",
+                                       "example": "demo"})
     endpoint = fields.String(required=True, validate=validate.Length(min=1, max=500),
-                             error_messages={"invalid": "must be a string"})
+                             error_messages={"invalid": "must be a string"},
+                             metadata={"description": "The endpoint's path.",
+                                       "example": "/echo"})
 
 
 class ListEndpointsSchema(Schema):
@@ -61,8 +71,10 @@ class ListEndpointsSchema(Schema):
         unknown = RAISE
 
     limit = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100),
-                           error_messages={"invalid": "must be an integer"})
-    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=1000))
+                           error_messages={"invalid": "must be an integer"},
+                           metadata={"description": "Endpoints per page."})
+    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=1000),
+                           metadata={"description": "The previous page's `cursor`."})
 
 
 _discover_schema = DiscoverSchema()
@@ -114,7 +126,7 @@ def discover() -> Response:
     authenticate()
     body = load(_discover_schema, parse_json_object())
     try:
-        with transaction(services().pool) as conn:
+        with reading(services().pool) as conn:
             matches = search_endpoints(conn, body["query"], body["limit"])
     except NoSearchableWords:
         raise validation_failed({"query": ["has no words to search for"]}) from None
@@ -134,8 +146,11 @@ def discover() -> Response:
 def inspect() -> Response:
     authenticate()
     body = load(_inspect_schema, parse_json_object())
-    with transaction(services().pool) as conn:
-        entry = get_endpoint(conn, body["provider"], body["endpoint"])
+    entry = None
+    # No endpoint's name has a NUL in it, and PostgreSQL refuses one in a text parameter.
+    if "\x00" not in body["provider"] + body["endpoint"]:
+        with reading(services().pool) as conn:
+            entry = get_endpoint(conn, body["provider"], body["endpoint"])
     if entry is None:
         raise ApiError(404, "ENDPOINT_NOT_FOUND",
                        f"no endpoint {body['endpoint']!r} for provider {body['provider']!r}")
@@ -152,6 +167,6 @@ def endpoints() -> Response:
             after = decode_endpoint_cursor(params["cursor"])
         except ValueError:
             raise validation_failed({"cursor": ["is not a cursor from this API"]}) from None
-    with transaction(services().pool) as conn:
+    with reading(services().pool) as conn:
         entries, cursor = list_endpoints(conn, params["limit"], after)
     return jsonify({"items": [summary_json(e) for e in entries], "cursor": cursor})

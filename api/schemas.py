@@ -20,10 +20,18 @@ class StartRunSchema(Schema):
         unknown = RAISE
 
     provider = fields.String(required=True, validate=validate.Length(min=1, max=100),
-                             error_messages={"invalid": "must be a string"})
+                             error_messages={"invalid": "must be a string"},
+                             metadata={"description": "The provider's slug.",
+                                       "example": "apify"})
     endpoint = fields.String(required=True, validate=validate.Length(min=1, max=500),
-                             error_messages={"invalid": "must be a string"})
-    input = fields.Dict(required=True, error_messages={"invalid": "must be an object"})
+                             error_messages={"invalid": "must be a string"},
+                             metadata={"description": "The endpoint's path.",
+                                       "example": "/apidojo/tweet-scraper"})
+    input = fields.Dict(required=True, error_messages={"invalid": "must be an object"},
+                        metadata={"description": "The endpoint's input: flat (the input "
+                                                 "itself) or composite (`body`, `queryParams`, "
+                                                 "`pathParams`).",
+                                  "example": {"searchTerms": ["AI"], "maxItems": 10}})
 
 
 class ListRunsSchema(Schema):
@@ -31,9 +39,12 @@ class ListRunsSchema(Schema):
         unknown = RAISE
 
     limit = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100),
-                           error_messages={"invalid": "must be an integer"})
-    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
-    status = fields.String(load_default=None, validate=validate.OneOf(STATUSES))
+                           error_messages={"invalid": "must be an integer"},
+                           metadata={"description": "Runs per page."})
+    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200),
+                           metadata={"description": "The previous page's `cursor`."})
+    status = fields.String(load_default=None, validate=validate.OneOf(STATUSES),
+                           metadata={"description": "Only runs in this status."})
 
 
 def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:

@@ -24,6 +24,11 @@ class Services:
     redis: redis.Redis
     waiter: RunWaiter
 
+    def close(self) -> None:
+        """Let go of connections and threads (for tests and tools that build apps)."""
+        self.waiter.close()
+        self.pool.close()
+
 
 def services() -> Services:
     return cast(Services, current_app.extensions["monid"])

@@ -31,6 +31,11 @@ class RunWaiter:
         self._waiters: dict[str, list[threading.Event]] = {}
         self._lock = threading.Lock()
         self._listener: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        """Stop listening (within RECHECK_SECONDS); waiters go on polling."""
+        self._closed.set()
 
     def _ensure_listening(self) -> None:
         with self._lock:
@@ -40,19 +45,19 @@ class RunWaiter:
                 self._listener.start()
 
     def _listen(self) -> None:
-        while True:
+        while not self._closed.is_set():
             try:
                 with psycopg.connect(self.database_url, autocommit=True,
                                      connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._wake_all()  # anything missed while not listening
-                    while True:
+                    while not self._closed.is_set():
                         for note in conn.notifies(timeout=RECHECK_SECONDS):
                             self._wake(note.payload)
             except Exception as exc:  # the database went away: listen again shortly
                 log.warning("run listener lost its connection", extra={"error": str(exc)})
                 self._wake_all()
-                time.sleep(1.0)
+                self._closed.wait(1.0)
 
     def _wake(self, run_id: str) -> None:
         with self._lock:

@@ -150,7 +150,7 @@ def app(settings: Settings, db: ConnectionPool) -> Iterator[Flask]:
 
     app = create_app(settings)
     yield app
-    app.extensions["monid"].pool.close()
+    app.extensions["monid"].close()
 
 
 @pytest.fixture

@@ -67,7 +67,7 @@ def control_settings(base_env: dict[str, str], apify: FakeApify, paid_catalog: P
 def control_app(control_settings: Settings, db: ConnectionPool) -> Iterator[Flask]:
     app = create_app(control_settings)
     yield app
-    app.extensions["monid"].pool.close()
+    app.extensions["monid"].close()
 
 
 @pytest.fixture
