@@ -471,4 +471,6 @@ def test_600_concurrent_slow_requests(kind: str) -> None:
         elapsed = time.monotonic() - started
     assert statuses == [expected] * 600
     assert fake.count("GET") == 600
-    assert elapsed < 5, elapsed
+    # One after another they would take 600 s: the fake answers them at once. The
+    # bound leaves room for a busy machine.
+    assert elapsed < 30, elapsed
