@@ -46,7 +46,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Workers send received/started/succeeded events for Flower; a "sent" event
+        # per publish would cost the web a second Redis write on every accepted run.
+        "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
         "enable_utc": True,
     }
@@ -60,14 +62,8 @@ def make_publisher(settings: Settings) -> Celery:
 def enqueue_run(app: Celery, run_id: str, countdown: float | None = None) -> None:
     """Publish the run's ID; raises PublishFailed if the broker does not take it."""
     try:
-        app.send_task(
-            TASK_RUN,
-            args=[run_id],
-            queue=QUEUE,
-            countdown=countdown,
-            retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2,
-                          "interval_max": 0.3},
-        )
+        # No retry here: a message that does not go out is published by the
+        # sweeper, and retrying would hold the request that waits on it.
+        app.send_task(TASK_RUN, args=[run_id], queue=QUEUE, countdown=countdown, retry=False)
     except Exception as exc:  # kombu and redis raise many kinds; all mean "not published"
         raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
