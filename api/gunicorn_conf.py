@@ -53,7 +53,8 @@ logconfig_dict = {
     "root": {"level": _settings.log_level, "handlers": ["stderr"]},
     "loggers": {
         "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
-        "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+        # The app logs each request itself (at INFO, with its request ID).
+        "gunicorn.access": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
     },
 }
 

@@ -35,6 +35,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "health_check_interval": 25,
         },
         "broker_connection_retry_on_startup": True,
+        # One pooled producer per thread that may publish at once: with Celery's
+        # default of 10, the web's 64 threads queued for a producer.
+        "broker_pool_limit": max(10, settings.web_threads, settings.worker_concurrency),
         "broker_connection_max_retries": None,
         "task_serializer": "json",
         "accept_content": ["json"],
