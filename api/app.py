@@ -9,6 +9,7 @@ import redis
 from flask import Flask, Response, g, request
 
 from api import errors, metrics, openapi
+from api.keycache import KeyCache
 from api.ratelimit import add_quota_headers
 from api.services import Services
 from api.waiting import RunWaiter
@@ -16,7 +17,7 @@ from shared.catalog import Catalog, load_catalog
 from shared.db import make_pool
 from shared.ids import sane_request_id
 from shared.logs import request_id_var
-from shared.queue import make_publisher
+from shared.queue import RunPublisher
 from shared.settings import Settings
 
 log = logging.getLogger("monid.api")
@@ -34,15 +35,16 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
     pool = make_pool(settings.database_url, min_size=1, max_size=settings.db_pool_size,
                      name="monid-web", timeout=settings.db_pool_timeout_seconds)
     pool.open(wait=False)
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
     app.extensions["monid"] = Services(
         settings=settings,
         catalog=catalog or load_catalog(settings.catalog_dir),
         pool=pool,
-        publisher=make_publisher(settings),
-        redis=redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1,
-                                   socket_timeout=1),
+        publisher=RunPublisher(client),
+        redis=client,
         # Every thread but a few may wait for a run; those few serve the rest.
         waiter=RunWaiter(settings.database_url, slots=settings.web_threads - WAIT_RESERVE),
+        keys=KeyCache(settings.api_key_cache_seconds),
     )
 
     @app.before_request

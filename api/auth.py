@@ -36,13 +36,18 @@ def authenticate() -> Caller:
     if key_mode(key) is None:
         raise _unauthorized("malformed API key")
     digest = hash_key(key)
-    with reading(services().pool) as conn:
-        found = store.find_api_key(conn, digest)
+    svc = services()
+    found = svc.keys.get(digest)
+    if found is None:
+        with reading(svc.pool) as conn:
+            found = store.find_api_key(conn, digest)
+        if found is not None:
+            svc.keys.put(digest, found)
     if found is None or not hashes_match(found.key_hash, digest):
         raise _unauthorized("unknown API key")
     if found.revoked_at is not None:
         raise _unauthorized("this API key has been revoked")
     caller = Caller(caller=found.caller, api_key_id=found.id)
     g.caller = caller
-    check_rate(services().redis, found.id, services().settings.rate_limit_per_minute)
+    check_rate(svc.redis, found.id, svc.settings.rate_limit_per_minute)
     return caller

@@ -30,7 +30,7 @@ from shared.db import reading, transaction
 from shared.ids import is_run_id, new_run_id
 from shared.logs import run_id_var
 from shared.money import micros_to_dollars
-from shared.queue import PublishFailed, enqueue_run
+from shared.queue import PublishFailed
 
 log = logging.getLogger("monid.api")
 MAX_WAIT_SECONDS = 60
@@ -97,24 +97,26 @@ def start_run() -> ResponseReturnValue:
     hold_micros, max_results = hold_for(endpoint, body["input"])
     price = price_json(endpoint.price.type, endpoint.price.amount_micros,
                        endpoint.price.flat_fee_micros)
-    # Commit, then enqueue: once the row is committed the run cannot be lost.
+    # Commit, then enqueue: once the row is committed the run cannot be lost. Without an
+    # Idempotency-Key the accept is one statement (atomic on its own, one round trip).
     try:
-        with transaction(svc.pool) as conn:
-            cap = svc.settings.max_runs_in_flight
-            if cap and store.count_runs_in_flight(conn, caller.caller, cap) >= cap:
-                raise ApiError(429, "RATE_LIMITED",
-                               f"this caller already has {cap} runs in flight, the most it may "
-                               "have; wait for some to end", headers={"Retry-After": "1"})
+        with (reading if key is None else transaction)(svc.pool) as conn:
             created_at = store.insert_run(conn, run_id=run_id, caller=caller.caller,
                                           api_key_id=caller.api_key_id, endpoint=endpoint,
                                           input=body["input"], hold_micros=hold_micros,
-                                          max_results=max_results)
+                                          max_results=max_results,
+                                          in_flight_cap=svc.settings.max_runs_in_flight)
             answer = accepted_json(run_id, caller.caller, endpoint.provider,
                                    endpoint.provider_name, endpoint.path, price, created_at)
             if key is not None:
                 store.claim_idempotency_key(conn, caller=caller.caller, key=key,
                                             request_hash=request_hash, run_id=run_id,
                                             response=answer)
+    except store.TooManyRunsInFlight:
+        cap = svc.settings.max_runs_in_flight
+        raise ApiError(429, "RATE_LIMITED",
+                       f"this caller already has {cap} runs in flight, the most it may "
+                       "have; wait for some to end", headers={"Retry-After": "1"}) from None
     except store.InsufficientFunds:
         raise ApiError(402, "WALLET_INSUFFICIENT_FUNDS",
                        f"the wallet cannot cover this run: it holds "
@@ -129,7 +131,7 @@ def start_run() -> ResponseReturnValue:
                            "a request with this Idempotency-Key is in progress") from None
         return replayed
     try:
-        enqueue_run(svc.publisher, run_id)
+        svc.publisher.publish(run_id)
     except PublishFailed as exc:
         # The run is stored; the sweeper publishes runs that no worker claimed.
         log.warning("publish failed; the sweeper will publish the run",
@@ -202,7 +204,7 @@ def stop_run(run_id: str) -> ResponseReturnValue:
         # A worker carries the stop out: aborts the provider's job, or discards
         # the answer of the call in flight.
         try:
-            enqueue_run(svc.publisher, run_id)
+            svc.publisher.publish(run_id)
         except PublishFailed as exc:
             log.warning("publish failed; the sweeper will stop the run",
                         extra={"error": str(exc)})

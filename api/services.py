@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from typing import cast
 
 import redis
-from celery import Celery
 from flask import current_app
 from psycopg_pool import ConnectionPool
 
+from api.keycache import KeyCache
 from api.waiting import RunWaiter
 from shared.catalog import Catalog
+from shared.queue import RunPublisher
 from shared.settings import Settings
+from shared.store import ApiKey
 
 
 @dataclass(frozen=True)
@@ -20,9 +22,10 @@ class Services:
     settings: Settings
     catalog: Catalog
     pool: ConnectionPool
-    publisher: Celery
+    publisher: RunPublisher
     redis: redis.Redis
     waiter: RunWaiter
+    keys: KeyCache[ApiKey]
 
     def close(self) -> None:
         """Let go of connections and threads (for tests and tools that build apps)."""

@@ -56,6 +56,9 @@ class Settings:
     db_pool_timeout_seconds: float
     rate_limit_per_minute: int
     max_runs_in_flight: int
+    # How long a web process reuses an API key it read: a revoked key is refused
+    # within this long.
+    api_key_cache_seconds: float
     # Every variable of the environment, for catalog entries that name the one
     # holding their secret (or base URL). Never logged.
     provider_env: Mapping[str, str] = field(repr=False)
@@ -179,6 +182,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         db_pool_timeout_seconds=_float(env, "DB_POOL_TIMEOUT_SECONDS", 2.0, 0.1, 60.0),
         rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 1200, 0, 10_000_000),
         max_runs_in_flight=_int(env, "MAX_RUNS_IN_FLIGHT", 1000, 0, 10_000_000),
+        api_key_cache_seconds=_float(env, "API_KEY_CACHE_SECONDS", 2.0, 0.0, 300.0),
         metrics_cache_seconds=_float(env, "METRICS_CACHE_SECONDS", 5.0, 0.0, 300.0),
         metrics_multiproc_dir=Path(multiproc_raw) if multiproc_raw else None,
     )

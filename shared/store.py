@@ -114,12 +114,17 @@ class InsufficientFunds(Exception):
     """The caller's available balance does not cover the run's hold."""
 
 
+class TooManyRunsInFlight(Exception):
+    """The caller has as many runs in flight as it may have."""
+
+
 def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
                endpoint: Endpoint, input: Any, hold_micros: int = 0,
-               max_results: int | None = None) -> datetime:
-    """Insert a new RUNNING run and hold its price on the caller's wallet;
-    InsufficientFunds (and the caller rolls back) when the wallet cannot cover it.
-    Returns the run's creation time."""
+               max_results: int | None = None, in_flight_cap: int = 0) -> datetime:
+    """Insert a new RUNNING run and hold its price on the caller's wallet, in one
+    statement; writes nothing and raises TooManyRunsInFlight when the caller has
+    `in_flight_cap` runs in flight (0: no cap), InsufficientFunds when the wallet
+    cannot cover the hold. Returns the run's creation time."""
     row = conn.execute(query("insert_run"), {
         "id": run_id,
         "caller": caller,
@@ -136,13 +141,13 @@ def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
         "deadline_seconds": endpoint.deadline_seconds,
         "hold_micros": hold_micros,
         "max_results": max_results,
+        "cap": max(0, in_flight_cap),
     }).fetchone()
     assert row is not None
-    if hold_micros > 0:
-        held = conn.execute(query("hold_funds"), {"caller": caller, "run_id": run_id,
-                                                  "amount": hold_micros}).fetchone()
-        if held is None:
-            raise InsufficientFunds(caller)
+    if not row["under_cap"]:
+        raise TooManyRunsInFlight(caller)
+    if not row["funded"]:
+        raise InsufficientFunds(caller)
     created_at: datetime = row["created_at"]
     return created_at
 
@@ -423,12 +428,6 @@ def credit_wallet(conn: Conn, caller: str, amount_micros: int, note: str | None 
 def list_ledger_entries(conn: Conn, caller: str, limit: int = 20) -> list[LedgerEntry]:
     rows = conn.execute(query("list_ledger_entries"), {"caller": caller, "limit": limit})
     return [LedgerEntry(**r) for r in rows]
-
-
-def count_runs_in_flight(conn: Conn, caller: str, cap: int) -> int:
-    """The caller's runs that have not ended, counted up to `cap`."""
-    row = conn.execute(query("count_runs_in_flight"), {"caller": caller, "cap": cap}).fetchone()
-    return int(row["n"]) if row else 0
 
 
 # --- stop and idempotency -------------------------------------------------------------

@@ -113,6 +113,8 @@ def base_env(database_url: str, redis_url: str) -> dict[str, str]:
         # Tests send far more than an agent would; tests/integration/test_limits.py
         # checks the limits themselves.
         "RATE_LIMIT_PER_MINUTE": "1000000",
+        # Short, so that tests of revoked keys wait little; still reused within a test.
+        "API_KEY_CACHE_SECONDS": "0.3",
     }
 
 

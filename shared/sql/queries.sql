@@ -23,18 +23,45 @@ WHERE id = %(id)s AND user_id = coalesce(%(user_id)s, user_id)
 RETURNING id, user_id, label, mode, key_prefix, key_hash, created_at, revoked_at;
 
 -- name: insert_run
-INSERT INTO runs (
-    id, caller, api_key_id, provider, provider_name, endpoint, adapter, input,
-    price_type, price_micros, flat_fee_micros, max_attempts, deadline_at, last_published_at,
-    hold_micros, max_results
+-- Accept a run in one statement, so one round trip and atomic without a
+-- transaction: unless the caller has `cap` runs in flight already (cap 0: no
+-- cap), hold the run's price on the wallet (only if its available balance
+-- covers it; the wallet's row lock makes concurrent holds wait for each other),
+-- insert the run and the ledger's HOLD entry. Nothing is written when the cap is
+-- reached or the wallet falls short; the two flags say which.
+WITH open_runs AS (
+    SELECT count(*) AS n
+    FROM (SELECT 1 FROM runs WHERE caller = %(caller)s AND completed_at IS NULL
+          LIMIT %(cap)s) open
+), under_cap AS (
+    SELECT %(cap)s = 0 OR (SELECT n FROM open_runs) < %(cap)s AS ok
+), held AS (
+    UPDATE wallets
+    SET held_micros = held_micros + %(hold_micros)s, updated_at = now()
+    WHERE caller = %(caller)s AND %(hold_micros)s > 0
+      AND balance_micros - held_micros >= %(hold_micros)s
+      AND (SELECT ok FROM under_cap)
+    RETURNING caller
+), funded AS (
+    SELECT %(hold_micros)s = 0 OR EXISTS (SELECT 1 FROM held) AS ok
+), run AS (
+    INSERT INTO runs (
+        id, caller, api_key_id, provider, provider_name, endpoint, adapter, input,
+        price_type, price_micros, flat_fee_micros, max_attempts, deadline_at,
+        last_published_at, hold_micros, max_results
+    )
+    SELECT %(id)s, %(caller)s, %(api_key_id)s, %(provider)s, %(provider_name)s, %(endpoint)s,
+           %(adapter)s, %(input)s, %(price_type)s, %(price_micros)s, %(flat_fee_micros)s,
+           %(max_attempts)s, now() + make_interval(secs => %(deadline_seconds)s), now(),
+           %(hold_micros)s, %(max_results)s
+    WHERE (SELECT ok FROM under_cap) AND (SELECT ok FROM funded)
+    RETURNING id, created_at
+), hold_entry AS (
+    INSERT INTO ledger_entries (caller, run_id, kind, amount_micros)
+    SELECT held.caller, run.id, 'HOLD', %(hold_micros)s FROM held, run
 )
-VALUES (
-    %(id)s, %(caller)s, %(api_key_id)s, %(provider)s, %(provider_name)s, %(endpoint)s,
-    %(adapter)s, %(input)s, %(price_type)s, %(price_micros)s, %(flat_fee_micros)s,
-    %(max_attempts)s, now() + make_interval(secs => %(deadline_seconds)s), now(),
-    %(hold_micros)s, %(max_results)s
-)
-RETURNING created_at;
+SELECT (SELECT ok FROM under_cap) AS under_cap, (SELECT ok FROM funded) AS funded,
+       (SELECT created_at FROM run) AS created_at;
 
 -- name: get_run
 SELECT r.id, r.caller, r.provider, r.provider_name, r.endpoint, r.status, r.input, r.output,
@@ -425,8 +452,3 @@ WHERE caller = %(caller)s AND key = %(key)s AND created_at >= now() - interval '
 DELETE FROM idempotency_keys
 WHERE ctid IN (SELECT ctid FROM idempotency_keys
                WHERE created_at < now() - interval '24 hours' LIMIT %(limit)s);
-
--- name: count_runs_in_flight
--- At most `cap` rows are counted: enough to know whether the cap is reached.
-SELECT count(*) AS n
-FROM (SELECT 1 FROM runs WHERE caller = %(caller)s AND completed_at IS NULL LIMIT %(cap)s) open;

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 ERROR_WORD = re.compile(r"^[A-Z][A-Z_]*[A-Z]$")
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 UNREACHABLE_DATABASE = "postgresql://postgres@127.0.0.1:1/postgres"
+KEY_CACHE_SECONDS = 0.35  # a little over API_KEY_CACHE_SECONDS in the tests' base_env
 RUN_BODY = {"provider": "demo", "endpoint": "/echo", "input": {"q": "AI"}}
 SOME_ULID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
 
@@ -194,9 +196,42 @@ def test_revoked_key_is_401(client: FlaskClient, key: str, pool: ConnectionPool)
         revoked = store.revoke_api_key(conn, found.id)
         assert revoked is not None and revoked.revoked_at is not None
 
+    time.sleep(KEY_CACHE_SECONDS)  # the web reuses a key it read for this long
     for method, path in V1_ROUTES:
         assert_envelope(_call(client, method, path, auth(key)), 401, "UNAUTHORIZED")
     assert count_runs(pool) == 0
+
+
+@pytest.mark.parametrize("cache_seconds", [1.0])
+def test_a_revoked_key_is_refused_once_the_cache_lets_it_go(
+        settings: Settings, key: str, pool: ConnectionPool, cache_seconds: float) -> None:
+    app = create_app(dataclasses.replace(settings, api_key_cache_seconds=cache_seconds))
+    client = app.test_client()
+    try:
+        assert client.get("/v1/runs", headers=auth(key)).status_code == 200
+        looked_up = time.monotonic()
+        with transaction(pool) as conn:
+            found = store.find_api_key(conn, keys.hash_key(key))
+            assert found is not None
+            store.revoke_api_key(conn, found.id)
+        # Served from the cache: the revocation is not seen yet.
+        if time.monotonic() - looked_up < cache_seconds / 2:
+            assert client.get("/v1/runs", headers=auth(key)).status_code == 200
+        while client.get("/v1/runs", headers=auth(key)).status_code == 200:
+            assert time.monotonic() - looked_up < cache_seconds + 1
+            time.sleep(0.02)
+        assert_envelope(client.get("/v1/runs", headers=auth(key)), 401, "UNAUTHORIZED")
+    finally:
+        app.extensions["monid"].close()
+
+
+def test_unknown_keys_are_not_cached(client: FlaskClient, make_key: Any) -> None:
+    from api.services import Services
+    app_services: Services = client.application.extensions["monid"]
+    for n in range(50):
+        bad = f"monid_live_{'x' * 30}{n:02d}"
+        assert client.get("/v1/runs", headers=auth(bad)).status_code == 401
+    assert not app_services.keys._entries
 
 
 def test_revoking_one_key_leaves_the_others(client: FlaskClient, make_key: Any,
@@ -206,6 +241,7 @@ def test_revoking_one_key_leaves_the_others(client: FlaskClient, make_key: Any,
         found = store.find_api_key(conn, keys.hash_key(first))
         assert found is not None
         store.revoke_api_key(conn, found.id)
+    time.sleep(KEY_CACHE_SECONDS)
     assert_envelope(client.get("/v1/runs", headers=auth(first)), 401, "UNAUTHORIZED")
     assert client.get("/v1/runs", headers=auth(second)).status_code == 200
 

@@ -1,0 +1,72 @@
+"""The web's RunPublisher writes the message Celery's send_task writes."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+
+from shared.queue import QUEUE, TASK_RUN, PublishFailed, RunPublisher, make_publisher
+from shared.settings import load_settings
+
+RUN_ID = "01JABCDEFGHJKMNPQRSTVWXYZ0"
+# Differ per message or per process by design.
+VARYING_HEADERS = {"id", "root_id", "origin"}
+VARYING_PROPERTIES = {"correlation_id", "reply_to", "delivery_tag"}
+
+
+def _celery_message() -> dict[str, Any]:
+    """What `send_task` puts on the queue, caught at the transport."""
+    settings = load_settings({"DATABASE_URL": "postgresql://u@127.0.0.1/x",
+                              "REDIS_URL": "redis://127.0.0.1:6379/0"})
+    app = make_publisher(settings)
+    app.conf.broker_url = "memory://"
+    with app.producer_or_acquire() as producer:
+        channel = producer.channel
+        app.send_task(TASK_RUN, args=[RUN_ID], queue=QUEUE, retry=False)
+        raw = channel._get(QUEUE)  # the memory transport keeps the envelope as a dict
+    app.close()
+    return raw if isinstance(raw, dict) else json.loads(raw)
+
+
+def test_message_matches_celerys() -> None:
+    ours = json.loads(RunPublisher(fakeredis.FakeRedis()).message(RUN_ID))
+    theirs = _celery_message()
+    assert set(ours) == set(theirs)
+    for field in ("content-encoding", "content-type"):
+        assert ours[field] == theirs[field]
+    assert json.loads(base64.b64decode(ours["body"])) == json.loads(base64.b64decode(
+        theirs["body"]) if theirs["properties"].get("body_encoding") == "base64"
+        else theirs["body"])
+    assert set(ours["headers"]) == set(theirs["headers"])
+    for name, value in theirs["headers"].items():
+        if name not in VARYING_HEADERS:
+            assert ours["headers"][name] == value, name
+    assert ours["headers"]["root_id"] == ours["headers"]["id"]
+    assert ours["properties"]["correlation_id"] == ours["headers"]["id"]
+    assert set(ours["properties"]) >= set(theirs["properties"]) - {"delivery_tag"}
+    for name, value in theirs["properties"].items():
+        if name not in VARYING_PROPERTIES:
+            assert ours["properties"][name] == value, name
+
+
+def test_publish_pushes_onto_the_runs_list() -> None:
+    client = fakeredis.FakeRedis()
+    publisher = RunPublisher(client)
+    publisher.publish(RUN_ID)
+    publisher.publish(RUN_ID)
+    raw = client.lrange(QUEUE, 0, -1)
+    assert len(raw) == 2
+    first, second = (json.loads(m) for m in raw)
+    assert first["headers"]["id"] != second["headers"]["id"]  # one task ID per message
+    assert first["properties"]["delivery_tag"] != second["properties"]["delivery_tag"]
+
+
+def test_publish_failure_is_publish_failed() -> None:
+    client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    with pytest.raises(PublishFailed, match="ConnectionError"):
+        RunPublisher(client).publish(RUN_ID)
