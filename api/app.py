@@ -58,12 +58,13 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
         request_id = g.get("request_id") or sane_request_id(None)
         response.headers["x-request-id"] = request_id
         started = g.get("started")
-        log.info("request", extra={
-            "method": request.method,
-            "route": request.url_rule.rule if request.url_rule else None,
-            "status": response.status_code,
-            "ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
-        })
+        if log.isEnabledFor(logging.INFO):
+            log.info("request", extra={
+                "method": request.method,
+                "route": request.url_rule.rule if request.url_rule else None,
+                "status": response.status_code,
+                "ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+            })
         return add_quota_headers(response)
 
     errors.init_app(app)

@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gunicorn.glogging import Logger
+
 from shared.catalog import CatalogError, load_catalog
 from shared.settings import load_settings_or_exit
 
@@ -43,6 +45,17 @@ keepalive = 75
 graceful_timeout = 25
 timeout = 60
 accesslog = None  # the app logs each request itself, as JSON, with its request ID
+
+
+class AppLogsRequests(Logger):
+    """gunicorn's logger without its access line, whose fields gunicorn works out for
+    every request even when the line is not written (3% of the web's CPU under load)."""
+
+    def access(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+logger_class = AppLogsRequests
 # gunicorn's own lines are JSON too, like every other line of the web process.
 logconfig_dict = {
     "version": 1,
@@ -54,7 +67,7 @@ logconfig_dict = {
     "loggers": {
         "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
         # The app logs each request itself (at INFO, with its request ID).
-        "gunicorn.access": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"level": "CRITICAL", "handlers": ["stderr"], "propagate": False},
     },
 }
 

@@ -1,12 +1,14 @@
 """Rate limits per API key, in Redis so that every web process shares them.
 
-A fixed window of one minute per key: one INCR (and EXPIRE on the first hit)
-per request. If Redis cannot be reached the request goes through: a broker
-outage must not take the API down with it.
+A fixed window of one minute per key: one round trip per request, a script
+that counts the request and gives the window's first count its expiry. If
+Redis cannot be reached the request goes through: a broker outage must not
+take the API down with it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -18,6 +20,20 @@ from api.errors import ApiError
 
 log = logging.getLogger("monid.api")
 WINDOW_SECONDS = 60
+# INCR, and EXPIRE on the window's first request, atomically in one round trip.
+COUNT_SCRIPT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+COUNT_SCRIPT_SHA = hashlib.sha1(COUNT_SCRIPT.encode()).hexdigest()
+
+
+def _count(client: redis.Redis, name: str) -> int:
+    try:
+        return int(client.evalsha(COUNT_SCRIPT_SHA, 1, name, WINDOW_SECONDS + 5))
+    except redis.exceptions.NoScriptError:  # a new or restarted Redis: EVAL caches it
+        return int(client.eval(COUNT_SCRIPT, 1, name, WINDOW_SECONDS + 5))
 
 
 @dataclass(frozen=True)
@@ -41,10 +57,7 @@ def check_rate(client: redis.Redis, key_id: int, limit: int) -> None:
     reset = max(1, int((window + 1) * WINDOW_SECONDS - now))
     name = f"monid:ratelimit:{key_id}:{window}"
     try:
-        pipe = client.pipeline(transaction=False)
-        pipe.set(name, 0, ex=WINDOW_SECONDS + 5, nx=True)  # the window's first request
-        pipe.incr(name)
-        count = int(pipe.execute()[1])
+        count = _count(client, name)
     except redis.RedisError as exc:
         log.warning("rate limit not checked: Redis unavailable", extra={"error": str(exc)})
         return

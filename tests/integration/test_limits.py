@@ -55,6 +55,20 @@ def test_a_key_over_its_limit_gets_429_with_the_headers(limited: list[Flask], ke
     assert two.test_client().get("/v1/runs", headers=auth(other)).status_code == 200
 
 
+def test_the_count_survives_redis_forgetting_its_scripts(limited: list[Flask],
+                                                         key: str) -> None:
+    """A restarted Redis has no scripts: the counting script is sent again, and the window
+    keeps its expiry."""
+    one, _ = limited
+    client = one.test_client()
+    assert client.get("/v1/runs", headers=auth(key)).headers["RateLimit-Remaining"] == "4"
+    redis_client = one.extensions["monid"].redis
+    redis_client.script_flush()
+    assert client.get("/v1/runs", headers=auth(key)).headers["RateLimit-Remaining"] == "3"
+    (window,) = redis_client.keys("monid:ratelimit:*")
+    assert 0 < redis_client.ttl(window) <= 65
+
+
 def test_requests_go_through_when_redis_is_down(settings: Settings, db: ConnectionPool,
                                                 key: str) -> None:
     app = create_app(dataclasses.replace(settings, rate_limit_per_minute=1,
