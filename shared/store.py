@@ -263,8 +263,9 @@ class AttemptEnd:
 def end_run(conn: Conn, claim: Claim, attempt: AttemptEnd, *, status: str, output: Any = None,
             result_count: int | None = None, provider_response: Any = None, error: Any = None,
             cost_micros: int | None = None) -> str | None:
-    """Give the run its end state, and settle it; returns the state it got (STOPPED
-    when a stop was asked meanwhile), None when this attempt no longer holds the run."""
+    """Give the run its end state and settle it, in one statement; returns the state
+    it got (STOPPED when a stop was asked meanwhile), None when this attempt no longer
+    holds the run."""
     row = conn.execute(query("end_run"), {
         "run_id": claim.run_id, "lease_token": claim.lease_token, "number": claim.attempt,
         "status": status, "output": _json(output), "result_count": result_count,
@@ -274,14 +275,14 @@ def end_run(conn: Conn, claim: Claim, attempt: AttemptEnd, *, status: str, outpu
     }).fetchone()
     if row is None:
         return None
-    settle_run(conn, claim.run_id)
     ended: str = row["status"]
     return ended
 
 
 def settle_run(conn: Conn, run_id: str) -> None:
     """Charge an ended run's cost and release its hold, in the caller's transaction
-    (the one that ended it). A second settlement raises UniqueViolation."""
+    (the one that ended it). A second settlement raises UniqueViolation. (end_run and
+    end_unheld_run settle the run they end themselves.)"""
     conn.execute(query("settle_run"), {"run_id": run_id})
 
 
@@ -362,10 +363,7 @@ def end_unheld_run(conn: Conn, run_id: str, *, status: str, error: Any, outcome:
     row = conn.execute(query("end_unheld_run"), {
         "run_id": run_id, "status": status, "error": _json(error), "outcome": outcome,
         "message": message}).fetchone()
-    if row is None:
-        return False
-    settle_run(conn, run_id)
-    return True
+    return row is not None
 
 
 def take_runs_to_publish(conn: Conn, *, grace_seconds: float, limit: int) -> list[str]:

@@ -17,7 +17,7 @@ from psycopg_pool import ConnectionPool
 
 from shared import store
 from shared.catalog import Catalog, split_input
-from shared.db import DatabaseUnavailable, transaction
+from shared.db import DatabaseUnavailable, reading, transaction
 from shared.logs import run_id_var
 from shared.money import cost_micros
 from shared.settings import Settings
@@ -93,7 +93,8 @@ class Runner:
             run_id_var.reset(token)
 
     def _run(self, run_id: str) -> str:
-        with transaction(self.pool) as conn:
+        # Claiming is one statement (atomic on its own): one round trip per delivery.
+        with reading(self.pool) as conn:
             claim = store.claim_run(conn, run_id, worker=self.name,
                                     lease_seconds=self.settings.lease_seconds)
             state = None if claim else store.get_claim_state(conn, run_id)
@@ -269,12 +270,13 @@ class Runner:
         return ended.lower()
 
     def _write(self, write: Callable[[store.Conn], T]) -> T:
-        """Write a result, waiting out a short PostgreSQL outage."""
+        """Write a result, waiting out a short PostgreSQL outage. Every write given is one
+        statement (atomic on its own), so it runs without BEGIN and COMMIT."""
         give_up = time.monotonic() + WRITE_PATIENCE_SECONDS
         pause = 0.2
         while True:
             try:
-                with transaction(self.pool) as conn:
+                with reading(self.pool) as conn:
                     return write(conn)
             except DatabaseUnavailable:
                 if time.monotonic() >= give_up:

@@ -138,8 +138,9 @@ FROM runs
 WHERE id = %(run_id)s;
 
 -- name: end_run
--- Write a run's end state: only the holder of the current attempt's lease may.
--- A stop asked meanwhile wins: the answer is discarded and the run is STOPPED, at no cost.
+-- Write a run's end state and settle it: only the holder of the current attempt's
+-- lease may. A stop asked meanwhile wins: the answer is discarded and the run is
+-- STOPPED, at no cost.
 WITH ended AS (
     UPDATE runs
     SET status = CASE WHEN status = 'STOPPING' THEN 'STOPPED' ELSE %(status)s END,
@@ -158,7 +159,7 @@ WITH ended AS (
     WHERE id = %(run_id)s
       AND lease_token = %(lease_token)s
       AND status IN ('RUNNING', 'STOPPING')
-    RETURNING id, status
+    RETURNING id, status, caller, cost_micros, hold_micros
 ), attempt AS (
     UPDATE attempts
     SET ended_at = now(), outcome = %(outcome)s, http_status = %(http_status)s,
@@ -166,7 +167,7 @@ WITH ended AS (
     WHERE run_id = %(run_id)s AND number = %(number)s AND ended_at IS NULL
       AND EXISTS (SELECT 1 FROM ended)
 )
-SELECT id, status FROM ended;
+SELECT id, status, monid_settle(caller, id, cost_micros, hold_micros) FROM ended;
 
 -- name: schedule_retry
 -- Hand the run back after a transient failure, to be tried again after a delay.
@@ -275,8 +276,8 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
 -- name: end_unheld_run
--- The sweeper ends a run that no worker holds (the guard keeps a worker that
--- took it meanwhile, or ended it, from being overwritten).
+-- The sweeper ends a run that no worker holds, and settles it (the guard keeps a
+-- worker that took it meanwhile, or ended it, from being overwritten).
 WITH ended AS (
     UPDATE runs
     SET status = %(status)s,
@@ -291,14 +292,14 @@ WITH ended AS (
     WHERE id = %(run_id)s
       AND completed_at IS NULL
       AND (lease_token IS NULL OR lease_expires_at < now())
-    RETURNING id, attempt_count
+    RETURNING id, attempt_count, caller, cost_micros, hold_micros
 ), attempt AS (
     UPDATE attempts a
     SET ended_at = now(), outcome = %(outcome)s, message = %(message)s
     FROM ended e
     WHERE a.run_id = e.id AND a.ended_at IS NULL
 )
-SELECT id FROM ended;
+SELECT id, monid_settle(caller, id, cost_micros, hold_micros) FROM ended;
 
 -- name: take_runs_to_publish
 -- Runs nobody holds whose next step is due and whose message is not already on
@@ -367,32 +368,10 @@ SELECT caller, %(run_id)s, 'HOLD', %(amount)s FROM held
 RETURNING id;
 
 -- name: settle_run
--- In the transaction that gave the run its end state: charge its cost and
--- release its hold. The unique indexes on the ledger make a second settlement
--- of the same run fail, and with it the transaction.
-WITH run AS (
-    SELECT id, caller, hold_micros, coalesce(cost_micros, 0) AS cost_micros
-    FROM runs
-    WHERE id = %(run_id)s AND completed_at IS NOT NULL
-), charge AS (
-    INSERT INTO ledger_entries (caller, run_id, kind, amount_micros)
-    SELECT caller, id, 'CHARGE', cost_micros FROM run
-    RETURNING amount_micros
-), release AS (
-    INSERT INTO ledger_entries (caller, run_id, kind, amount_micros)
-    SELECT caller, id, 'RELEASE', hold_micros FROM run WHERE hold_micros > 0
-    RETURNING amount_micros
-), wallet AS (
-    UPDATE wallets w
-    SET balance_micros = w.balance_micros - (SELECT coalesce(sum(amount_micros), 0) FROM charge),
-        held_micros = w.held_micros - (SELECT coalesce(sum(amount_micros), 0) FROM release),
-        updated_at = now()
-    FROM run
-    WHERE w.caller = run.caller
-      AND ((SELECT count(*) FROM charge) > 0)
-    RETURNING w.caller
-)
-SELECT (SELECT count(*) FROM charge) AS charged, (SELECT count(*) FROM wallet) AS wallets;
+-- Settle a run ended by an earlier statement of the caller's transaction.
+SELECT monid_settle(caller, id, cost_micros, hold_micros)
+FROM runs
+WHERE id = %(run_id)s AND completed_at IS NOT NULL;
 
 -- name: credit_wallet
 WITH wallet AS (
