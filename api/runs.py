@@ -130,12 +130,9 @@ def start_run() -> ResponseReturnValue:
             raise ApiError(409, "IDEMPOTENCY_KEY_REUSED",
                            "a request with this Idempotency-Key is in progress") from None
         return replayed
-    try:
-        svc.publisher.publish(run_id)
-    except PublishFailed as exc:
-        # The run is stored; the sweeper publishes runs that no worker claimed.
-        log.warning("publish failed; the sweeper will publish the run",
-                    extra={"error": str(exc)})
+    # The run is stored: it is published without holding up the answer, and should
+    # that fail, the sweeper publishes runs that no worker claimed.
+    svc.publisher.publish_soon(run_id)
     metrics.note_run_accepted(endpoint.provider)
     log.info("run accepted", extra={"provider": endpoint.provider, "endpoint": endpoint.path})
     return jsonify(answer), 202, {"Location": f"/v1/runs/{run_id}"}

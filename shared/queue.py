@@ -6,10 +6,13 @@ carries nothing but the run ID.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
+import logging
 import os
 import socket
+import threading
 import uuid
 from typing import Any
 
@@ -18,6 +21,7 @@ from celery import Celery
 
 from shared.settings import Settings
 
+log = logging.getLogger("monid.queue")
 TASK_RUN = "monid.run"
 QUEUE = "runs"
 
@@ -69,19 +73,33 @@ def make_publisher(settings: Settings) -> Celery:
 
 
 class RunPublisher:
-    """Publishes run IDs with one Redis LPUSH each: the web's publishing path.
+    """Publishes run IDs straight to Redis: the web's publishing path.
 
     It writes the message Celery's `send_task(TASK_RUN, args=[run_id], queue=QUEUE)`
     writes (task protocol 2, kombu's Redis envelope) without going through
     Celery's producer machinery, which cost the web a third of its CPU per
     accepted run. Delayed publishes (a countdown) go through Celery
     (`enqueue_run`). `tests/unit/test_queue.py` checks the two messages match.
+
+    `publish` sends one message and says whether Redis took it. `publish_soon`
+    hands the ID to a background thread that sends whatever has gathered in one
+    LPUSH: a request does not wait on Redis, and under load one round trip
+    carries many runs. The run is committed before either is called; a message
+    that never goes out (Redis down, the process killed) is published by the
+    sweeper, so a run is late but never lost.
     """
+
+    MAX_BATCH = 500
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self._reply_to = str(uuid.uuid4())
+        self._pending: list[str] = []
+        self._sending = 0
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._thread_pid = 0
 
     def message(self, run_id: str) -> bytes:
         task_id = str(uuid.uuid4())
@@ -111,6 +129,46 @@ class RunPublisher:
             self.client.lpush(QUEUE, self.message(run_id))
         except redis.RedisError as exc:
             raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    def publish_soon(self, run_id: str) -> None:
+        """Publish the run's ID from the background thread, without waiting."""
+        with self._changed:
+            self._pending.append(run_id)
+            if self._thread is None or self._thread_pid != os.getpid():
+                self._start()
+            self._changed.notify_all()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every ID handed to `publish_soon` went out (or failed to)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._pending and not self._sending,
+                                          timeout)
+
+    def _start(self) -> None:
+        # A forked child gets the lists but not the thread: it starts its own.
+        self._thread_pid = os.getpid()
+        self._sending = 0
+        self._thread = threading.Thread(target=self._send_forever, name="monid-publisher",
+                                        daemon=True)
+        self._thread.start()
+        atexit.register(self.flush)
+
+    def _send_forever(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._pending))
+                batch = self._pending[:self.MAX_BATCH]
+                del self._pending[:self.MAX_BATCH]
+                self._sending = len(batch)
+            try:
+                self.client.lpush(QUEUE, *(self.message(run_id) for run_id in batch))
+            except Exception as exc:  # redis raises many kinds; all mean "not published"
+                log.warning("publish failed; the sweeper will publish the runs",
+                            extra={"runs": len(batch), "error": f"{type(exc).__name__}: {exc}"})
+            finally:
+                with self._changed:
+                    self._sending = 0
+                    self._changed.notify_all()
 
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis as redis_lib
@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool
 from ulid import ULID
 
 from api.app import create_app
+from api.services import Services
 from shared.db import transaction
 from shared.settings import Settings
 from tests.helpers import auth
@@ -111,14 +112,29 @@ class BrokerTap:
                 return found
             if command["db"] != self.db or not text.startswith("LPUSH runs "):
                 continue
-            try:
-                found.append(json.loads(text.split(" ", 2)[2]))
-            except ValueError:
-                continue
+            found.extend(_json_values(text.split(" ", 2)[2]))
 
     def messages_for(self, run_id: str) -> list[dict[str, Any]]:
         return [m for m in self.messages() if run_id in json.dumps(m["headers"])
                 or run_id in str(base64.b64decode(m["body"]))]
+
+
+def services_of(client: FlaskClient) -> Services:
+    return cast(Services, client.application.extensions["monid"])
+
+
+def _json_values(text: str) -> list[dict[str, Any]]:
+    """The messages of one LPUSH, which may carry several, separated by spaces."""
+    decoder, values, at = json.JSONDecoder(), [], 0
+    while at < len(text):
+        try:
+            value, at = decoder.raw_decode(text, at)
+        except ValueError:
+            return values
+        values.append(value)
+        while at < len(text) and text[at] == " ":
+            at += 1
+    return values
 
 
 @pytest.fixture
@@ -227,6 +243,7 @@ def test_a_message_carrying_only_the_run_id_is_published(
                                "input": {"secret-ish": "not in the message"}})
     assert resp.status_code == 202
     run_id = resp.get_json()["runId"]
+    assert services_of(client).publisher.flush()
 
     messages = broker_tap.messages_for(run_id)
     assert len(messages) == 1
@@ -244,6 +261,7 @@ def test_each_run_publishes_one_message(
         client: FlaskClient, key: str, broker_tap: BrokerTap) -> None:
     ids = [start(client, key, {"provider": "demo", "endpoint": "/echo", "input": {"n": n}})
            .get_json()["runId"] for n in range(3)]
+    assert services_of(client).publisher.flush()
     messages = broker_tap.messages()
     for run_id in ids:
         mine = [m for m in messages if message_args(m) == [run_id]]
@@ -368,6 +386,7 @@ def test_broker_unreachable_still_answers_202_and_stores_the_run(
     row = stored_run(pool, body["runId"])
     assert row is not None
     assert row["status"] == "RUNNING" and row["input"] == {"k": "v"}
+    assert services_of(app_without_broker.test_client()).publisher.flush()
     assert broker_tap.messages_for(body["runId"]) == []  # nothing reached the test broker
     assert elapsed < 15, f"202 took {elapsed:.1f}s with the broker down"
 

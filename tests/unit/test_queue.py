@@ -70,3 +70,31 @@ def test_publish_failure_is_publish_failed() -> None:
     client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     with pytest.raises(PublishFailed, match="ConnectionError"):
         RunPublisher(client).publish(RUN_ID)
+
+
+def test_publish_soon_sends_everything_in_order_and_flush_waits_for_it() -> None:
+    client = fakeredis.FakeRedis()
+    publisher = RunPublisher(client)
+    ids = [f"01JABCDEFGHJKMNPQRSTVW{n:04d}" for n in range(1200)]
+    for run_id in ids:
+        publisher.publish_soon(run_id)
+    assert publisher.flush(timeout=10)
+    raw = client.lrange(QUEUE, 0, -1)
+    # Workers take from the tail (BRPOP): the first published is the first taken.
+    taken = [json.loads(base64.b64decode(json.loads(m)["body"]))[0][0] for m in reversed(raw)]
+    assert taken == ids
+
+
+def test_publish_soon_with_redis_down_logs_and_carries_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    publisher = RunPublisher(client)
+    with caplog.at_level("WARNING", logger="monid.queue"):
+        publisher.publish_soon(RUN_ID)
+        assert publisher.flush(timeout=10)
+    assert any("sweeper will publish" in r.getMessage() for r in caplog.records)
+    # The thread is still there for the next one.
+    publisher.client = fakeredis.FakeRedis()
+    publisher.publish_soon(RUN_ID)
+    assert publisher.flush(timeout=10)
+    assert publisher.client.llen(QUEUE) == 1
