@@ -237,7 +237,6 @@ def init_app(app: Flask) -> None:
     if EXTENSION in app.extensions:
         return
     app.extensions[EXTENSION] = _make_metrics(cast(Services, app.extensions["monid"]))
-    app.before_request(_start_timer)
     app.after_request(_count_request)
     app.register_blueprint(blueprint)
 
@@ -249,10 +248,6 @@ def note_run_accepted(provider: str) -> None:
         cast(WebMetrics, found).runs_accepted.labels(provider=provider).inc()
 
 
-def _start_timer() -> None:
-    g.metrics_started = time.perf_counter()
-
-
 def _count_request(response: Response) -> Response:
     try:
         found = cast(WebMetrics, current_app.extensions[EXTENSION])
@@ -260,7 +255,7 @@ def _count_request(response: Response) -> Response:
         method = request.method if request.method in KNOWN_METHODS else "OTHER"
         found.http_requests.labels(method=method, route=rule,
                                    status=str(response.status_code)).inc()
-        started = g.pop("metrics_started", None)
+        started = g.get("started")  # set by the app's first before_request hook
         if started is not None and method == "POST" and rule == START_RUN_RULE:
             found.accept_latency.observe(time.perf_counter() - started)
     except Exception:  # counting must never cost a caller its answer

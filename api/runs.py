@@ -77,7 +77,7 @@ def start_run() -> ResponseReturnValue:
     caller = authenticate()
     raw_body = parse_json_object()
     key = _idempotency_key()
-    request_hash = _request_hash(raw_body)
+    request_hash = _request_hash(raw_body) if key is not None else b""
     if key is not None:
         replayed = _replay(caller.caller, key, request_hash)
         if replayed is not None:
