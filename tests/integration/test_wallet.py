@@ -124,6 +124,41 @@ def test_402_exactly_at_the_boundary(paid: FlaskClient, key: str, db: Connection
     ledger_balances(db)
 
 
+@pytest.mark.parametrize(("funds", "cap", "refused"), [
+    (1_000_000, 1, store.TooManyRunsInFlight),  # the cap is checked first
+    (0, 1, store.TooManyRunsInFlight),
+    (0, 0, store.InsufficientFunds),
+    (0, 5, store.InsufficientFunds),
+])
+def test_the_one_statement_accept_writes_all_or_nothing(
+        db: ConnectionPool, paid_catalog: Path, funds: int, cap: int,
+        refused: type[Exception]) -> None:
+    """insert_run stores the run, its hold and its ledger entry in one statement, or
+    nothing at all; with one run already in flight, a cap of 1 refuses the next."""
+    echo = load_catalog(paid_catalog).find("paid", "/echo")
+    assert echo is not None
+    credit(db, 500_000 + funds)
+
+    def insert(cap: int) -> Any:
+        with db.connection() as conn:  # autocommit, as the API's accept runs it
+            conn.autocommit = True
+            return store.insert_run(conn, run_id=new_run_id(), caller=CALLER, api_key_id=None,
+                                    endpoint=echo, input={}, hold_micros=500_000,
+                                    in_flight_cap=cap)
+
+    insert(0)  # one run in flight, holding 0.5 USD
+    before = wallet(db)
+    with pytest.raises(refused):
+        insert(cap)
+    assert wallet(db) == before
+    with transaction(db) as conn:
+        counts = conn.execute("SELECT (SELECT count(*) FROM runs) AS runs,"
+                              " (SELECT count(*) FROM ledger_entries"
+                              "  WHERE kind = 'HOLD') AS holds").fetchone()
+    assert counts == {"runs": 1, "holds": 1}
+    ledger_balances(db)
+
+
 def test_a_caller_with_no_funds_can_still_run_free_endpoints(client: FlaskClient,
                                                              key: str) -> None:
     answer = client.post("/v1/run", headers=auth(key),
