@@ -29,7 +29,7 @@ class Services:
 
     def close(self) -> None:
         """Let go of connections and threads (for tests and tools that build apps)."""
-        self.publisher.flush(timeout=2)
+        self.publisher.close(timeout=2)
         self.waiter.close()
         self.pool.close()
 

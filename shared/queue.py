@@ -101,6 +101,8 @@ class RunPublisher:
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._thread_pid = 0
+        self._closed = False
+        self._flush_at_exit = False
 
     def message(self, run_id: str) -> bytes:
         """The message for a run ID (a ULID: nothing in it needs escaping in JSON)."""
@@ -142,7 +144,7 @@ class RunPublisher:
         """Publish the run's ID from the background thread, without waiting."""
         with self._changed:
             self._pending.append(run_id)
-            if self._thread is None or self._thread_pid != os.getpid():
+            if self._thread is None or self._thread_pid != os.getpid() or self._closed:
                 self._start()
             self._changed.notify_all()
 
@@ -152,22 +154,36 @@ class RunPublisher:
             return self._changed.wait_for(lambda: not self._pending and not self._sending,
                                           timeout)
 
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is pending, then let the thread end (a later `publish_soon` starts
+        another)."""
+        self.flush(timeout)
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
     def _start(self) -> None:
         # A forked child gets the lists but not the thread: it starts its own.
+        self._closed = False
+        if self._thread_pid != os.getpid():
+            self._sending = 0  # a forked child: the parent's sends are not its own
         self._thread_pid = os.getpid()
-        self._sending = 0
         self._thread = threading.Thread(target=self._send_forever, name="monid-publisher",
                                         daemon=True)
         self._thread.start()
-        atexit.register(self.flush)
+        if not self._flush_at_exit:
+            atexit.register(self.flush)
+            self._flush_at_exit = True
 
     def _send_forever(self) -> None:
         while True:
             with self._changed:
-                self._changed.wait_for(lambda: bool(self._pending))
+                self._changed.wait_for(lambda: bool(self._pending) or self._closed)
+                if not self._pending:
+                    return
                 batch = self._pending[:self.MAX_BATCH]
                 del self._pending[:self.MAX_BATCH]
-                self._sending = len(batch)
+                self._sending += len(batch)
             try:
                 self.client.lpush(QUEUE, *(self.message(run_id) for run_id in batch))
             except Exception as exc:  # redis raises many kinds; all mean "not published"
@@ -175,7 +191,7 @@ class RunPublisher:
                             extra={"runs": len(batch), "error": f"{type(exc).__name__}: {exc}"})
             finally:
                 with self._changed:
-                    self._sending = 0
+                    self._sending -= len(batch)
                     self._changed.notify_all()
 
 

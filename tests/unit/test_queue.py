@@ -98,3 +98,18 @@ def test_publish_soon_with_redis_down_logs_and_carries_on(
     publisher.publish_soon(RUN_ID)
     assert publisher.flush(timeout=10)
     assert publisher.client.llen(QUEUE) == 1
+
+
+def test_close_sends_what_is_pending_and_the_publisher_can_go_on() -> None:
+    client = fakeredis.FakeRedis()
+    publisher = RunPublisher(client)
+    for _ in range(3):
+        publisher.publish_soon(RUN_ID)
+    publisher.close()
+    assert client.llen(QUEUE) == 3
+    assert publisher._thread is not None
+    publisher._thread.join(timeout=5)
+    assert not publisher._thread.is_alive()
+    publisher.publish_soon(RUN_ID)
+    assert publisher.flush(timeout=10)
+    assert client.llen(QUEUE) == 4
