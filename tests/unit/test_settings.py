@@ -173,6 +173,8 @@ def test_reads_os_environ_when_no_mapping_is_given(monkeypatch: pytest.MonkeyPat
     (env(WORKER_CONCURRENCY="0"), "WORKER_CONCURRENCY", "is out of range"),
     (env(WORKER_CONCURRENCY="many"), "WORKER_CONCURRENCY", "is not an integer"),
     (env(DB_POOL_SIZE="1001"), "DB_POOL_SIZE", "is out of range"),
+    (env(API_KEY_CACHE_SECONDS="-1"), "API_KEY_CACHE_SECONDS", "is out of range"),
+    (env(API_KEY_CACHE_SECONDS="a while"), "API_KEY_CACHE_SECONDS", "is not a number"),
     (env(MAX_BODY_BYTES="1023"), "MAX_BODY_BYTES", "is out of range"),
     (env(MAX_BODY_BYTES="256KiB"), "MAX_BODY_BYTES", "is not an integer"),
     (env(LEASE_SECONDS="0"), "LEASE_SECONDS", "is out of range"),
