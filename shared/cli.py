@@ -139,7 +139,8 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
         pool.close()
     if revoked is None:
         raise CommandError(f"no key {target}" + (f" of USER#{args.user}" if args.user else ""))
-    print(f"revoked key {revoked.id} ({revoked.key_prefix}...) of {revoked.caller}")
+    print(f"revoked key {revoked.id} ({revoked.key_prefix}...) of {revoked.caller}; web "
+          "processes refuse it within API_KEY_CACHE_SECONDS (2 s by default)")
 
 
 def _amount(value: str) -> int:

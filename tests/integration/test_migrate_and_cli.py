@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -76,6 +77,8 @@ def test_keys_create_list_revoke(base_env: dict[str, str], client: FlaskClient) 
 
     revoked = monidctl("keys", "revoke", key, env=base_env)
     assert revoked.returncode == 0, revoked.stderr
+    assert "API_KEY_CACHE_SECONDS" in revoked.stdout
+    time.sleep(float(base_env["API_KEY_CACHE_SECONDS"]) + 0.05)  # the web's cached lookup
     answer = client.get("/v1/runs", headers=headers)
     assert answer.status_code == 401
     assert answer.get_json()["errorCode"] == "UNAUTHORIZED"
