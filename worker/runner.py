@@ -182,12 +182,17 @@ class Runner:
             self._publish_quietly(claim.run_id, delay)
         return "following"
 
-    def _stopped(self, claim: store.Claim, adapter: Adapter, request: ProviderCall) -> str:
+    @staticmethod
+    def _abort_quietly(adapter: Adapter, request: ProviderCall) -> None:
+        """Ask the provider to stop the job this run started, if it started one."""
         if request.state:
             try:
                 adapter.abort(request)
             except Exception:
                 log.exception("abort failed")
+
+    def _stopped(self, claim: store.Claim, adapter: Adapter, request: ProviderCall) -> str:
+        self._abort_quietly(adapter, request)
         return self._end(claim, store.AttemptEnd("STOPPED", None, "stopped on request"),
                          status="STOPPED", cost_micros=0)
 
@@ -211,11 +216,7 @@ class Runner:
         )
 
     def _timed_out(self, claim: store.Claim, adapter: Adapter, request: ProviderCall) -> str:
-        if request.state:
-            try:
-                adapter.abort(request)
-            except Exception:
-                log.exception("abort failed")
+        self._abort_quietly(adapter, request)
         return self._end(claim, store.AttemptEnd("TIMEOUT", None, "deadline passed"),
                          status="TIMED_OUT", cost_micros=0,
                          error={"source": "platform", "code": "DEADLINE_EXCEEDED",
