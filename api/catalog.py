@@ -13,7 +13,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from api.auth import authenticate
 from api.errors import ApiError, validation_failed
-from api.schemas import load, parse_json_object, price_json
+from api.schemas import endpoint_field, load, parse_json_object, price_json, provider_field
 from api.services import services
 from shared.catalog.sync import (
     CatalogEntry,
@@ -56,14 +56,8 @@ class InspectSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    provider = fields.String(required=True, validate=validate.Length(min=1, max=100),
-                             error_messages={"invalid": "must be a string"},
-                             metadata={"description": "The provider's slug.",
-                                       "example": "demo"})
-    endpoint = fields.String(required=True, validate=validate.Length(min=1, max=500),
-                             error_messages={"invalid": "must be a string"},
-                             metadata={"description": "The endpoint's path.",
-                                       "example": "/echo"})
+    provider = provider_field(example="demo")
+    endpoint = endpoint_field(example="/echo")
 
 
 class ListEndpointsSchema(Schema):
@@ -86,8 +80,8 @@ def _price(entry: CatalogEntry) -> dict[str, Any]:
     return price_json(entry.price_type, entry.price_micros, entry.flat_fee_micros)
 
 
-def summary_json(entry: CatalogEntry) -> dict[str, Any]:
-    """An endpoint in a list: what it is and what it costs, without its schemas."""
+def _identity(entry: CatalogEntry) -> dict[str, Any]:
+    """What an endpoint is, the first fields of both its summary and its card."""
     return {
         "provider": entry.provider,
         "providerName": entry.provider_name,
@@ -95,21 +89,17 @@ def summary_json(entry: CatalogEntry) -> dict[str, Any]:
         "name": entry.name,
         "description": entry.description,
         "tags": list(entry.tags),
-        "price": _price(entry),
     }
+
+
+def summary_json(entry: CatalogEntry) -> dict[str, Any]:
+    """An endpoint in a list: what it is and what it costs, without its schemas."""
+    return {**_identity(entry), "price": _price(entry)}
 
 
 def card_json(entry: CatalogEntry) -> dict[str, Any]:
     """An endpoint's whole card: everything a caller needs to run it."""
-    card: dict[str, Any] = {
-        "provider": entry.provider,
-        "providerName": entry.provider_name,
-        "endpoint": entry.path,
-        "name": entry.name,
-        "description": entry.description,
-        "tags": list(entry.tags),
-        "inputSchema": entry.input_schema,
-    }
+    card: dict[str, Any] = {**_identity(entry), "inputSchema": entry.input_schema}
     if entry.query_params_schema is not None:
         card["queryParamsSchema"] = entry.query_params_schema
     if entry.path_params_schema is not None:

@@ -163,11 +163,14 @@ class RunSchema(RunSummarySchema):
     attempts = fields.List(fields.Nested(AttemptSchema), required=True)
 
 
+def _next_cursor() -> fields.String:
+    return fields.String(required=True, allow_none=True,
+                         metadata={"description": "The next page's cursor; null on the last page."})
+
+
 class RunListSchema(Schema):
     items = fields.List(fields.Nested(RunSummarySchema), required=True)
-    cursor = fields.String(required=True, allow_none=True,
-                           metadata={"description": "The next page's cursor; null on the last "
-                                                    "page."})
+    cursor = _next_cursor()
 
 
 class StopAnswerSchema(Schema):
@@ -229,9 +232,7 @@ class EndpointCardSchema(EndpointSummarySchema):
 
 class EndpointListSchema(Schema):
     items = fields.List(fields.Nested(EndpointSummarySchema), required=True)
-    cursor = fields.String(required=True, allow_none=True,
-                           metadata={"description": "The next page's cursor; null on the last "
-                                                    "page."})
+    cursor = _next_cursor()
 
 
 class ErrorSchema(Schema):

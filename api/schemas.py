@@ -15,18 +15,26 @@ from shared.store import END_STATUSES, STATUSES, Run
 from shared.timefmt import iso
 
 
+def provider_field(*, example: str) -> fields.String:
+    """A request's `provider`: a provider's slug."""
+    return fields.String(required=True, validate=validate.Length(min=1, max=100),
+                         error_messages={"invalid": "must be a string"},
+                         metadata={"description": "The provider's slug.", "example": example})
+
+
+def endpoint_field(*, example: str) -> fields.String:
+    """A request's `endpoint`: an endpoint's path."""
+    return fields.String(required=True, validate=validate.Length(min=1, max=500),
+                         error_messages={"invalid": "must be a string"},
+                         metadata={"description": "The endpoint's path.", "example": example})
+
+
 class StartRunSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    provider = fields.String(required=True, validate=validate.Length(min=1, max=100),
-                             error_messages={"invalid": "must be a string"},
-                             metadata={"description": "The provider's slug.",
-                                       "example": "apify"})
-    endpoint = fields.String(required=True, validate=validate.Length(min=1, max=500),
-                             error_messages={"invalid": "must be a string"},
-                             metadata={"description": "The endpoint's path.",
-                                       "example": "/apidojo/tweet-scraper"})
+    provider = provider_field(example="apify")
+    endpoint = endpoint_field(example="/apidojo/tweet-scraper")
     input = fields.Dict(required=True, error_messages={"invalid": "must be an object"},
                         metadata={"description": "The endpoint's input: flat (the input "
                                                  "itself) or composite (`body`, `queryParams`, "
