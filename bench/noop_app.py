@@ -3,9 +3,9 @@ worker's own throughput and latency.
 
     celery --app bench.noop_app worker ...   (as bench.throughput and bench.polling start it)
 
-Configured as worker/app.py configures the monid worker: `shared.queue.celery_config`
-(the same broker, queue, acks, prefetch, events) and the same pool, concurrency and
-worker options, from the same environment variables. The task `bench.noop` counts its
+Configured as worker/app.py configures the monid worker, by `shared.queue.worker_config`
+(the same broker, queue, acks, prefetch, events, pool, concurrency and worker options),
+from the same environment variables. The task `bench.noop` counts its
 executions with one Redis INCR (NOOP_COUNT); given `sent_at` (time.time() when it was
 published) it also pushes how long the message took to start (NOOP_LATENCY).
 bench.common.publish_noop publishes it as shared.queue.enqueue_run publishes a run.
@@ -15,28 +15,19 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 import redis
 from celery import Celery
 
 from bench.common import NOOP_COUNT, NOOP_LATENCY, TASK_NOOP
 from shared.logs import configure_logging
-from shared.queue import celery_config
+from shared.queue import worker_config
 from shared.settings import load_settings_or_exit
 
 settings = load_settings_or_exit()
 configure_logging(settings.log_level)
 app = Celery("monid", set_as_current=True)
-config: dict[str, Any] = celery_config(settings)
-config.update(
-    worker_pool=settings.worker_pool,
-    worker_concurrency=settings.worker_concurrency,
-    worker_enable_remote_control=True,
-    worker_cancel_long_running_tasks_on_connection_loss=False,
-    worker_soft_shutdown_timeout=settings.worker_shutdown_grace_seconds,
-)
-app.config_from_object(config)
+app.config_from_object(worker_config(settings))
 
 _client: redis.Redis | None = None
 _lock = threading.Lock()

@@ -15,8 +15,8 @@ with shared.queue.enqueue_run as fast as `--publishers` threads can. Two ways:
   `completed_at`. On 2 cores the publishing process competes with the workers for
   CPU, and its publish rate (printed) can bound what this measures.
 
-The no-op floor (bench/noop_app.py: shared.queue.celery_config, the same pool and
-concurrency, a task that only INCRs a Redis counter) is measured the same ways, right
+The no-op floor (bench/noop_app.py: shared.queue.worker_config, as the monid worker's, a
+task that only INCRs a Redis counter) is measured the same ways, right
 after each monid round: backlog (10,000 messages published, the workers started, from
 the first execution to the last with the queue empty) and live (first publish to last
 execution). Figures are medians over `--repeat` rounds, with their spread, and the ratio

@@ -67,6 +67,20 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def worker_config(settings: Settings) -> dict[str, Any]:
+    """`celery_config` with what a worker process adds: its pool, concurrency and
+    shutdown. The benchmarks' no-op worker uses it too, to be measured alike."""
+    return {
+        **celery_config(settings),
+        "worker_pool": settings.worker_pool,
+        "worker_concurrency": settings.worker_concurrency,
+        "worker_enable_remote_control": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # With REMAP_SIGTERM=SIGQUIT, Celery's own soft shutdown waits this long.
+        "worker_soft_shutdown_timeout": settings.worker_shutdown_grace_seconds,
+    }
+
+
 def make_publisher(settings: Settings) -> Celery:
     """A Celery app used only to publish; it connects on first use."""
     return Celery("monid", config_source=celery_config(settings), set_as_current=False)

@@ -24,7 +24,7 @@ from psycopg.rows import dict_row
 from shared import store
 from shared.catalog import Catalog, load_catalog
 from shared.db import DatabaseUnavailable, make_pool
-from shared.queue import TASK_RUN, celery_config, enqueue_run
+from shared.queue import TASK_RUN, enqueue_run, worker_config
 from shared.settings import Settings, SettingsError
 from worker.providers import make_adapters
 from worker.runner import Runner
@@ -129,16 +129,7 @@ def make_celery(settings: Settings, *, catalog: Catalog | None = None) -> MonidC
     catalog = catalog or load_catalog(settings.catalog_dir)
     check_visibility_timeout(settings, catalog)
     app = MonidCelery("monid", set_as_current=True)
-    config: dict[str, Any] = celery_config(settings)
-    config.update(
-        worker_pool=settings.worker_pool,
-        worker_concurrency=settings.worker_concurrency,
-        worker_enable_remote_control=True,
-        worker_cancel_long_running_tasks_on_connection_loss=False,
-        # With REMAP_SIGTERM=SIGQUIT, Celery's own soft shutdown waits this long.
-        worker_soft_shutdown_timeout=settings.worker_shutdown_grace_seconds,
-    )
-    app.config_from_object(config)
+    app.config_from_object(worker_config(settings))
     app.monid_settings = settings
     app.monid_catalog = catalog
     app.monid_instance = uuid.uuid4().hex[:12]
