@@ -46,7 +46,6 @@ from bench.common import (
     ECHO_BODY,
     CpuMeter,
     Report,
-    child_pids,
     echo_endpoint,
     flush,
     install_cleanup,
@@ -64,6 +63,7 @@ from bench.common import (
 from bench.load import LoadResult, pick_tool, run_load
 from shared import store
 from shared.ids import new_run_id
+from tests.processes import child_pids
 
 REDIS_DB = 11
 # The parts of POST /v1/run a profile is broken down into: (label, function[@file part]).

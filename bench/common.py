@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,7 +38,7 @@ from shared.catalog import Endpoint, load_catalog
 from shared.db import make_pool, migrate, transaction
 from shared.queue import QUEUE
 from shared.settings import DEFAULT_CATALOG_DIR
-from tests.processes import STARTED, Process, start_web
+from tests.processes import STARTED, Process, child_pids, start_web
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -218,21 +218,6 @@ def install_cleanup() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
-def child_pids(pid: int) -> list[int]:
-    """The direct children of a process (gunicorn's workers of its master)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rpartition(")")[2].split()[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
-
-
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -296,18 +281,6 @@ class CpuMeter:
                  for g in ("web", "postgres", "redis", "other")]
         return (f"CPU ms/request: {', '.join(parts)} (machine {100 * self.busy_share:.0f}% "
                 "busy)")
-
-
-def start_celery(app: str, env: Mapping[str, str], log_dir: Path, *, concurrency: int,
-                 name: str, wait: bool = True) -> Process:
-    """A Celery worker as the Procfile starts one (threads pool), for `app`."""
-    argv = [sys.executable, "-m", "celery", "--app", app, "--quiet", "worker",
-            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--task-events",
-            "--hostname", f"{name}-{time.monotonic_ns()}@%h"]
-    proc = Process(name, argv, {"WORKER_CONCURRENCY": str(concurrency), **env}, log_dir)
-    if wait:
-        proc.wait_for_output(" ready.", timeout=90)
-    return proc
 
 
 def versions() -> str:

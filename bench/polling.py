@@ -58,14 +58,13 @@ from bench.common import (
     scratch_database,
     seed_key,
     spread,
-    start_celery,
     start_load_web,
     vacuum_analyze,
 )
 from bench.load import LoadResult, pick_tool, run_load
 from shared.queue import make_publisher
 from shared.settings import load_settings
-from tests.processes import Process
+from tests.processes import Process, start_worker
 
 REDIS_DB = 9
 SAMPLE = 20_000
@@ -132,7 +131,8 @@ def time_to_start(table: Table, broker: str, log_dir: Path, args: argparse.Names
     env = {"DATABASE_URL": table.url, "REDIS_URL": broker, "LOG_LEVEL": "WARNING"}
     concurrency = load_settings(env).worker_concurrency
     flush(broker)
-    worker = start_celery("worker.main", env, log_dir, concurrency=concurrency, name="worker")
+    worker = start_worker(env, log_dir, app="worker.main", ready_timeout=90,
+                          concurrency=concurrency, name="worker")
     session = requests.Session()
     headers = {"Authorization": f"Bearer {table.key}"}
     ids = []
@@ -159,7 +159,8 @@ def time_to_start(table: Table, broker: str, log_dir: Path, args: argparse.Names
         session.close()
     runs_ms = [float(r[0]) for r in rows]
     flush(broker)
-    worker = start_celery("bench.noop_app", env, log_dir, concurrency=concurrency, name="noop")
+    worker = start_worker(env, log_dir, app="bench.noop_app", ready_timeout=90,
+                          concurrency=concurrency, name="noop")
     client = redis.Redis.from_url(broker)
     publisher = make_publisher(load_settings(env))
     try:

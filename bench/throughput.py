@@ -56,11 +56,10 @@ from bench.common import (
     redis_url,
     scratch_database,
     spread,
-    start_celery,
 )
 from shared.queue import QUEUE, enqueue_run, make_publisher
 from shared.settings import load_settings
-from tests.processes import Process
+from tests.processes import Process, start_worker
 
 REDIS_DB = 10
 
@@ -99,8 +98,8 @@ def publish(env: dict[str, str], items: list[str], threads: int,
 
 def start_workers(app: str, env: dict[str, str], log_dir: Path, count: int, concurrency: int,
                   wait: bool = True) -> list[Process]:
-    procs = [start_celery(app, env, log_dir, concurrency=concurrency, name=f"{app}-{n}",
-                          wait=False) for n in range(count)]
+    procs = [start_worker(env, log_dir, app=app, ready_timeout=90, concurrency=concurrency,
+                          name=f"{app}-{n}", wait=False) for n in range(count)]
     if wait:
         for proc in procs:
             proc.wait_for_output(" ready.", timeout=90)

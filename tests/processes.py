@@ -89,14 +89,33 @@ def start_web(env: Mapping[str, str], log_dir: Path, *, port: int | None = None,
 
 
 def start_worker(env: Mapping[str, str], log_dir: Path, *, concurrency: int = 8,
-                 name: str = "worker", wait: bool = True) -> Process:
-    argv = [sys.executable, "-m", "celery", "--app", "worker.main", "--quiet", "worker",
+                 name: str = "worker", wait: bool = True, app: str = "worker.main",
+                 ready_timeout: float = 60.0) -> Process:
+    """A Celery worker as the Procfile starts one, for `app` (the monid worker unless
+    said otherwise)."""
+    argv = [sys.executable, "-m", "celery", "--app", app, "--quiet", "worker",
             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--task-events",
             "--hostname", f"{name}-{time.monotonic_ns()}@%h"]
     proc = Process(name, argv, {"WORKER_CONCURRENCY": str(concurrency), **env}, log_dir)
     if wait:
-        proc.wait_for_output(" ready.", timeout=60)
+        proc.wait_for_output(" ready.", timeout=ready_timeout)
     return proc
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of a process (gunicorn's workers of its master)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...; comm may hold spaces, so split after its last ')'.
+        if int(stat.rpartition(")")[2].split()[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
 
 
 def wait_http(url: str, proc: Process, timeout: float = 30.0) -> None:

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg_pool import ConnectionPool
 
 from tests.helpers import KeyMaker
-from tests.processes import Process, start_web
+from tests.processes import Process, child_pids, start_web
 
 pytestmark = pytest.mark.e2e
 
@@ -39,26 +39,11 @@ def scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
             for f in text_string_to_metric_families(resp.text) for s in f.samples}
 
 
-def worker_pids(master: Process) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...; comm may hold spaces, so split after its ')'.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == master.pid:
-            found.add(int(entry.name))
-    return found
-
-
 def wait_for_workers(master: Process, count: int, other_than: set[int],
                      timeout: float = 30.0) -> set[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pids = worker_pids(master)
+        pids = set(child_pids(master.pid))
         if len(pids) == count and not pids & other_than:
             return pids
         time.sleep(0.1)
