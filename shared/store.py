@@ -279,13 +279,6 @@ def end_run(conn: Conn, claim: Claim, attempt: AttemptEnd, *, status: str, outpu
     return ended
 
 
-def settle_run(conn: Conn, run_id: str) -> None:
-    """Charge an ended run's cost and release its hold, in the caller's transaction
-    (the one that ended it). A second settlement raises UniqueViolation. (end_run and
-    end_unheld_run settle the run they end themselves.)"""
-    conn.execute(query("settle_run"), {"run_id": run_id})
-
-
 @dataclass(frozen=True)
 class HandedBack:
     due: datetime

@@ -367,12 +367,6 @@ INSERT INTO ledger_entries (caller, run_id, kind, amount_micros)
 SELECT caller, %(run_id)s, 'HOLD', %(amount)s FROM held
 RETURNING id;
 
--- name: settle_run
--- Settle a run ended by an earlier statement of the caller's transaction.
-SELECT monid_settle(caller, id, cost_micros, hold_micros)
-FROM runs
-WHERE id = %(run_id)s AND completed_at IS NOT NULL;
-
 -- name: credit_wallet
 WITH wallet AS (
     INSERT INTO wallets (caller, balance_micros)
