@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from shared.db import make_pool, migrate, transaction
 from shared.settings import Settings, load_settings
+from tests.fakes.jsonapi import FakeJsonApi
 from tests.helpers import KeyMaker
 
 TEST_REDIS_DB = 14
@@ -168,3 +169,10 @@ def make_key(db: ConnectionPool) -> KeyMaker:
 @pytest.fixture
 def key(make_key: KeyMaker) -> str:
     return make_key("user_abc123")
+
+
+@pytest.fixture
+def api() -> Iterator[FakeJsonApi]:
+    """A loopback JSON API that follows a provider's habits (see tests/fakes/jsonapi.py)."""
+    with FakeJsonApi() as fake:
+        yield fake

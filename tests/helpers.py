@@ -6,13 +6,18 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from psycopg_pool import ConnectionPool
 
 from shared import keys, store
+from shared.catalog import load_catalog
 from shared.db import transaction
+from shared.ids import new_run_id
+from shared.settings import DEFAULT_CATALOG_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
+CATALOG = load_catalog(DEFAULT_CATALOG_DIR)
 
 
 def monidctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -35,3 +40,14 @@ class KeyMaker:
             store.insert_api_key(conn, user_id=user, label=None, mode="test" if test else "live",
                                  key_prefix=keys.display_prefix(key), key_hash=keys.hash_key(key))
         return key
+
+
+def insert_demo_run(pool: ConnectionPool, endpoint: str, input: dict[str, Any]) -> str:
+    """A new run of a demo endpoint, stored as the API stores one (no message sent)."""
+    run_id = new_run_id()
+    found = CATALOG.find("demo", endpoint)
+    assert found is not None
+    with transaction(pool) as conn:
+        store.insert_run(conn, run_id=run_id, caller="USER#u", api_key_id=None,
+                         endpoint=found, input=input)
+    return run_id

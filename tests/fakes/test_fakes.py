@@ -26,12 +26,6 @@ def apify() -> Iterator[FakeApify]:
 
 
 @pytest.fixture
-def api() -> Iterator[FakeJsonApi]:
-    with FakeJsonApi() as fake:
-        yield fake
-
-
-@pytest.fixture
 def client(apify: FakeApify) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=apify.base_url, headers=AUTH, timeout=5) as c:
         yield c

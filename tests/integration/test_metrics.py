@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,16 +19,13 @@ from psycopg_pool import ConnectionPool
 from api import metrics
 from api.app import create_app
 from shared import store
-from shared.catalog import load_catalog
 from shared.db import transaction
-from shared.ids import new_run_id
 from shared.queue import QUEUE
 from shared.settings import Settings
-from tests.helpers import auth
+from tests.helpers import CATALOG, auth, insert_demo_run
 from worker.providers.demo import DemoAdapter
 from worker.runner import Runner
 
-CATALOG = load_catalog(Path(__file__).resolve().parents[2] / "shared" / "catalog")
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 UNREACHABLE_DATABASE = "postgresql://postgres@127.0.0.1:1/postgres"
 ECHO = {"provider": "demo", "endpoint": "/echo", "input": {"message": "hi"}}
@@ -97,16 +93,6 @@ def make_app(settings: Settings, db: ConnectionPool) -> Iterator[Callable[..., F
 @pytest.fixture
 def client(make_app: Callable[..., Flask]) -> FlaskClient:
     return make_app().test_client()
-
-
-def insert_run(pool: ConnectionPool, endpoint: str, input: dict[str, Any]) -> str:
-    run_id = new_run_id()
-    found = CATALOG.find("demo", endpoint)
-    assert found is not None
-    with transaction(pool) as conn:
-        store.insert_run(conn, run_id=run_id, caller="USER#u", api_key_id=None,
-                         endpoint=found, input=input)
-    return run_id
 
 
 def make_runner(settings: Settings, pool: ConnectionPool, *, with_demo: bool = True) -> Runner:
@@ -211,22 +197,22 @@ def test_http_requests_are_counted_by_method_route_template_and_status(
 def test_ended_runs_attempts_and_durations_come_from_the_database(
         client: FlaskClient, settings: Settings, db: ConnectionPool) -> None:
     runner = make_runner(settings, db)
-    echo = insert_run(db, "/echo", {"body": {"a": 1}})
+    echo = insert_demo_run(db, "/echo", {"body": {"a": 1}})
     assert runner.run(echo) == "completed"  # COMPLETED, attempt OK
-    refused = insert_run(db, "/fail", {"body": {"status": 404}})
+    refused = insert_demo_run(db, "/fail", {"body": {"status": 404}})
     assert runner.run(refused) == "completed"  # COMPLETED, attempt PERMANENT_ERROR
-    retried = insert_run(db, "/fail", {"body": {"status": 503, "times": 1}})
+    retried = insert_demo_run(db, "/fail", {"body": {"status": 503, "times": 1}})
     assert runner.run(retried) == "retry"  # attempt TRANSIENT_ERROR
     with transaction(db) as conn:
         conn.execute("UPDATE runs SET next_attempt_at = now() WHERE id = %s", (retried,))
     assert runner.run(retried) == "completed"  # then OK
-    no_adapter = insert_run(db, "/echo", {"body": {}})
+    no_adapter = insert_demo_run(db, "/echo", {"body": {}})
     assert make_runner(settings, db, with_demo=False).run(no_adapter) == "failed"
     for run_id, seconds in ((echo, 42.0), (refused, 0.3), (retried, 0.05), (no_adapter, 4000.0)):
         set_duration(db, run_id, seconds)
     # Still going: one never claimed, one claimed (an open attempt) and asked to stop.
-    unclaimed = insert_run(db, "/echo", {"body": {}})
-    claimed = insert_run(db, "/sleep", {"body": {"seconds": 60}})
+    unclaimed = insert_demo_run(db, "/echo", {"body": {}})
+    claimed = insert_demo_run(db, "/sleep", {"body": {"seconds": 60}})
     with transaction(db) as conn:
         conn.execute("UPDATE runs SET created_at = now() - interval '30 seconds' WHERE id = %s",
                      (unclaimed,))

@@ -33,12 +33,6 @@ def apify() -> Iterator[FakeApify]:
 
 
 @pytest.fixture
-def api() -> Iterator[FakeJsonApi]:
-    with FakeJsonApi() as fake:
-        yield fake
-
-
-@pytest.fixture
 def provider_settings(base_env: dict[str, str], apify: FakeApify,
                       api: FakeJsonApi) -> Settings:
     return load_settings({**base_env, **SECRETS, "APIFY_API_BASE_URL": apify.base_url,

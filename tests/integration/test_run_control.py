@@ -36,12 +36,6 @@ def apify() -> Iterator[FakeApify]:
 
 
 @pytest.fixture
-def api() -> Iterator[FakeJsonApi]:
-    with FakeJsonApi() as fake:
-        yield fake
-
-
-@pytest.fixture
 def paid_catalog(tmp_path: Path, api: FakeJsonApi) -> Path:
     directory = tmp_path / "catalog"
     directory.mkdir()

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from psycopg_pool import ConnectionPool
 
 from shared import store
-from shared.catalog import load_catalog
 from shared.db import transaction
 from shared.ids import new_run_id
 from shared.settings import Settings
+from tests.helpers import CATALOG, insert_demo_run
 from worker.providers.base import Pending, ProviderCall, ProviderResult
 from worker.providers.demo import DemoAdapter
 from worker.runner import Runner
-
-CATALOG = load_catalog(Path(__file__).resolve().parents[2] / "shared" / "catalog")
 
 
 class CountingAdapter:
@@ -57,16 +54,6 @@ def runner(settings: Settings, db: ConnectionPool, adapter: CountingAdapter,
                   name="test-worker")
 
 
-def new_run(pool: ConnectionPool, endpoint: str, input: dict[str, Any]) -> str:
-    run_id = new_run_id()
-    found = CATALOG.find("demo", endpoint)
-    assert found is not None
-    with transaction(pool) as conn:
-        store.insert_run(conn, run_id=run_id, caller="USER#u", api_key_id=None,
-                         endpoint=found, input=input)
-    return run_id
-
-
 def read_run(pool: ConnectionPool, run_id: str) -> store.Run:
     with transaction(pool) as conn:
         run = store.get_run(conn, run_id, "USER#u")
@@ -76,7 +63,7 @@ def read_run(pool: ConnectionPool, run_id: str) -> store.Run:
 
 def test_a_run_is_claimed_called_and_recorded(runner: Runner, db: ConnectionPool,
                                               adapter: CountingAdapter) -> None:
-    run_id = new_run(db, "/echo", {"body": {"q": "x"}})
+    run_id = insert_demo_run(db, "/echo", {"body": {"q": "x"}})
     assert runner.run(run_id) == "completed"
     run = read_run(db, run_id)
     assert run.status == "COMPLETED"
@@ -92,7 +79,7 @@ def test_a_run_is_claimed_called_and_recorded(runner: Runner, db: ConnectionPool
 
 def test_a_second_delivery_finds_nothing_to_claim(runner: Runner, db: ConnectionPool,
                                                   adapter: CountingAdapter) -> None:
-    run_id = new_run(db, "/echo", {"a": 1})
+    run_id = insert_demo_run(db, "/echo", {"a": 1})
     assert runner.run(run_id) == "completed"
     assert runner.run(run_id) == "skipped"
     assert runner.run(new_run_id()) == "skipped"  # a message for a run that does not exist
@@ -101,7 +88,7 @@ def test_a_second_delivery_finds_nothing_to_claim(runner: Runner, db: Connection
 
 def test_concurrent_deliveries_call_the_provider_once(runner: Runner, db: ConnectionPool,
                                                       adapter: CountingAdapter) -> None:
-    run_id = new_run(db, "/sleep", {"seconds": 0.3})
+    run_id = insert_demo_run(db, "/sleep", {"seconds": 0.3})
     results: list[str] = []
     threads = [threading.Thread(target=lambda: results.append(runner.run(run_id)))
                for _ in range(8)]
@@ -115,7 +102,7 @@ def test_concurrent_deliveries_call_the_provider_once(runner: Runner, db: Connec
 
 def test_a_transient_error_schedules_a_retry_then_succeeds(
         runner: Runner, db: ConnectionPool, published: list[tuple[str, float | None]]) -> None:
-    run_id = new_run(db, "/fail", {"status": 503, "times": 1})
+    run_id = insert_demo_run(db, "/fail", {"status": 503, "times": 1})
     assert runner.run(run_id) == "retry"
     run = read_run(db, run_id)
     assert run.status == "RUNNING"
@@ -150,7 +137,7 @@ def _drain(runner: Runner, db: ConnectionPool, run_id: str) -> None:
 
 def test_retries_stop_at_the_endpoints_maximum(runner: Runner, db: ConnectionPool,
                                                adapter: CountingAdapter) -> None:
-    run_id = new_run(db, "/fail", {"status": 500})
+    run_id = insert_demo_run(db, "/fail", {"status": 500})
     _drain(runner, db, run_id)
     run = read_run(db, run_id)
     assert run.status == "FAILED"
@@ -161,7 +148,7 @@ def test_retries_stop_at_the_endpoints_maximum(runner: Runner, db: ConnectionPoo
 
 def test_a_permanent_error_completes_with_the_providers_answer(
         runner: Runner, db: ConnectionPool) -> None:
-    run_id = new_run(db, "/fail", {"status": 422})
+    run_id = insert_demo_run(db, "/fail", {"status": 422})
     assert runner.run(run_id) == "completed"
     run = read_run(db, run_id)
     assert run.status == "COMPLETED"
@@ -172,7 +159,7 @@ def test_a_permanent_error_completes_with_the_providers_answer(
 
 def test_a_run_past_its_deadline_is_timed_out(runner: Runner, db: ConnectionPool,
                                               adapter: CountingAdapter) -> None:
-    run_id = new_run(db, "/echo", {})
+    run_id = insert_demo_run(db, "/echo", {})
     with transaction(db) as conn:
         conn.execute("UPDATE runs SET deadline_at = now() - interval '1 second' WHERE id = %s",
                      (run_id,))
@@ -182,7 +169,7 @@ def test_a_run_past_its_deadline_is_timed_out(runner: Runner, db: ConnectionPool
 
 
 def test_a_late_writer_cannot_overwrite_a_newer_state(runner: Runner, db: ConnectionPool) -> None:
-    run_id = new_run(db, "/echo", {})
+    run_id = insert_demo_run(db, "/echo", {})
     with transaction(db) as conn:
         stale = store.claim_run(conn, run_id, worker="old", lease_seconds=60)
     assert stale is not None
@@ -205,7 +192,7 @@ def test_a_late_writer_cannot_overwrite_a_newer_state(runner: Runner, db: Connec
 
 def test_an_endpoint_gone_from_the_catalog_fails_the_run(
         settings: Settings, db: ConnectionPool) -> None:
-    run_id = new_run(db, "/echo", {})
+    run_id = insert_demo_run(db, "/echo", {})
     with transaction(db) as conn:
         conn.execute("UPDATE runs SET endpoint = '/gone' WHERE id = %s", (run_id,))
     runner = Runner(settings=settings, pool=db, catalog=CATALOG, adapters={},
@@ -225,7 +212,7 @@ def test_an_adapter_crash_is_a_platform_failure(settings: Settings, db: Connecti
         def abort(self, request: ProviderCall) -> None:
             pass
 
-    run_id = new_run(db, "/echo", {})
+    run_id = insert_demo_run(db, "/echo", {})
     broken: Callable[..., Any] = Broken  # keep mypy quiet about the protocol
     runner = Runner(settings=settings, pool=db, catalog=CATALOG, adapters={"demo": broken()},
                     publish=lambda *_: None)
