@@ -118,25 +118,24 @@ class RunErrorSchema(Schema):
     message = fields.String()
 
 
-class AcceptedRunSchema(Schema):
+class _RunIdentitySchema(Schema):
+    """The fields that name a run, first in every answer about one."""
+
     runId = fields.String(required=True, metadata={"pattern": ULID_PATTERN.pattern,
                                                    "example": RUN_ID_EXAMPLE})
     caller = fields.String(required=True, metadata={"example": "USER#user_abc123"})
     provider = fields.String(required=True, metadata={"example": "apify"})
     providerName = fields.String(required=True, metadata={"example": "Apify"})
     endpoint = fields.String(required=True, metadata={"example": "/apidojo/tweet-scraper"})
+
+
+class AcceptedRunSchema(_RunIdentitySchema):
     status = fields.String(required=True, validate=validate.OneOf(["RUNNING"]))
     price = fields.Nested(PriceSchema, required=True)
     createdAt = fields.DateTime(required=True, metadata={"example": ISO_EXAMPLE})
 
 
-class RunSummarySchema(Schema):
-    runId = fields.String(required=True, metadata={"pattern": ULID_PATTERN.pattern,
-                                                   "example": RUN_ID_EXAMPLE})
-    caller = fields.String(required=True, metadata={"example": "USER#user_abc123"})
-    provider = fields.String(required=True, metadata={"example": "apify"})
-    providerName = fields.String(required=True, metadata={"example": "Apify"})
-    endpoint = fields.String(required=True, metadata={"example": "/apidojo/tweet-scraper"})
+class RunSummarySchema(_RunIdentitySchema):
     status = fields.String(required=True, validate=validate.OneOf(STATUSES))
     stoppable = fields.Boolean(required=True,
                                metadata={"description": "True until the run has ended."})
