@@ -1,0 +1,30 @@
+"""`bench.accept --quick` runs end to end and reports its figures: the benchmarks are not
+tests and never fail for being slow, but they must keep running."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import ROOT
+
+
+def test_the_accept_benchmark_runs_and_reports_its_ratios(admin_database_url: str,
+                                                          redis_url: str,
+                                                          tmp_path: Path) -> None:
+    out = tmp_path / "accept.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.accept", "--quick", "--tool", "python",
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "DATABASE_URL": admin_database_url, "REDIS_URL": redis_url})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    figures = {f["figure"]: f for f in report["figures"]}
+    accept = figures["POST /v1/run req/s (64 conns)"]
+    assert float(accept["value"].split()[0]) > 0
+    assert float(accept["ratio"]) > 0  # against /healthz of the same server, same run
+    assert figures["errors (accept / healthz / raw)"]["value"] == "0 / 0 / 0"

@@ -1,0 +1,70 @@
+"""The benchmarks' own arithmetic and load generator (bench/common.py, bench/load.py)."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from bench.common import med, percentile, ratio, spread
+from bench.load import check_loopback, run_load
+
+
+def test_percentile_is_the_nearest_rank() -> None:
+    samples = [float(n) for n in range(1, 101)]
+    assert percentile(samples, 0.5) == 50.0
+    assert percentile(samples, 0.99) == 99.0
+    assert percentile(list(reversed(samples)), 1.0) == 100.0
+    assert percentile([7.0], 0.99) == 7.0
+    assert math.isnan(percentile([], 0.5))
+
+
+def test_median_spread_and_ratio() -> None:
+    assert med([3.0, 1.0, 2.0]) == 2.0
+    assert spread([3.0, 1.0, 2.0]) == "2.0 (1.0-3.0 over 3)"
+    assert spread([]) == "n/a"
+    assert ratio(1.0, 4.0) == 0.25
+    assert math.isnan(ratio(1.0, 0.0))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = b"ok" if self.path == "/ok" else b"no"
+        self.send_response(200 if self.path == "/ok" else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_the_python_engine_counts_answers_and_errors(server: str) -> None:
+    good = run_load(f"{server}/ok", connections=4, duration=0.5, tool="python")
+    assert good.requests > 0 and good.errors == 0
+    assert 0 < good.p50_ms <= good.p99_ms
+    bad = run_load(f"{server}/missing", connections=2, duration=0.5, tool="python")
+    assert bad.requests > 0 and bad.errors == bad.requests  # a 404 is not an expected answer
+
+
+def test_only_loopback_targets_are_loaded() -> None:
+    with pytest.raises(SystemExit, match="non-loopback"):
+        check_loopback("http://192.0.2.1:8000/")
+    with pytest.raises(SystemExit, match="only http"):
+        check_loopback("https://127.0.0.1/")
+    assert check_loopback("http://127.0.0.1:8000/healthz") == ("127.0.0.1", 8000)
