@@ -18,6 +18,7 @@ from shared.db import make_pool
 from shared.ids import sane_request_id
 from shared.logs import request_id_var
 from shared.queue import RunPublisher
+from shared.scheduling import concurrency_limits
 from shared.settings import Settings
 
 log = logging.getLogger("monid.api")
@@ -28,6 +29,8 @@ WAIT_RESERVE = 8
 
 def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
     """Build the web app. The catalog is validated here: a broken one stops start-up."""
+    catalog = catalog or load_catalog(settings.catalog_dir)
+    concurrency_limits(settings, catalog)  # a limit naming nothing stops start-up here too
     app = Flask("monid")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -38,7 +41,7 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
     app.extensions["monid"] = Services(
         settings=settings,
-        catalog=catalog or load_catalog(settings.catalog_dir),
+        catalog=catalog,
         pool=pool,
         publisher=RunPublisher(client),
         redis=client,

@@ -13,13 +13,17 @@ from typing import Any
 from gunicorn.glogging import Logger
 
 from shared.catalog import CatalogError, load_catalog
-from shared.settings import load_settings_or_exit
+from shared.scheduling import concurrency_limits
+from shared.settings import SettingsError, load_settings_or_exit
 
 _settings = load_settings_or_exit()
 try:
-    load_catalog(_settings.catalog_dir)
+    concurrency_limits(_settings, load_catalog(_settings.catalog_dir))
 except CatalogError as exc:
     print(f"monid: {exc}", file=sys.stderr, flush=True)
+    sys.exit(2)
+except SettingsError as exc:
+    print(f"monid: configuration error: {exc}", file=sys.stderr, flush=True)
     sys.exit(2)
 
 # /metrics adds up what every worker process counted: each writes its counts to

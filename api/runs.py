@@ -31,6 +31,7 @@ from shared.ids import is_run_id, new_run_id
 from shared.logs import run_id_var
 from shared.money import micros_to_dollars
 from shared.queue import PublishFailed
+from shared.scheduling import priority_for
 
 log = logging.getLogger("monid.api")
 MAX_WAIT_SECONDS = 60
@@ -101,13 +102,14 @@ def start_run() -> ResponseReturnValue:
     # Idempotency-Key the accept is one statement (atomic on its own, one round trip).
     try:
         with (reading if key is None else transaction)(svc.pool) as conn:
-            created_at = store.insert_run(conn, run_id=run_id, caller=caller.caller,
-                                          api_key_id=caller.api_key_id, endpoint=endpoint,
-                                          input=body["input"], hold_micros=hold_micros,
-                                          max_results=max_results,
-                                          in_flight_cap=svc.settings.max_runs_in_flight)
+            accepted = store.insert_run(
+                conn, run_id=run_id, caller=caller.caller, api_key_id=caller.api_key_id,
+                endpoint=endpoint, input=body["input"], hold_micros=hold_micros,
+                max_results=max_results, in_flight_cap=svc.settings.max_runs_in_flight,
+                queue_timeout_seconds=svc.settings.queue_timeout_seconds)
             answer = accepted_json(run_id, caller.caller, endpoint.provider,
-                                   endpoint.provider_name, endpoint.path, price, created_at)
+                                   endpoint.provider_name, endpoint.path, price,
+                                   accepted.created_at)
             if key is not None:
                 store.claim_idempotency_key(conn, caller=caller.caller, key=key,
                                             request_hash=request_hash, run_id=run_id,
@@ -131,8 +133,9 @@ def start_run() -> ResponseReturnValue:
                            "a request with this Idempotency-Key is in progress") from None
         return replayed
     # The run is stored: it is published without holding up the answer, and should
-    # that fail, the sweeper publishes runs that no worker claimed.
-    svc.publisher.publish_soon(run_id)
+    # that fail, the sweeper publishes runs that no worker claimed. A caller with a
+    # backlog gets a lower priority: it does not hold up callers with a few runs.
+    svc.publisher.publish_soon(run_id, priority_for(accepted.open_runs))
     metrics.note_run_accepted(endpoint.provider)
     log.info("run accepted", extra={"provider": endpoint.provider, "endpoint": endpoint.path})
     return jsonify(answer), 202, {"Location": f"/v1/runs/{run_id}"}

@@ -7,7 +7,7 @@ import sys
 from api.app import create_app
 from shared.catalog import CatalogError
 from shared.logs import configure_logging
-from shared.settings import load_settings_or_exit
+from shared.settings import SettingsError, load_settings_or_exit
 
 settings = load_settings_or_exit()
 configure_logging(settings.log_level)
@@ -15,4 +15,7 @@ try:
     app = create_app(settings)
 except CatalogError as exc:
     print(f"monid: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
+except SettingsError as exc:
+    print(f"monid: configuration error: {exc}", file=sys.stderr, flush=True)
     raise SystemExit(2) from None

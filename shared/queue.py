@@ -24,6 +24,20 @@ from shared.settings import Settings
 log = logging.getLogger("monid.queue")
 TASK_RUN = "monid.run"
 QUEUE = "runs"
+# kombu's Redis transport keeps a queue's messages of each priority step in a list
+# of their own (`runs` for 0, `runs\x06\x163` for 3, ...) and a worker asks for them
+# in this order: a lower priority is taken sooner.
+PRIORITY_STEPS = (0, 3, 6, 9)
+PRIORITY_SEPARATOR = "\x06\x16"
+
+
+def queue_key(priority: int) -> str:
+    """The Redis list holding this queue's messages of a priority."""
+    step = max(s for s in PRIORITY_STEPS if s <= max(0, priority))
+    return QUEUE if step == 0 else f"{QUEUE}{PRIORITY_SEPARATOR}{step}"
+
+
+QUEUE_KEYS = tuple(queue_key(step) for step in PRIORITY_STEPS)
 
 
 class PublishFailed(Exception):
@@ -43,6 +57,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "socket_keepalive": True,
             "retry_on_timeout": True,
             "health_check_interval": 25,
+            "priority_steps": list(PRIORITY_STEPS),
+            "sep": PRIORITY_SEPARATOR,
         },
         "broker_connection_retry_on_startup": True,
         # One pooled producer per thread that may publish at once: with Celery's
@@ -89,8 +105,9 @@ def make_publisher(settings: Settings) -> Celery:
 class RunPublisher:
     """Publishes run IDs straight to Redis: the web's publishing path.
 
-    It writes the message Celery's `send_task(TASK_RUN, args=[run_id], queue=QUEUE)`
-    writes (task protocol 2, kombu's Redis envelope) without going through
+    It writes the message Celery's `send_task(TASK_RUN, args=[run_id], queue=QUEUE,
+    priority=p)` writes (task protocol 2, kombu's Redis envelope, in the list of
+    its priority) without going through
     Celery's producer machinery, which cost the web a third of its CPU per
     accepted run. Delayed publishes (a countdown) go through Celery
     (`enqueue_run`). `tests/unit/test_queue.py` checks the two messages match.
@@ -110,7 +127,7 @@ class RunPublisher:
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self._reply_to = str(uuid.uuid4())
         self._template = self._envelope()
-        self._pending: list[str] = []
+        self._pending: list[tuple[str, int]] = []
         self._sending = 0
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -118,12 +135,13 @@ class RunPublisher:
         self._closed = False
         self._flush_at_exit = False
 
-    def message(self, run_id: str) -> bytes:
+    def message(self, run_id: str, priority: int = 0) -> bytes:
         """The message for a run ID (a ULID: nothing in it needs escaping in JSON)."""
         task_id = str(uuid.uuid4())
         body = base64.b64encode(_BODY_TEMPLATE.replace(_RUN, run_id).encode()).decode("ascii")
         return (self._template.replace(_TASK, task_id).replace(_BODY, body)
-                .replace(_RUN, run_id).replace(_TAG, str(uuid.uuid4())).encode())
+                .replace(_RUN, run_id).replace(_TAG, str(uuid.uuid4()))
+                .replace(_PRIORITY_JSON, str(max(0, min(9, priority)))).encode())
 
     def _envelope(self) -> str:
         """The message with placeholders, made once: building each from a dict took
@@ -142,22 +160,22 @@ class RunPublisher:
             },
             "properties": {
                 "correlation_id": _TASK, "reply_to": self._reply_to, "delivery_mode": 2,
-                "delivery_info": {"exchange": "", "routing_key": QUEUE}, "priority": 0,
+                "delivery_info": {"exchange": "", "routing_key": QUEUE}, "priority": _PRIORITY,
                 "body_encoding": "base64", "delivery_tag": _TAG,
             },
         })
 
-    def publish(self, run_id: str) -> None:
+    def publish(self, run_id: str, priority: int = 0) -> None:
         """Publish the run's ID; raises PublishFailed if Redis does not take it."""
         try:
-            self.client.lpush(QUEUE, self.message(run_id))
+            self.client.lpush(queue_key(priority), self.message(run_id, priority))
         except redis.RedisError as exc:
             raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
 
-    def publish_soon(self, run_id: str) -> None:
+    def publish_soon(self, run_id: str, priority: int = 0) -> None:
         """Publish the run's ID from the background thread, without waiting."""
         with self._changed:
-            self._pending.append(run_id)
+            self._pending.append((run_id, priority))
             if self._thread is None or self._thread_pid != os.getpid() or self._closed:
                 self._start()
             self._changed.notify_all()
@@ -199,7 +217,7 @@ class RunPublisher:
                 del self._pending[:self.MAX_BATCH]
                 self._sending += len(batch)
             try:
-                self.client.lpush(QUEUE, *(self.message(run_id) for run_id in batch))
+                self._send(batch)
             except Exception as exc:  # redis raises many kinds; all mean "not published"
                 log.warning("publish failed; the sweeper will publish the runs",
                             extra={"runs": len(batch), "error": f"{type(exc).__name__}: {exc}"})
@@ -209,17 +227,36 @@ class RunPublisher:
                     self._changed.notify_all()
 
 
+    def _send(self, batch: list[tuple[str, int]]) -> None:
+        """One LPUSH per priority list, in one round trip; order kept within each."""
+        by_key: dict[str, list[bytes]] = {}
+        for run_id, priority in batch:
+            by_key.setdefault(queue_key(priority), []).append(self.message(run_id, priority))
+        if len(by_key) == 1:
+            [(key, messages)] = by_key.items()
+            self.client.lpush(key, *messages)
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for key, messages in by_key.items():
+            pipe.lpush(key, *messages)
+        pipe.execute()
+
+
 # Placeholders of the message template: no JSON, hostname or ULID contains them.
 _TASK, _RUN, _BODY, _TAG = "@@task-id@@", "@@run-id@@", "@@body@@", "@@delivery-tag@@"
+_PRIORITY = "@@priority@@"
+_PRIORITY_JSON = json.dumps(_PRIORITY)  # a number in the message, not a string
 _BODY_TEMPLATE = json.dumps(
     [[_RUN], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
 
 
-def enqueue_run(app: Celery, run_id: str, countdown: float | None = None) -> None:
+def enqueue_run(app: Celery, run_id: str, countdown: float | None = None,
+                priority: int = 0) -> None:
     """Publish the run's ID; raises PublishFailed if the broker does not take it."""
     try:
         # No retry here: a message that does not go out is published by the
         # sweeper, and retrying would hold the request that waits on it.
-        app.send_task(TASK_RUN, args=[run_id], queue=QUEUE, countdown=countdown, retry=False)
+        app.send_task(TASK_RUN, args=[run_id], queue=QUEUE, countdown=countdown, retry=False,
+                      priority=priority)
     except Exception as exc:  # kombu and redis raise many kinds; all mean "not published"
         raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc

@@ -8,6 +8,7 @@ missing or malformed value raises `SettingsError` naming the variable, and
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,13 @@ class Settings:
     db_pool_timeout_seconds: float
     rate_limit_per_minute: int
     max_runs_in_flight: int
+    # How long a run may wait to start before it ends TIMED_OUT (QUEUE_TIMEOUT).
+    queue_timeout_seconds: int
+    # Runs of one caller that workers work on at once, across the fleet (0: no limit).
+    caller_concurrency: int
+    # Concurrency limits of providers ("apify") and endpoints ("apify/path"), over
+    # the catalog's own maxConcurrent.
+    provider_concurrency: Mapping[str, int]
     # How long a web process reuses an API key it read: a revoked key is refused
     # within this long.
     api_key_cache_seconds: float
@@ -134,6 +142,31 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(name, f"is malformed: {raw!r} is not true or false")
 
 
+_SLOT_KEY = re.compile(r"[a-z0-9][a-z0-9-]{0,62}(/[A-Za-z0-9._~-]+)*")
+
+
+def _limits(env: Mapping[str, str], name: str) -> dict[str, int]:
+    """`provider=N,provider/endpoint/path=N`: positive whole numbers by provider or
+    endpoint."""
+    limits: dict[str, int] = {}
+    for entry in filter(None, (e.strip() for e in env.get(name, "").split(","))):
+        key, sep, raw = (part.strip() for part in entry.partition("="))
+        if not sep or not _SLOT_KEY.fullmatch(key):
+            raise SettingsError(name, f"is malformed: {entry!r} is not provider=N or "
+                                "provider/endpoint/path=N")
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1 or str(value) != raw.lstrip("+"):
+            raise SettingsError(name, f"is malformed: the limit of {key} ({raw!r}) is not a "
+                                "positive whole number")
+        if key in limits:
+            raise SettingsError(name, f"is malformed: {key} is given twice")
+        limits[key] = value
+    return limits
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     database_url = _url(env, "DATABASE_URL", ("postgresql", "postgres"))
@@ -182,6 +215,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         db_pool_timeout_seconds=_float(env, "DB_POOL_TIMEOUT_SECONDS", 2.0, 0.1, 60.0),
         rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 1200, 0, 10_000_000),
         max_runs_in_flight=_int(env, "MAX_RUNS_IN_FLIGHT", 1000, 0, 10_000_000),
+        queue_timeout_seconds=_int(env, "QUEUE_TIMEOUT_SECONDS", 900, 1, 7 * 86400),
+        caller_concurrency=_int(env, "CALLER_CONCURRENCY", max(1, worker_concurrency // 2), 0,
+                                1_000_000),
+        provider_concurrency=_limits(env, "PROVIDER_CONCURRENCY"),
         api_key_cache_seconds=_float(env, "API_KEY_CACHE_SECONDS", 2.0, 0.0, 300.0),
         metrics_cache_seconds=_float(env, "METRICS_CACHE_SECONDS", 5.0, 0.0, 300.0),
         metrics_multiproc_dir=Path(multiproc_raw) if multiproc_raw else None,

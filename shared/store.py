@@ -16,6 +16,7 @@ from psycopg.types.json import Json
 from shared.catalog import Endpoint
 from shared.db import Row, query
 from shared.ids import is_run_id
+from shared.scheduling import Limits, SlotLimits
 
 Conn = psycopg.Connection[Row]
 END_STATUSES = frozenset({"COMPLETED", "FAILED", "STOPPED", "TIMED_OUT"})
@@ -118,14 +119,21 @@ class TooManyRunsInFlight(Exception):
     """The caller has as many runs in flight as it may have."""
 
 
+@dataclass(frozen=True)
+class Accepted:
+    created_at: datetime
+    open_runs: int  # the caller's runs not yet ended, this one included
+
+
 def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
                endpoint: Endpoint, input: Any, hold_micros: int = 0,
-               max_results: int | None = None, in_flight_cap: int = 0) -> datetime:
+               max_results: int | None = None, in_flight_cap: int = 0,
+               queue_timeout_seconds: int = 900) -> Accepted:
     """Insert a new RUNNING run and hold its price on the caller's wallet, in one
     statement; writes nothing and raises TooManyRunsInFlight when the caller has
     `in_flight_cap` runs in flight (0: no cap), InsufficientFunds when the wallet
-    cannot cover the hold. Returns the run's creation time."""
-    row = conn.execute(query("insert_run"), {
+    cannot cover the hold."""
+    params = {
         "id": run_id,
         "caller": caller,
         "api_key_id": api_key_id,
@@ -142,14 +150,26 @@ def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
         "hold_micros": hold_micros,
         "max_results": max_results,
         "cap": max(0, in_flight_cap),
-    }).fetchone()
-    assert row is not None
-    if not row["under_cap"]:
-        raise TooManyRunsInFlight(caller)
-    if not row["funded"]:
-        raise InsufficientFunds(caller)
-    created_at: datetime = row["created_at"]
-    return created_at
+        "queue_timeout_seconds": queue_timeout_seconds,
+    }
+    for _ in range(5):
+        try:
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+                with conn.transaction():  # a savepoint: a number taken meanwhile is retried
+                    row = conn.execute(query("insert_run"), params).fetchone()
+            else:
+                row = conn.execute(query("insert_run"), params).fetchone()
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name != "runs_inflight_slot":
+                raise
+            continue  # a concurrent accept took the same number: pick another
+        assert row is not None
+        if not row["under_cap"]:
+            raise TooManyRunsInFlight(caller)
+        if not row["funded"]:
+            raise InsufficientFunds(caller)
+        return Accepted(row["created_at"], row["open_runs"])
+    raise TooManyRunsInFlight(caller)
 
 
 def get_run(conn: Conn, run_id: str, caller: str) -> Run | None:
@@ -224,14 +244,42 @@ class ClaimState:
     wait_seconds: float
 
 
-def claim_run(conn: Conn, run_id: str, *, worker: str, lease_seconds: int) -> Claim | None:
+@dataclass(frozen=True)
+class Waiting:
+    """The run needs a slot that is full: it waits in PostgreSQL until one frees."""
+
+    run_id: str
+    slot: str  # "caller", "provider:<slug>" or "endpoint:<slug><path>"
+
+
+@dataclass(frozen=True)
+class Woken:
+    """A run handed back to the queue from waiting for a slot."""
+
+    run_id: str
+    caller: str
+    open_runs: int
+
+
+def _woken(rows: Any) -> tuple[Woken, ...]:
+    return tuple(Woken(r["id"], r["caller"], r["open_runs"]) for r in rows or ())
+
+
+def claim_run(conn: Conn, run_id: str, *, worker: str, lease_seconds: int,
+              limits: Limits | None = None) -> Claim | Waiting | None:
+    """Take the run for this worker (a new attempt, a check of its provider job, or a
+    stop to carry out); park it when a slot it needs is full; None when there is
+    nothing to take."""
+    limits = limits or Limits()
     token = uuid.uuid4()
     row = conn.execute(query("claim_run"), {
         "run_id": run_id, "worker": worker, "lease_seconds": lease_seconds,
-        "lease_token": token,
+        "lease_token": token, "caller_cap": limits.caller, "limits": limits.as_json(),
     }).fetchone()
     if row is None:
         return None
+    if row["waiting_for"] is not None:
+        return Waiting(row["id"], row["waiting_for"])
     return Claim(
         run_id=row["id"], caller=row["caller"], status=row["status"], provider=row["provider"],
         endpoint=row["endpoint"], adapter=row["adapter"], input=row["input"],
@@ -260,13 +308,26 @@ class AttemptEnd:
     message: str | None = None
 
 
+@dataclass(frozen=True)
+class Ended:
+    status: str  # STOPPED when a stop was asked meanwhile
+    woken: tuple[Woken, ...] = ()
+
+
+def _slot_params(slots: SlotLimits | None) -> dict[str, int]:
+    slots = slots or SlotLimits()
+    return {"caller_cap": slots.caller, "provider_limit": slots.provider,
+            "endpoint_limit": slots.endpoint}
+
+
 def end_run(conn: Conn, claim: Claim, attempt: AttemptEnd, *, status: str, output: Any = None,
             result_count: int | None = None, provider_response: Any = None, error: Any = None,
-            cost_micros: int | None = None) -> str | None:
-    """Give the run its end state and settle it, in one statement; returns the state
-    it got (STOPPED when a stop was asked meanwhile), None when this attempt no longer
-    holds the run."""
+            cost_micros: int | None = None, slots: SlotLimits | None = None) -> Ended | None:
+    """Give the run its end state and settle it, in one statement, and hand back a
+    run waiting for each slot it freed (`slots`: the limits it was under). None when
+    this attempt no longer holds the run."""
     row = conn.execute(query("end_run"), {
+        **_slot_params(slots),
         "run_id": claim.run_id, "lease_token": claim.lease_token, "number": claim.attempt,
         "status": status, "output": _json(output), "result_count": result_count,
         "provider_response": _json(provider_response), "error": _json(error),
@@ -275,39 +336,45 @@ def end_run(conn: Conn, claim: Claim, attempt: AttemptEnd, *, status: str, outpu
     }).fetchone()
     if row is None:
         return None
-    ended: str = row["status"]
-    return ended
+    return Ended(row["status"], _woken(row["woken"]))
 
 
 @dataclass(frozen=True)
 class HandedBack:
     due: datetime
     status: str  # STOPPING when a stop was asked meanwhile
+    woken: tuple[Woken, ...] = ()
 
 
 def schedule_retry(conn: Conn, claim: Claim, attempt: AttemptEnd, delay_seconds: float, *,
-                   published: bool, malformed: bool = False) -> HandedBack | None:
+                   published: bool, malformed: bool = False,
+                   slots: SlotLimits | None = None) -> HandedBack | None:
     """Hand the run back for a new attempt after a delay; its provider job, if any,
-    is forgotten. None when this attempt no longer holds the run."""
+    is forgotten, and a run waiting for each slot it freed is handed back. None when
+    this attempt no longer holds the run."""
     row = conn.execute(query("schedule_retry"), {
+        **_slot_params(slots),
         "run_id": claim.run_id, "lease_token": claim.lease_token, "number": claim.attempt,
         "delay_seconds": delay_seconds, "outcome": attempt.outcome,
         "http_status": attempt.http_status, "message": attempt.message,
         "malformed": int(malformed), "published": published,
     }).fetchone()
-    return HandedBack(row["next_attempt_at"], row["status"]) if row else None
+    return HandedBack(row["next_attempt_at"], row["status"], _woken(row["woken"])) \
+        if row else None
 
 
 def follow_run(conn: Conn, claim: Claim, provider_state: Any, delay_seconds: float, *,
-               published: bool) -> HandedBack | None:
-    """Keep the provider's job state and hand the run back until the next check.
-    None when this attempt no longer holds the run."""
+               published: bool, slots: SlotLimits | None = None) -> HandedBack | None:
+    """Keep the provider's job state and hand the run back until the next check (it
+    keeps its provider's slot; a run waiting for its caller's is handed back). None
+    when this attempt no longer holds the run."""
     row = conn.execute(query("follow_run"), {
         "run_id": claim.run_id, "lease_token": claim.lease_token,
         "provider_state": _json(provider_state), "delay_seconds": delay_seconds,
-        "published": published,
+        "published": published, "caller_cap": (slots or SlotLimits()).caller,
     }).fetchone()
-    return HandedBack(row["next_attempt_at"], row["status"]) if row else None
+    return HandedBack(row["next_attempt_at"], row["status"], _woken(row["woken"])) \
+        if row else None
 
 
 def renew_leases(conn: Conn, tokens: list[uuid.UUID], lease_seconds: int) -> int:
@@ -359,10 +426,45 @@ def end_unheld_run(conn: Conn, run_id: str, *, status: str, error: Any, outcome:
     return row is not None
 
 
-def take_runs_to_publish(conn: Conn, *, grace_seconds: float, limit: int) -> list[str]:
+@dataclass(frozen=True)
+class ToPublish:
+    run_id: str
+    open_runs: int  # its caller's, for the message's priority
+
+
+def take_runs_to_publish(conn: Conn, *, grace_seconds: float, limit: int) -> list[ToPublish]:
     rows = conn.execute(query("take_runs_to_publish"),
                         {"grace_seconds": grace_seconds, "limit": limit}).fetchall()
-    return [r["id"] for r in rows]
+    callers = sorted({r["caller"] for r in rows})
+    open_runs = {c["caller"]: c["open_runs"]
+                 for c in conn.execute(query("count_open_runs"), {"callers": callers})} \
+        if callers else {}
+    return [ToPublish(r["id"], open_runs.get(r["caller"], 0)) for r in rows]
+
+
+@dataclass(frozen=True)
+class WaitingSlot:
+    slot: str
+    caller: str | None  # for a caller's own slot
+    provider: str
+    endpoint: str
+    waiting: int
+
+
+def find_waiting_slots(conn: Conn) -> list[WaitingSlot]:
+    """The slots runs wait for, and how many wait for each."""
+    return [WaitingSlot(**r) for r in conn.execute(query("find_waiting_slots"))]
+
+
+def wake_waiting_runs(conn: Conn, slot: WaitingSlot, *, limit: int, wanted: int
+                      ) -> tuple[Woken, ...]:
+    """Hand back up to `wanted` runs waiting for `slot`, as many as it has room for
+    under `limit` (0: no limit any more)."""
+    endpoint = slot.endpoint if slot.slot.startswith("endpoint:") else None
+    rows = conn.execute(query("wake_waiting_runs"), {
+        "slot": slot.slot, "caller": slot.caller, "provider": slot.provider,
+        "endpoint": endpoint, "limit": limit, "wanted": wanted}).fetchall()
+    return _woken(rows)
 
 
 def hand_back_runs(conn: Conn, owner_prefix: str) -> list[str]:

@@ -136,7 +136,7 @@ def pool(settings: Settings) -> Iterator[ConnectionPool]:
 def db(pool: ConnectionPool, redis_url: str) -> ConnectionPool:
     """A clean slate: no keys, no runs, an empty queue."""
     with transaction(pool) as conn:
-        conn.execute("TRUNCATE ledger_entries, wallets, attempts, runs, api_keys"
+        conn.execute("TRUNCATE ledger_entries, wallets, attempts, runs, api_keys, slot_turns"
                      " RESTART IDENTITY CASCADE")
     redis_lib.Redis.from_url(redis_url).flushdb()
     return pool

@@ -25,6 +25,7 @@ from shared import store
 from shared.catalog import Catalog, load_catalog
 from shared.db import DatabaseUnavailable, make_pool
 from shared.queue import TASK_RUN, enqueue_run, worker_config
+from shared.scheduling import Limits, concurrency_limits
 from shared.settings import Settings, SettingsError
 from worker.providers import make_adapters
 from worker.runner import Runner
@@ -41,6 +42,7 @@ class MonidCelery(Celery):
 
     monid_settings: Settings
     monid_catalog: Catalog
+    monid_limits: Limits
     # Shared by this worker and its pool children: the prefix of their leases.
     monid_instance: str
     _runner: Runner | None = None
@@ -65,16 +67,18 @@ class MonidCelery(Celery):
                 self._runner = Runner(
                     settings=settings, pool=pool, catalog=self.monid_catalog,
                     adapters=make_adapters(settings),
-                    publish=lambda run_id, countdown: enqueue_run(self, run_id, countdown),
-                    name=f"{self.lease_prefix}{os.getpid()}",
+                    publish=lambda run_id, countdown, priority: enqueue_run(
+                        self, run_id, countdown, priority),
+                    name=f"{self.lease_prefix}{os.getpid()}", limits=self.monid_limits,
                 )
             return self._runner
 
     def sweeper(self) -> Sweeper:
         runner = self.runner()
         return Sweeper(settings=self.monid_settings, pool=runner.pool, catalog=runner.catalog,
-                       adapters=runner.adapters,
-                       publish=lambda run_id: enqueue_run(self, run_id))
+                       adapters=runner.adapters, limits=self.monid_limits,
+                       publish=lambda run_id, priority: enqueue_run(self, run_id,
+                                                                    priority=priority))
 
     def start_background(self) -> None:
         runner = self.runner()
@@ -128,10 +132,12 @@ def check_visibility_timeout(settings: Settings, catalog: Catalog) -> None:
 def make_celery(settings: Settings, *, catalog: Catalog | None = None) -> MonidCelery:
     catalog = catalog or load_catalog(settings.catalog_dir)
     check_visibility_timeout(settings, catalog)
+    limits = concurrency_limits(settings, catalog)
     app = MonidCelery("monid", set_as_current=True)
     app.config_from_object(worker_config(settings))
     app.monid_settings = settings
     app.monid_catalog = catalog
+    app.monid_limits = limits
     app.monid_instance = uuid.uuid4().hex[:12]
 
     @app.task(name=TASK_RUN, bind=True, ignore_result=True)

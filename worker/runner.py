@@ -20,6 +20,7 @@ from shared.catalog import Catalog, split_input
 from shared.db import DatabaseUnavailable, reading, transaction
 from shared.logs import run_id_var
 from shared.money import cost_micros
+from shared.scheduling import Limits, SlotLimits, priority_for
 from shared.settings import Settings
 from worker.providers.base import (
     Adapter,
@@ -36,7 +37,8 @@ from worker.providers.base import (
 log = logging.getLogger("monid.worker")
 T = TypeVar("T")
 
-Publish = Callable[[str, float | None], None]
+# Publish a run's ID: (run ID, countdown or None, priority).
+Publish = Callable[[str, float | None, int], None]
 
 # How long the runner keeps trying to write a result while PostgreSQL is away,
 # before leaving the run to the sweeper (the lease expires, the attempt is LOST).
@@ -61,13 +63,14 @@ def backoff_seconds(attempt: int, *, base: float, cap: float, retry_after: float
 class Runner:
     def __init__(self, *, settings: Settings, pool: ConnectionPool, catalog: Catalog,
                  adapters: Mapping[str, Adapter], publish: Publish,
-                 name: str | None = None) -> None:
+                 name: str | None = None, limits: Limits | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.catalog = catalog
         self.adapters = adapters
         self.publish = publish
         self.name = name or worker_name()
+        self.limits = limits or Limits()
         # Leases this process holds now, renewed by the heartbeat.
         self._held: dict[uuid.UUID, str] = {}
         self._held_lock = threading.Lock()
@@ -96,8 +99,14 @@ class Runner:
         # Claiming is one statement (atomic on its own): one round trip per delivery.
         with reading(self.pool) as conn:
             claim = store.claim_run(conn, run_id, worker=self.name,
-                                    lease_seconds=self.settings.lease_seconds)
+                                    lease_seconds=self.settings.lease_seconds,
+                                    limits=self.limits)
             state = None if claim else store.get_claim_state(conn, run_id)
+        if isinstance(claim, store.Waiting):
+            # Not an attempt: the run waits in PostgreSQL and is handed back to the
+            # queue when the slot frees.
+            log.info("waiting for a free slot", extra={"slot": claim.slot})
+            return "waiting"
         if claim is None:
             return self._not_claimed(run_id, state)
         with self._held_lock:
@@ -173,9 +182,11 @@ class Runner:
         delay = self._within_deadline(claim, pending.check_after)
         publish = delay <= self.settings.long_wait_seconds
         handed = self._write(lambda conn: store.follow_run(conn, claim, dict(pending.state),
-                                                           delay, published=publish))
+                                                           delay, published=publish,
+                                                           slots=self._slots(claim)))
         if handed is None:
             return "lost-lease"
+        self._publish_woken(handed.woken)
         if handed.status == "STOPPING":  # a stop was asked meanwhile: carry it out now
             self._publish_quietly(claim.run_id, None)
         elif publish:
@@ -244,9 +255,11 @@ class Runner:
         publish = delay <= self.settings.long_wait_seconds
         handed = self._write(lambda conn: store.schedule_retry(conn, claim, attempt, delay,
                                                                published=publish,
-                                                               malformed=malformed))
+                                                               malformed=malformed,
+                                                               slots=self._slots(claim)))
         if handed is None:
             return "lost-lease"
+        self._publish_woken(handed.woken)
         log.info("retry scheduled", extra={"attempt": claim.attempt, "delaySeconds": delay})
         if handed.status == "STOPPING":  # a stop was asked meanwhile: carry it out now
             self._publish_quietly(claim.run_id, None)
@@ -263,12 +276,21 @@ class Runner:
     def _end(self, claim: store.Claim, attempt: store.AttemptEnd, *, status: str,
              **fields: Any) -> str:
         ended = self._write(lambda conn: store.end_run(conn, claim, attempt, status=status,
-                                                       **fields))
+                                                       slots=self._slots(claim), **fields))
         if ended is None:
             log.warning("result discarded: this attempt no longer holds the run")
             return "lost-lease"
-        log.info("run ended", extra={"status": ended, "attempt": claim.attempt})
-        return ended.lower()
+        log.info("run ended", extra={"status": ended.status, "attempt": claim.attempt})
+        self._publish_woken(ended.woken)
+        return ended.status.lower()
+
+    def _slots(self, claim: store.Claim) -> SlotLimits:
+        return self.limits.for_run(claim.provider, claim.endpoint)
+
+    def _publish_woken(self, woken: tuple[store.Woken, ...]) -> None:
+        """Runs that waited for a slot this run freed go back to the queue."""
+        for run in woken:
+            self._publish_quietly(run.run_id, None, priority_for(run.open_runs))
 
     def _write(self, write: Callable[[store.Conn], T]) -> T:
         """Write a result, waiting out a short PostgreSQL outage. Every write given is one
@@ -286,9 +308,9 @@ class Runner:
                 time.sleep(pause)
                 pause = min(pause * 2, 3.0)
 
-    def _publish_quietly(self, run_id: str, countdown: float | None) -> None:
+    def _publish_quietly(self, run_id: str, countdown: float | None, priority: int = 0) -> None:
         try:
-            self.publish(run_id, countdown)
+            self.publish(run_id, countdown, priority)
         except Exception as exc:  # the sweeper publishes due runs that nobody woke
             log.warning("publish failed; the sweeper will publish the run",
                         extra={"error": str(exc)})

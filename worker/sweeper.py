@@ -4,11 +4,14 @@ One sweep, under a PostgreSQL advisory lock so that only one process sweeps at
 a time however many run one:
 
 1. hands back runs whose lease expired (their worker died), counting the loss;
-2. ends runs that must end: asked to stop (STOPPED), past their deadline
-   (TIMED_OUT), lost by their workers too often (FAILED: a poison run must not
-   crash workers forever), or out of attempts — aborting a followed provider
-   job;
-3. publishes runs whose next step is due and whose message is not on its way:
+2. ends runs that must end: asked to stop (STOPPED), past their deadline or,
+   never started, past their queue limit (TIMED_OUT), lost by their workers too
+   often (FAILED: a poison run must not crash workers forever), or out of
+   attempts — aborting a followed provider job first, so that its provider's
+   slot is free only once the job is;
+3. hands back runs waiting for a concurrency slot that has room (a slot freed
+   by a worker that died, or by a run the sweeper ended);
+4. publishes runs whose next step is due and whose message is not on its way:
    never published (the broker was down at accept time), lost by the broker
    (Redis restarted empty), or waiting in PostgreSQL for a long retry.
 
@@ -29,6 +32,7 @@ from shared import store
 from shared.catalog import Catalog, split_input
 from shared.db import DatabaseUnavailable, reading
 from shared.logs import run_id_var
+from shared.scheduling import Limits, priority_for
 from shared.settings import Settings
 from worker.providers.base import Adapter, ProviderCall
 
@@ -41,6 +45,9 @@ _END: dict[str, tuple[str, str, dict[str, str] | None]] = {
     "STOPPED": ("STOPPED", "STOPPED", None),
     "TIMED_OUT": ("TIMED_OUT", "TIMEOUT", {"source": "platform", "code": "DEADLINE_EXCEEDED",
                                            "message": "the run passed its endpoint's deadline"}),
+    "QUEUE_TIMEOUT": ("TIMED_OUT", "TIMEOUT", {
+        "source": "platform", "code": "QUEUE_TIMEOUT",
+        "message": "the run could not start within the queue limit (QUEUE_TIMEOUT_SECONDS)"}),
     "WORKER_LOST": ("FAILED", "LOST", {"source": "platform", "code": "WORKER_LOST",
                                        "message": "the run's worker was lost too many times"}),
     "RETRIES_EXHAUSTED": ("FAILED", "LOST", {
@@ -53,18 +60,22 @@ _END: dict[str, tuple[str, str, dict[str, str] | None]] = {
 class SweepReport:
     released: list[str] = field(default_factory=list)
     ended: dict[str, str] = field(default_factory=dict)
+    woken: list[str] = field(default_factory=list)
     published: list[str] = field(default_factory=list)
     skipped: bool = False
 
 
 class Sweeper:
     def __init__(self, *, settings: Settings, pool: ConnectionPool, catalog: Catalog,
-                 adapters: Mapping[str, Adapter], publish: Callable[[str], None]) -> None:
+                 adapters: Mapping[str, Adapter], publish: Callable[[str, int], None],
+                 limits: Limits | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.catalog = catalog
         self.adapters = adapters
+        # Publish a run's ID with a priority.
         self.publish = publish
+        self.limits = limits or Limits()
 
     def sweep(self) -> SweepReport:
         """One sweep; `skipped` when another process holds the sweeper lock."""
@@ -86,33 +97,46 @@ class Sweeper:
             report.released = store.release_expired_leases(conn, limit=BATCH)
         for run_id in report.released:
             log.warning("lease expired: the worker was lost", extra={"runId": run_id})
-        aborts: list[store.RunToEnd] = []
         with conn.transaction():
-            for run in store.find_runs_to_end(conn, max_lost=self.settings.max_lost_attempts,
-                                               limit=BATCH):
-                status, outcome, error = _END[run.reason]
-                message = error["message"] if error else "stopped on request"
-                if store.end_unheld_run(conn, run.id, status=status, error=error,
-                                        outcome=outcome, message=message):
-                    report.ended[run.id] = status
-                    if run.provider_state:
-                        aborts.append(run)
-        for run in aborts:
-            self._abort(run)
-        for run_id, status in report.ended.items():
-            log.info("run ended by the sweeper", extra={"runId": run_id, "status": status})
+            to_end = store.find_runs_to_end(conn, max_lost=self.settings.max_lost_attempts,
+                                            limit=BATCH)
+        for run in to_end:
+            if run.provider_state:
+                self._abort(run)  # before the end: the provider's slot frees with the job
+            status, outcome, error = _END[run.reason]
+            message = error["message"] if error else "stopped on request"
+            # Guarded: a run a worker took meanwhile is left to it.
+            if store.end_unheld_run(conn, run.id, status=status, error=error,
+                                    outcome=outcome, message=message):
+                report.ended[run.id] = status
+                log.info("run ended by the sweeper", extra={"runId": run.id, "status": status})
         with conn.transaction():
             store.delete_expired_idempotency_keys(conn)
+        self._wake(conn, report)
         with conn.transaction():
             due = store.take_runs_to_publish(
                 conn, grace_seconds=self.settings.sweep_grace_seconds, limit=BATCH)
-        for run_id in due:
+        for item in due:
             try:
-                self.publish(run_id)
-                report.published.append(run_id)
+                self.publish(item.run_id, priority_for(item.open_runs))
+                report.published.append(item.run_id)
             except Exception as exc:  # the next sweep tries again after the grace
-                log.warning("publish failed", extra={"runId": run_id, "error": str(exc)})
+                log.warning("publish failed", extra={"runId": item.run_id, "error": str(exc)})
                 break
+
+    def _wake(self, conn: store.Conn, report: SweepReport) -> None:
+        """Fill every slot that has room with runs waiting for it. A run handed back
+        whose message goes astray is published again after the grace, like any."""
+        for slot in store.find_waiting_slots(conn):
+            woken = store.wake_waiting_runs(conn, slot, limit=self.limits.for_slot(slot.slot),
+                                            wanted=min(slot.waiting, BATCH))
+            for run in woken:
+                report.woken.append(run.run_id)
+                try:
+                    self.publish(run.run_id, priority_for(run.open_runs))
+                except Exception as exc:
+                    log.warning("publish failed", extra={"runId": run.run_id,
+                                                         "error": str(exc)})
 
     def _abort(self, run: store.RunToEnd) -> None:
         endpoint = self.catalog.find(run.provider, run.endpoint)

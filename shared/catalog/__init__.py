@@ -49,6 +49,9 @@ FILE_SCHEMA: dict[str, Any] = {
         "name": {"type": "string", "minLength": 1},
         "description": {"type": "string"},
         "adapter": {"enum": list(ADAPTERS)},
+        # Runs of this provider at once, across the fleet (e.g. an Apify account's
+        # concurrent actor runs); the PROVIDER_CONCURRENCY setting overrides it.
+        "maxConcurrent": {"type": "integer", "minimum": 1},
         "endpoints": {
             "type": "array",
             "minItems": 1,
@@ -67,6 +70,8 @@ FILE_SCHEMA: dict[str, Any] = {
                     "price": _PRICE_SCHEMA,
                     "deadlineSeconds": {"type": "integer", "minimum": 1, "maximum": 86400},
                     "maxAttempts": {"type": "integer", "minimum": 1, "maximum": 20},
+                    # Runs of this endpoint at once, across the fleet.
+                    "maxConcurrent": {"type": "integer", "minimum": 1},
                     "call": {"type": "object"},
                     # A realistic input that passes the endpoint's schemas, for its card.
                     "exampleInput": {"type": "object"},
@@ -193,12 +198,15 @@ class Endpoint:
     call: Mapping[str, Any]
     validators: Mapping[str, Draft202012Validator] = field(repr=False, compare=False)
     example_input: Mapping[str, Any] | None = None
+    max_concurrent: int | None = None
 
 
 @dataclass(frozen=True)
 class Catalog:
     endpoints: Mapping[tuple[str, str], Endpoint]
     provider_names: Mapping[str, str]
+    # The providers' own concurrency limits (maxConcurrent), where they have one.
+    provider_limits: Mapping[str, int] = field(default_factory=dict)
 
     def find(self, provider: str, path: str) -> Endpoint | None:
         return self.endpoints.get((provider, path))
@@ -232,7 +240,8 @@ def _price(raw: Mapping[str, Any], where: str, problems: list[str]) -> Price:
                  raw.get("maxResultsInput"))
 
 
-def _load_file(path: Path, problems: list[str]) -> list[Endpoint]:
+def _load_file(path: Path, problems: list[str],
+               provider_limits: dict[str, int] | None = None) -> list[Endpoint]:
     try:
         data = json.loads(path.read_text(), parse_float=_float_keeping_text)
     except (OSError, UnicodeDecodeError) as exc:
@@ -247,6 +256,8 @@ def _load_file(path: Path, problems: list[str]) -> list[Endpoint]:
             location = "/".join(str(p) for p in error.absolute_path) or "(top)"
             problems.append(f"{path.name}: {location}: {error.message}")
         return []
+    if provider_limits is not None and "maxConcurrent" in data:
+        provider_limits[data["provider"]] = data["maxConcurrent"]
     endpoints = []
     for index, raw in enumerate(data["endpoints"]):
         where = f"{path.name}: endpoints/{index} ({raw['path']})"
@@ -278,6 +289,7 @@ def _load_file(path: Path, problems: list[str]) -> list[Endpoint]:
                 call=raw.get("call", {}),
                 validators={part: Draft202012Validator(s) for part, s in schemas.items()},
                 example_input=raw.get("exampleInput"),
+                max_concurrent=raw.get("maxConcurrent"),
             )
         )
         example = endpoints[-1].example_input
@@ -295,8 +307,9 @@ def load_catalog(directory: Path) -> Catalog:
         raise CatalogError(f"catalog {directory} has no *.json files")
     endpoints: dict[tuple[str, str], Endpoint] = {}
     provider_names: dict[str, str] = {}
+    provider_limits: dict[str, int] = {}
     for path in files:
-        for endpoint in _load_file(path, problems):
+        for endpoint in _load_file(path, problems, provider_limits):
             key = (endpoint.provider, endpoint.path)
             if key in endpoints:
                 problems.append(f"{path.name}: endpoint {endpoint.provider} {endpoint.path} "
@@ -308,7 +321,8 @@ def load_catalog(directory: Path) -> Catalog:
             provider_names[endpoint.provider] = endpoint.provider_name
     if problems:
         raise CatalogError(f"catalog {directory} is broken: " + "; ".join(problems))
-    return Catalog(endpoints=endpoints, provider_names=provider_names)
+    return Catalog(endpoints=endpoints, provider_names=provider_names,
+                   provider_limits=provider_limits)
 
 
 def is_composite(value: Mapping[str, Any]) -> bool:

@@ -24,17 +24,34 @@ RETURNING id, user_id, label, mode, key_prefix, key_hash, created_at, revoked_at
 
 -- name: insert_run
 -- Accept a run in one statement, so one round trip and atomic without a
--- transaction: unless the caller has `cap` runs in flight already (cap 0: no
--- cap), hold the run's price on the wallet (only if its available balance
--- covers it; the wallet's row lock makes concurrent holds wait for each other),
--- insert the run and the ledger's HOLD entry. Nothing is written when the cap is
--- reached or the wallet falls short; the two flags say which.
-WITH open_runs AS (
+-- transaction: under a cap on the caller's runs in flight (cap 0: none), take a
+-- number 0..cap-1 that none of its open runs holds (at random: concurrent accepts
+-- seldom pick the same; the unique index runs_inflight_slot refuses the second
+-- of two that do, and the caller tries again); hold the run's price on the wallet
+-- (only if its available balance covers it; the wallet's row lock makes
+-- concurrent holds wait for each other); insert the run and the ledger's HOLD
+-- entry. Nothing is written when the caller has `cap` runs open, no number is
+-- free, or the wallet falls short; the two flags say which. `open_runs` (counted
+-- up to 101 or the cap) sets the message's priority.
+WITH used AS (
+    SELECT inflight_slot AS slot
+    FROM runs
+    WHERE %(cap)s > 0 AND caller = %(caller)s AND completed_at IS NULL
+      AND inflight_slot IS NOT NULL
+), open_runs AS (
     SELECT count(*) AS n
     FROM (SELECT 1 FROM runs WHERE caller = %(caller)s AND completed_at IS NULL
-          LIMIT %(cap)s) open
+          LIMIT greatest(%(cap)s, 101)) open
+), slot AS (
+    SELECT n AS slot
+    FROM generate_series(0, %(cap)s - 1) n
+    WHERE n NOT IN (SELECT slot FROM used)
+    ORDER BY random()
+    LIMIT 1
 ), under_cap AS (
-    SELECT %(cap)s = 0 OR (SELECT n FROM open_runs) < %(cap)s AS ok
+    -- Runs accepted while there was no cap hold no number: they count here.
+    SELECT %(cap)s = 0 OR ((SELECT n FROM open_runs) < %(cap)s AND EXISTS (SELECT 1 FROM slot))
+           AS ok
 ), held AS (
     UPDATE wallets
     SET held_micros = held_micros + %(hold_micros)s, updated_at = now()
@@ -47,13 +64,15 @@ WITH open_runs AS (
 ), run AS (
     INSERT INTO runs (
         id, caller, api_key_id, provider, provider_name, endpoint, adapter, input,
-        price_type, price_micros, flat_fee_micros, max_attempts, deadline_at,
-        last_published_at, hold_micros, max_results
+        price_type, price_micros, flat_fee_micros, max_attempts, deadline_seconds, deadline_at,
+        last_published_at, hold_micros, max_results, inflight_slot
     )
     SELECT %(id)s, %(caller)s, %(api_key_id)s, %(provider)s, %(provider_name)s, %(endpoint)s,
            %(adapter)s, %(input)s, %(price_type)s, %(price_micros)s, %(flat_fee_micros)s,
-           %(max_attempts)s, now() + make_interval(secs => %(deadline_seconds)s), now(),
-           %(hold_micros)s, %(max_results)s
+           %(max_attempts)s, %(deadline_seconds)s,
+           -- Until its first start, a run's deadline is its queue limit.
+           now() + make_interval(secs => %(queue_timeout_seconds)s), now(),
+           %(hold_micros)s, %(max_results)s, (SELECT slot FROM slot)
     WHERE (SELECT ok FROM under_cap) AND (SELECT ok FROM funded)
     RETURNING id, created_at
 ), hold_entry AS (
@@ -61,7 +80,7 @@ WITH open_runs AS (
     SELECT held.caller, run.id, 'HOLD', %(hold_micros)s FROM held, run
 )
 SELECT (SELECT ok FROM under_cap) AS under_cap, (SELECT ok FROM funded) AS funded,
-       (SELECT created_at FROM run) AS created_at;
+       (SELECT created_at FROM run) AS created_at, (SELECT n FROM open_runs) + 1 AS open_runs;
 
 -- name: get_run
 SELECT r.id, r.caller, r.provider, r.provider_name, r.endpoint, r.status, r.input, r.output,
@@ -102,34 +121,10 @@ ORDER BY id DESC
 LIMIT %(limit)s;
 
 -- name: claim_run
--- Take a run with one guarded UPDATE, so a second delivery finds nothing. A run
--- with no provider job yet starts a new attempt; a run following one (its
--- provider_state is set) is taken for one more check within the same attempt.
-WITH claimed AS (
-    UPDATE runs
-    SET attempt_count = attempt_count + (provider_state IS NULL AND status = 'RUNNING')::int,
-        lease_token = %(lease_token)s,
-        lease_owner = %(worker)s,
-        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-        next_attempt_at = NULL,
-        started_at = coalesce(started_at, now()),
-        updated_at = now()
-    WHERE id = %(run_id)s
-      AND lease_token IS NULL
-      AND ((status = 'RUNNING'
-            AND (provider_state IS NOT NULL OR attempt_count < max_attempts)
-            AND (next_attempt_at IS NULL OR next_attempt_at <= now()))
-           -- A stop was asked: take it at once, to carry the stop out.
-           OR status = 'STOPPING')
-    RETURNING id, caller, status, provider, endpoint, adapter, input, provider_state, attempt_count,
-              max_attempts, deadline_at, price_type, price_micros, flat_fee_micros,
-              malformed_answers, hold_micros, max_results,
-              (provider_state IS NULL AND status = 'RUNNING') AS new_attempt
-), attempt AS (
-    INSERT INTO attempts (run_id, number, lease_token, worker)
-    SELECT id, attempt_count, %(lease_token)s, %(worker)s FROM claimed WHERE new_attempt
-)
-SELECT * FROM claimed;
+-- Take a run for this worker, or park it until a slot it needs is free
+-- (`waiting_for` set): see monid_claim in migration 0009.
+SELECT * FROM monid_claim(%(run_id)s, %(lease_token)s, %(worker)s, %(lease_seconds)s,
+                          %(caller_cap)s, %(limits)s);
 
 -- name: get_claim_state
 SELECT status, lease_token, attempt_count, max_attempts, next_attempt_at,
@@ -159,7 +154,7 @@ WITH ended AS (
     WHERE id = %(run_id)s
       AND lease_token = %(lease_token)s
       AND status IN ('RUNNING', 'STOPPING')
-    RETURNING id, status, caller, cost_micros, hold_micros
+    RETURNING id, status, caller, provider, endpoint, cost_micros, hold_micros
 ), attempt AS (
     UPDATE attempts
     SET ended_at = now(), outcome = %(outcome)s, http_status = %(http_status)s,
@@ -167,7 +162,11 @@ WITH ended AS (
     WHERE run_id = %(run_id)s AND number = %(number)s AND ended_at IS NULL
       AND EXISTS (SELECT 1 FROM ended)
 )
-SELECT id, status, monid_settle(caller, id, cost_micros, hold_micros) FROM ended;
+SELECT id, status, monid_settle(caller, id, cost_micros, hold_micros),
+       (SELECT json_agg(w) FROM monid_wake_freed(caller, provider, endpoint, %(caller_cap)s,
+                                                 %(provider_limit)s, %(endpoint_limit)s,
+                                                 true) w) AS woken
+FROM ended;
 
 -- name: schedule_retry
 -- Hand the run back after a transient failure, to be tried again after a delay.
@@ -185,7 +184,7 @@ WITH retried AS (
     WHERE id = %(run_id)s
       AND lease_token = %(lease_token)s
       AND status IN ('RUNNING', 'STOPPING')
-    RETURNING id, next_attempt_at, status
+    RETURNING id, next_attempt_at, status, caller, provider, endpoint
 ), attempt AS (
     UPDATE attempts
     SET ended_at = now(), outcome = %(outcome)s, http_status = %(http_status)s,
@@ -193,24 +192,35 @@ WITH retried AS (
     WHERE run_id = %(run_id)s AND number = %(number)s AND ended_at IS NULL
       AND EXISTS (SELECT 1 FROM retried)
 )
-SELECT id, next_attempt_at, status FROM retried;
+SELECT id, next_attempt_at, status,
+       (SELECT json_agg(w) FROM monid_wake_freed(caller, provider, endpoint, %(caller_cap)s,
+                                                 %(provider_limit)s, %(endpoint_limit)s,
+                                                 true) w) AS woken
+FROM retried;
 
 -- name: follow_run
 -- The provider took the job: keep its state with the run and hand the run back
--- until the next check is due. The attempt stays open.
-UPDATE runs
-SET provider_state = %(provider_state)s,
-    lease_token = NULL,
-    lease_owner = NULL,
-    lease_expires_at = NULL,
-    next_attempt_at = now() + make_interval(secs => %(delay_seconds)s),
-    last_published_at = CASE WHEN %(published)s
-                             THEN now() + make_interval(secs => %(delay_seconds)s) END,
-    updated_at = now()
-WHERE id = %(run_id)s
-  AND lease_token = %(lease_token)s
-  AND status IN ('RUNNING', 'STOPPING')
-RETURNING id, next_attempt_at, status;
+-- until the next check is due. The attempt stays open, and the run keeps its
+-- provider's slot while the job runs; the caller's slot is free.
+WITH followed AS (
+    UPDATE runs
+    SET provider_state = %(provider_state)s,
+        lease_token = NULL,
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        next_attempt_at = now() + make_interval(secs => %(delay_seconds)s),
+        last_published_at = CASE WHEN %(published)s
+                                 THEN now() + make_interval(secs => %(delay_seconds)s) END,
+        updated_at = now()
+    WHERE id = %(run_id)s
+      AND lease_token = %(lease_token)s
+      AND status IN ('RUNNING', 'STOPPING')
+    RETURNING id, next_attempt_at, status, caller, provider, endpoint
+)
+SELECT id, next_attempt_at, status,
+       (SELECT json_agg(w) FROM monid_wake_freed(caller, provider, endpoint, %(caller_cap)s,
+                                                 0, 0, false) w) AS woken
+FROM followed;
 
 -- name: renew_leases
 -- The heartbeat: a live worker keeps the leases of the runs it is working on.
@@ -261,6 +271,7 @@ SELECT id, lost_count FROM released;
 -- workers too often, or out of attempts.
 SELECT id, provider, endpoint, adapter, input, provider_state, attempt_count, deadline_at,
        CASE WHEN status = 'STOPPING' THEN 'STOPPED'
+            WHEN deadline_at <= now() AND started_at IS NULL THEN 'QUEUE_TIMEOUT'
             WHEN deadline_at <= now() THEN 'TIMED_OUT'
             WHEN lost_count >= %(max_lost)s THEN 'WORKER_LOST'
             ELSE 'RETRIES_EXHAUSTED' END AS reason
@@ -277,10 +288,12 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: end_unheld_run
 -- The sweeper ends a run that no worker holds, and settles it (the guard keeps a
--- worker that took it meanwhile, or ended it, from being overwritten).
+-- worker that took it meanwhile, or ended it, from being overwritten). A run
+-- waiting for a slot stops waiting.
 WITH ended AS (
     UPDATE runs
     SET status = %(status)s,
+        waiting_for = NULL,
         error = %(error)s,
         cost_micros = 0,
         completed_at = now(),
@@ -304,13 +317,16 @@ SELECT id, monid_settle(caller, id, cost_micros, hold_micros) FROM ended;
 -- name: take_runs_to_publish
 -- Runs nobody holds whose next step is due and whose message is not already on
 -- its way: never published, published longer ago than the grace (the broker
--- lost it), or waiting in PostgreSQL for a long retry.
+-- lost it), or waiting in PostgreSQL for a long retry. Not the runs waiting for
+-- a slot: they are handed back when one frees (find_waiting_slots). With each,
+-- its caller's open runs, for the message's priority.
 WITH due AS (
     SELECT id
     FROM runs
     WHERE completed_at IS NULL
       AND status = 'RUNNING'
       AND lease_token IS NULL
+      AND waiting_for IS NULL
       AND coalesce(next_attempt_at, created_at) <= now()
       AND (last_published_at IS NULL
            OR last_published_at <= now() - make_interval(secs => %(grace_seconds)s))
@@ -322,7 +338,30 @@ UPDATE runs r
 SET last_published_at = now()
 FROM due
 WHERE r.id = due.id
-RETURNING r.id;
+RETURNING r.id, r.caller;
+
+-- name: count_open_runs
+-- Each caller's runs not yet ended, counted up to 101 (enough for a priority).
+SELECT c.caller, (SELECT count(*) FROM (SELECT 1 FROM runs
+                                        WHERE caller = c.caller AND completed_at IS NULL
+                                        LIMIT 101) open)::integer AS open_runs
+FROM unnest(%(callers)s::text[]) AS c(caller);
+
+-- name: find_waiting_slots
+-- The slots runs are waiting for, with how many wait: a caller's own slot (one
+-- row per caller), a provider's or an endpoint's (one row each).
+SELECT waiting_for AS slot,
+       CASE WHEN waiting_for = 'caller' THEN caller END AS caller,
+       min(provider) AS provider, min(endpoint) AS endpoint, count(*)::integer AS waiting
+FROM runs
+WHERE waiting_for IS NOT NULL
+GROUP BY 1, 2
+ORDER BY 1, 2;
+
+-- name: wake_waiting_runs
+-- Hand runs waiting for a slot back to the queue, as many as it has room for.
+SELECT id, caller, open_runs
+FROM monid_wake(%(slot)s, %(caller)s, %(provider)s, %(endpoint)s, %(limit)s, %(wanted)s);
 
 -- name: hand_back_runs
 -- A worker that is shutting down hands back the runs it still holds: they are

@@ -28,7 +28,11 @@ def _env_without(base_env: dict[str, str], *names: str, **overrides: str) -> dic
     ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL is malformed"),
     ({"WORKER_CONCURRENCY": "lots"}, "WORKER_CONCURRENCY is malformed"),
     ({"PORT": "99999"}, "PORT is out of range"),
-], ids=["no-db", "no-redis", "bad-db", "bad-concurrency", "bad-port"])
+    ({"PROVIDER_CONCURRENCY": "demo=0"}, "PROVIDER_CONCURRENCY is malformed"),
+    ({"PROVIDER_CONCURRENCY": "nobody=3"}, "PROVIDER_CONCURRENCY is malformed"),
+    ({"CALLER_CONCURRENCY": "-2"}, "CALLER_CONCURRENCY is out of range"),
+], ids=["no-db", "no-redis", "bad-db", "bad-concurrency", "bad-port", "zero-limit",
+        "unknown-provider", "bad-caller-limit"])
 def test_bad_settings_stop_the_process_with_one_line(
         argv: list[str], change: dict[str, str], expected: str,
         base_env: dict[str, str]) -> None:

@@ -98,7 +98,7 @@ def client(make_app: Callable[..., Flask]) -> FlaskClient:
 def make_runner(settings: Settings, pool: ConnectionPool, *, with_demo: bool = True) -> Runner:
     return Runner(settings=settings, pool=pool, catalog=CATALOG,
                   adapters={"demo": DemoAdapter()} if with_demo else {},
-                  publish=lambda run_id, countdown: None, name="metrics-test-worker")
+                  publish=lambda *_: None, name="metrics-test-worker")
 
 
 def set_duration(pool: ConnectionPool, run_id: str, seconds: float) -> None:

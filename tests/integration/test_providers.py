@@ -50,7 +50,7 @@ class Driver:
         self.published: list[tuple[str, float | None]] = []
         self.runner = Runner(settings=settings, pool=pool, catalog=catalog,
                              adapters=make_adapters(settings),
-                             publish=lambda run_id, c: self.published.append((run_id, c)),
+                             publish=lambda run_id, c, _p: self.published.append((run_id, c)),
                              name="test")
 
     def start(self, provider: str, endpoint: str, input: dict[str, Any]) -> str:

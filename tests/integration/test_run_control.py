@@ -204,7 +204,7 @@ def test_the_sweeper_carries_out_a_stop_nobody_picked_up(
     assert runner.run(run_id) == "following"
     stop(web, funded, run_id)
     sweeper = Sweeper(settings=control_settings, pool=db, catalog=runner.catalog,
-                      adapters=runner.adapters, publish=lambda _: None)
+                      adapters=runner.adapters, publish=lambda *_: None)
     assert sweeper.sweep().ended == {run_id: "STOPPED"}
     assert apify.count("POST", "/v2/actor-runs/") == 1
     assert read(web, funded, run_id)["status"] == "STOPPED"

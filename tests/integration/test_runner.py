@@ -50,7 +50,7 @@ def adapter() -> CountingAdapter:
 def runner(settings: Settings, db: ConnectionPool, adapter: CountingAdapter,
            published: list[tuple[str, float | None]]) -> Runner:
     return Runner(settings=settings, pool=db, catalog=CATALOG, adapters={"demo": adapter},
-                  publish=lambda run_id, countdown: published.append((run_id, countdown)),
+                  publish=lambda run_id, countdown, _p: published.append((run_id, countdown)),
                   name="test-worker")
 
 
@@ -160,9 +160,9 @@ def test_a_permanent_error_completes_with_the_providers_answer(
 def test_a_run_past_its_deadline_is_timed_out(runner: Runner, db: ConnectionPool,
                                               adapter: CountingAdapter) -> None:
     run_id = insert_demo_run(db, "/echo", {})
-    with transaction(db) as conn:
-        conn.execute("UPDATE runs SET deadline_at = now() - interval '1 second' WHERE id = %s",
-                     (run_id,))
+    with transaction(db) as conn:  # started earlier, and its deadline has passed since
+        conn.execute("UPDATE runs SET started_at = now() - interval '2 seconds',"
+                     " deadline_at = now() - interval '1 second' WHERE id = %s", (run_id,))
     assert runner.run(run_id) == "timed_out"
     assert read_run(db, run_id).status == "TIMED_OUT"
     assert adapter.calls == []

@@ -210,7 +210,7 @@ class Money:
                              adapters={"demo": DemoAdapter()}, publish=lambda *_: None,
                              name="test")
         self.sweeper = Sweeper(settings=settings, pool=pool, catalog=catalog,
-                               adapters={"demo": DemoAdapter()}, publish=lambda _: None)
+                               adapters={"demo": DemoAdapter()}, publish=lambda *_: None)
 
     def start(self, endpoint: str, input: dict[str, Any]) -> str:
         found = self.catalog.find("paid", endpoint)

@@ -532,3 +532,29 @@ def test_a_fractional_schema_keyword_validates_float_input(tmp_path: Path) -> No
     assert json.loads(json.dumps(found.input_schema)) == schema
     assert validate_input(found, {"step": 1.5, "ratio": 0.75}) == {}
     assert validate_input(found, {"ratio": 0.25}) == {"input.ratio": ["must be >= 0.5"]}
+
+
+# --- concurrency limits ------------------------------------------------------------------
+
+
+def test_providers_and_endpoints_may_have_a_concurrency_limit(tmp_path: Path) -> None:
+    catalog = load_one(tmp_path, provider_json(endpoint_json("/search", maxConcurrent=2),
+                                               endpoint_json("/profile"), maxConcurrent=25))
+    assert catalog.provider_limits == {"acme": 25}
+    search = catalog.find("acme", "/search")
+    profile = catalog.find("acme", "/profile")
+    assert search is not None and search.max_concurrent == 2
+    assert profile is not None and profile.max_concurrent is None
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2.5, "3", True, None])
+@pytest.mark.parametrize("where", ["provider", "endpoint"])
+def test_a_concurrency_limit_must_be_a_positive_integer(tmp_path: Path, limit: Any,
+                                                        where: str) -> None:
+    if where == "provider":
+        raw = provider_json(maxConcurrent=limit)
+    else:
+        raw = provider_json(endpoint_json(maxConcurrent=limit))
+    message = broken(tmp_path, raw)
+    assert "acme.json" in message and "maxConcurrent" in message
+    assert "\n" not in message

@@ -10,7 +10,15 @@ import fakeredis
 import pytest
 import redis
 
-from shared.queue import QUEUE, TASK_RUN, PublishFailed, RunPublisher, make_publisher
+from shared.queue import (
+    QUEUE,
+    QUEUE_KEYS,
+    TASK_RUN,
+    PublishFailed,
+    RunPublisher,
+    make_publisher,
+    queue_key,
+)
 from shared.settings import load_settings
 
 RUN_ID = "01JABCDEFGHJKMNPQRSTVWXYZ0"
@@ -113,3 +121,38 @@ def test_close_sends_what_is_pending_and_the_publisher_can_go_on() -> None:
     publisher.publish_soon(RUN_ID)
     assert publisher.flush(timeout=10)
     assert client.llen(QUEUE) == 4
+
+
+def _celery_message_with(priority: int) -> dict[str, Any]:
+    settings = load_settings({"DATABASE_URL": "postgresql://u@127.0.0.1/x",
+                              "REDIS_URL": "redis://127.0.0.1:6379/0"})
+    app = make_publisher(settings)
+    app.conf.broker_url = "memory://"
+    with app.producer_or_acquire() as producer:
+        channel = producer.channel
+        app.send_task(TASK_RUN, args=[RUN_ID], queue=QUEUE, retry=False, priority=priority)
+        raw = channel._get(QUEUE)
+    app.close()
+    return raw if isinstance(raw, dict) else json.loads(raw)
+
+
+@pytest.mark.parametrize("priority", [0, 3, 6, 9])
+def test_a_message_with_a_priority_matches_celerys(priority: int) -> None:
+    ours = json.loads(RunPublisher(fakeredis.FakeRedis()).message(RUN_ID, priority))
+    theirs = _celery_message_with(priority)
+    assert ours["properties"]["priority"] == theirs["properties"]["priority"] == priority
+
+
+def test_publish_soon_puts_each_priority_in_its_own_list_in_order() -> None:
+    client = fakeredis.FakeRedis()
+    publisher = RunPublisher(client)
+    ids = [f"01JABCDEFGHJKMNPQRSTVW{n:04d}" for n in range(30)]
+    for n, run_id in enumerate(ids):
+        publisher.publish_soon(run_id, (n % 3) * 3)
+    assert publisher.flush(timeout=10)
+    for step in (0, 3, 6):
+        raw = client.lrange(queue_key(step), 0, -1)
+        taken = [json.loads(base64.b64decode(json.loads(m)["body"]))[0][0] for m in reversed(raw)]
+        assert taken == [run_id for n, run_id in enumerate(ids) if (n % 3) * 3 == step]
+    assert set(QUEUE_KEYS) == {QUEUE, f"{QUEUE}\x06\x163", f"{QUEUE}\x06\x166",
+                               f"{QUEUE}\x06\x169"}

@@ -51,6 +51,9 @@ def test_defaults_with_only_the_two_urls() -> None:
         "retry_base_seconds": 1.0,
         "retry_max_seconds": 60.0,
         "task_visibility_timeout": 3600,
+        "queue_timeout_seconds": 900,
+        "caller_concurrency": 100,
+        "provider_concurrency": {},
     }
     actual = dataclasses.asdict(settings)
     assert {name: actual.get(name) for name in expected} == expected
@@ -186,6 +189,17 @@ def test_reads_os_environ_when_no_mapping_is_given(monkeypatch: pytest.MonkeyPat
     (env(TASK_VISIBILITY_TIMEOUT="59"), "TASK_VISIBILITY_TIMEOUT", "is out of range"),
     (env(LOG_LEVEL="VERBOSE"), "LOG_LEVEL", "is malformed"),
     (env(CATALOG_DIR="/no/such/catalog/dir"), "CATALOG_DIR", "is not a directory"),
+    (env(QUEUE_TIMEOUT_SECONDS="0"), "QUEUE_TIMEOUT_SECONDS", "is out of range"),
+    (env(QUEUE_TIMEOUT_SECONDS="15m"), "QUEUE_TIMEOUT_SECONDS", "is not an integer"),
+    (env(CALLER_CONCURRENCY="-1"), "CALLER_CONCURRENCY", "is out of range"),
+    (env(CALLER_CONCURRENCY="half"), "CALLER_CONCURRENCY", "is not an integer"),
+    (env(PROVIDER_CONCURRENCY="apify"), "PROVIDER_CONCURRENCY", "is not provider=N"),
+    (env(PROVIDER_CONCURRENCY="apify=0"), "PROVIDER_CONCURRENCY", "not a positive whole"),
+    (env(PROVIDER_CONCURRENCY="apify=-3"), "PROVIDER_CONCURRENCY", "not a positive whole"),
+    (env(PROVIDER_CONCURRENCY="apify=2.5"), "PROVIDER_CONCURRENCY", "not a positive whole"),
+    (env(PROVIDER_CONCURRENCY="apify=lots"), "PROVIDER_CONCURRENCY", "not a positive whole"),
+    (env(PROVIDER_CONCURRENCY="Apify=3"), "PROVIDER_CONCURRENCY", "is not provider=N"),
+    (env(PROVIDER_CONCURRENCY="apify=3,apify=4"), "PROVIDER_CONCURRENCY", "given twice"),
 ])
 def test_bad_values_raise_settings_error_naming_the_variable(
     values: dict[str, str], variable: str, fragment: str
@@ -280,3 +294,12 @@ def test_or_exit_prints_one_line_even_for_a_path_with_a_newline(
         load_settings_or_exit(env(CATALOG_DIR=str(tmp_path / "one\ntwo")))
     assert caught.value.code == 2
     assert len(capsys.readouterr().err.splitlines()) == 1
+
+
+def test_concurrency_settings_are_read() -> None:
+    settings = load_settings(env(WORKER_CONCURRENCY="50", QUEUE_TIMEOUT_SECONDS="60",
+                                 PROVIDER_CONCURRENCY=" apify=25, demo/sleep=3 ,"))
+    assert settings.caller_concurrency == 25  # half a worker's slots, by default
+    assert settings.queue_timeout_seconds == 60
+    assert settings.provider_concurrency == {"apify": 25, "demo/sleep": 3}
+    assert load_settings(env(CALLER_CONCURRENCY="0")).caller_concurrency == 0

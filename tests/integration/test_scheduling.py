@@ -1,0 +1,355 @@
+"""Fair scheduling on the real database: deadlines from the start, the queue limit,
+concurrency slots of callers and providers, runs waiting for them and handed back,
+and the exact cap on runs in flight."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from psycopg_pool import ConnectionPool
+
+from shared import store
+from shared.db import reading, transaction
+from shared.ids import new_run_id
+from shared.scheduling import Limits, SlotLimits, priority_for
+from shared.settings import Settings
+from tests.helpers import CATALOG
+from worker.providers.demo import DemoAdapter
+from worker.runner import Runner
+from worker.sweeper import Sweeper
+
+A, B, C = "USER#a", "USER#b", "USER#c"
+
+
+def start(db: ConnectionPool, caller: str, endpoint: str = "/echo",
+          input: dict[str, Any] | None = None, *, cap: int = 0,
+          queue_timeout: int = 900) -> str:
+    found = CATALOG.find("demo", endpoint)
+    assert found is not None
+    run_id = new_run_id()
+    with reading(db) as conn:
+        store.insert_run(conn, run_id=run_id, caller=caller, api_key_id=None, endpoint=found,
+                         input=input or {}, in_flight_cap=cap,
+                         queue_timeout_seconds=queue_timeout)
+    return run_id
+
+
+def claim(db: ConnectionPool, run_id: str, limits: Limits,
+          worker: str = "w") -> store.Claim | store.Waiting | None:
+    with reading(db) as conn:
+        return store.claim_run(conn, run_id, worker=worker, lease_seconds=60, limits=limits)
+
+
+def finish(db: ConnectionPool, claimed: store.Claim | store.Waiting | None,
+           limits: Limits) -> store.Ended:
+    assert isinstance(claimed, store.Claim)
+    with reading(db) as conn:
+        ended = store.end_run(conn, claimed, store.AttemptEnd("OK", 200), status="COMPLETED",
+                              output={}, result_count=1, cost_micros=0,
+                              slots=limits.for_run(claimed.provider, claimed.endpoint))
+    assert ended is not None
+    return ended
+
+
+def row(db: ConnectionPool, run_id: str) -> dict[str, Any]:
+    with reading(db) as conn:
+        found = conn.execute("SELECT status, waiting_for, attempt_count, started_at, deadline_at,"
+                             " created_at, error, cost_micros FROM runs WHERE id = %s",
+                             (run_id,)).fetchone()
+    assert found is not None
+    return found
+
+
+def sweeper(settings: Settings, db: ConnectionPool, limits: Limits,
+            published: list[tuple[str, int]] | None = None) -> Sweeper:
+    sink = published if published is not None else []
+    return Sweeper(settings=settings, pool=db, catalog=CATALOG, adapters={"demo": DemoAdapter()},
+                   limits=limits, publish=lambda run_id, priority: sink.append((run_id, priority)))
+
+
+# --- deadlines and the queue limit ----------------------------------------------------------
+
+
+def test_the_deadline_starts_when_the_run_starts(db: ConnectionPool) -> None:
+    run_id = start(db, A, "/echo", queue_timeout=600)
+    queued = row(db, run_id)
+    assert queued["started_at"] is None
+    # Until it starts, the run's deadline is its queue limit.
+    assert abs((queued["deadline_at"] - queued["created_at"]).total_seconds() - 600) < 1
+    with transaction(db) as conn:  # it waited 50 s in the queue
+        conn.execute("UPDATE runs SET created_at = created_at - interval '50 seconds'"
+                     " WHERE id = %s", (run_id,))
+    claimed = claim(db, run_id, Limits())
+    assert isinstance(claimed, store.Claim)
+    started = row(db, run_id)
+    # /echo's deadline is 60 s, counted from the start, not from the accept.
+    assert abs((started["deadline_at"] - started["started_at"]).total_seconds() - 60) < 1
+    assert started["deadline_at"] > datetime.now(UTC) + timedelta(seconds=55)
+
+
+def test_a_run_that_could_not_start_in_time_ends_queue_timeout(
+        db: ConnectionPool, settings: Settings) -> None:
+    with transaction(db) as conn:
+        store.credit_wallet(conn, A, 1_000_000)
+    paid = CATALOG.find("demo", "/echo")
+    assert paid is not None
+    run_id = new_run_id()
+    with reading(db) as conn:
+        store.insert_run(conn, run_id=run_id, caller=A, api_key_id=None, endpoint=paid,
+                         input={}, hold_micros=250_000, queue_timeout_seconds=1)
+        conn.execute("UPDATE runs SET deadline_at = now() - interval '1 ms' WHERE id = %s",
+                     (run_id,))
+    # A worker that gets it now does not start it...
+    assert claim(db, run_id, Limits()) is None
+    # ...and the sweeper ends it.
+    report = sweeper(settings, db, Limits()).sweep()
+    assert report.ended == {run_id: "TIMED_OUT"}
+    ended = row(db, run_id)
+    assert ended["error"]["code"] == "QUEUE_TIMEOUT"
+    assert ended["cost_micros"] == 0 and ended["started_at"] is None
+    with reading(db) as conn:
+        assert store.get_wallet(conn, A) == store.Wallet(A, 1_000_000, 0)
+
+
+# --- a caller's slots ------------------------------------------------------------------------
+
+
+def test_a_caller_over_its_concurrency_waits_and_is_handed_back_when_a_slot_frees(
+        db: ConnectionPool) -> None:
+    limits = Limits(caller=2)
+    first, second, third = (start(db, A) for _ in range(3))
+    other = start(db, B)
+    one, two = claim(db, first, limits), claim(db, second, limits)
+    assert isinstance(one, store.Claim) and isinstance(two, store.Claim)
+    waiting = claim(db, third, limits)
+    assert waiting == store.Waiting(third, "caller")
+    parked = row(db, third)
+    # Waiting is not an attempt, and the run has not started.
+    assert parked["waiting_for"] == "caller" and parked["attempt_count"] == 0
+    assert parked["started_at"] is None and parked["status"] == "RUNNING"
+    # Another caller is not held up by A's limit.
+    assert isinstance(claim(db, other, limits), store.Claim)
+    # A delivery of the waiting run's message again changes nothing.
+    assert claim(db, third, limits) == store.Waiting(third, "caller")
+    ended = finish(db, one, limits)
+    assert [w.run_id for w in ended.woken] == [third]
+    assert row(db, third)["waiting_for"] is None
+    assert isinstance(claim(db, third, limits), store.Claim)
+
+
+def test_a_stop_ends_a_waiting_run_at_once(db: ConnectionPool) -> None:
+    limits = Limits(caller=1)
+    held, waiting = start(db, A), start(db, A)
+    assert isinstance(claim(db, held, limits), store.Claim)
+    assert isinstance(claim(db, waiting, limits), store.Waiting)
+    with transaction(db) as conn:
+        stop = store.request_stop(conn, waiting, A)
+        assert stop is not None and not stop.held and not stop.following
+        assert store.end_unheld_run(conn, waiting, status="STOPPED", error=None,
+                                    outcome="STOPPED", message="stopped on request")
+    stopped = row(db, waiting)
+    assert stopped["status"] == "STOPPED" and stopped["waiting_for"] is None
+
+
+def test_concurrent_claims_never_pass_a_providers_limit(db: ConnectionPool) -> None:
+    limits = Limits(by_key={"demo": 5})
+    ids = [start(db, caller) for caller in (A, B, C, "USER#d") for _ in range(10)]
+    results: list[Any] = []
+    lock = threading.Lock()
+
+    def take(run_id: str) -> None:
+        got = claim(db, run_id, limits, worker=f"w{run_id[-4:]}")
+        with lock:
+            results.append(got)
+
+    threads = [threading.Thread(target=take, args=(run_id,)) for run_id in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(isinstance(r, store.Claim) for r in results) == 5
+    assert sum(isinstance(r, store.Waiting) for r in results) == 35
+
+
+# --- a provider's slots ----------------------------------------------------------------------
+
+
+def test_a_provider_limit_holds_across_callers_and_callers_take_turns(
+        db: ConnectionPool) -> None:
+    limits = Limits(by_key={"demo/sleep": 1})
+    a_runs = [start(db, A, "/sleep", {"seconds": 0}) for _ in range(3)]
+    b_run = start(db, B, "/sleep", {"seconds": 0})
+    c_run = start(db, C, "/sleep", {"seconds": 0})
+    holder = claim(db, a_runs[0], limits)
+    assert isinstance(holder, store.Claim)
+    for run_id in [*a_runs[1:], b_run, c_run]:
+        assert claim(db, run_id, limits) == store.Waiting(run_id, "endpoint:demo/sleep")
+    # /echo is not under the limit of /sleep.
+    assert isinstance(claim(db, start(db, A), limits), store.Claim)
+    order = []
+    current = holder
+    for _ in range(4):
+        woken = finish(db, current, limits).woken
+        assert len(woken) == 1
+        order.append(woken[0].caller)
+        current = claim(db, woken[0].run_id, limits)
+    # A's run just ended: the next turns go to the callers that have not had one,
+    # then back to A: never A's whole backlog first.
+    assert order[:2] in ([B, C], [C, B]) and order[2] == A
+    assert order[3] in (B, C, A)
+
+
+def test_the_sweeper_fills_a_slot_freed_by_a_worker_that_died(
+        db: ConnectionPool, settings: Settings) -> None:
+    limits = Limits(by_key={"demo": 1})
+    held, waiting = start(db, A), start(db, B)
+    assert isinstance(claim(db, held, limits), store.Claim)
+    assert isinstance(claim(db, waiting, limits), store.Waiting)
+    published: list[tuple[str, int]] = []
+    sweep = sweeper(settings, db, limits, published)
+    assert sweep.sweep().woken == []  # the slot is still held
+    with transaction(db) as conn:  # its worker died: the lease runs out
+        conn.execute("UPDATE runs SET lease_expires_at = now() - interval '1 s' WHERE id = %s",
+                     (held,))
+    report = sweep.sweep()
+    assert report.released == [held]
+    assert report.woken == [waiting]
+    assert (waiting, priority_for(1)) in published
+
+
+def test_a_limit_taken_away_lets_every_waiting_run_go(db: ConnectionPool,
+                                                      settings: Settings) -> None:
+    strict = Limits(by_key={"demo": 1})
+    held = start(db, A)
+    assert isinstance(claim(db, held, strict), store.Claim)
+    waiting = [start(db, A) for _ in range(3)]
+    for run_id in waiting:
+        assert isinstance(claim(db, run_id, strict), store.Waiting)
+    # The deployment drops the limit: the sweeper hands every waiting run back.
+    assert sorted(sweeper(settings, db, Limits()).sweep().woken) == sorted(waiting)
+
+
+def test_a_run_waiting_for_a_slot_is_not_published_by_the_sweeper_meanwhile(
+        db: ConnectionPool, settings: Settings) -> None:
+    limits = Limits(caller=1)
+    held, waiting = start(db, A), start(db, A)
+    assert isinstance(claim(db, held, limits), store.Claim)
+    assert isinstance(claim(db, waiting, limits), store.Waiting)
+    with transaction(db) as conn:
+        conn.execute("UPDATE runs SET created_at = created_at - interval '1 hour'")
+    report = sweeper(settings, db, limits).sweep()
+    assert waiting not in report.published and report.woken == []
+
+
+def test_the_runner_parks_a_run_and_publishes_the_one_it_frees(
+        db: ConnectionPool, settings: Settings) -> None:
+    limits = Limits(caller=1)
+    published: list[tuple[str, float | None, int]] = []
+    runner = Runner(settings=settings, pool=db, catalog=CATALOG,
+                    adapters={"demo": DemoAdapter()}, limits=limits,
+                    publish=lambda run_id, countdown, priority: published.append(
+                        (run_id, countdown, priority)))
+    first, second = start(db, A), start(db, A)
+    # A second worker holds the caller's one slot.
+    held = claim(db, first, limits, worker="other")
+    assert runner.run(second) == "waiting"
+    assert published == []
+    finish(db, held, limits)
+    assert runner.run(second) == "completed"
+
+
+# --- the exact cap on runs in flight ----------------------------------------------------------
+
+
+def test_two_hundred_parallel_starts_never_pass_the_cap(db: ConnectionPool) -> None:
+    echo = CATALOG.find("demo", "/echo")
+    assert echo is not None
+    for _ in range(40):
+        start(db, A, cap=100)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(50)
+
+    def accept_many() -> None:
+        barrier.wait()
+        for _ in range(4):
+            try:
+                with reading(db) as conn:
+                    store.insert_run(conn, run_id=new_run_id(), caller=A, api_key_id=None,
+                                     endpoint=echo, input={}, in_flight_cap=100)
+                outcome = "accepted"
+            except store.TooManyRunsInFlight:
+                outcome = "refused"
+            with lock:
+                outcomes.append(outcome)
+
+    threads = [threading.Thread(target=accept_many) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("accepted") == 60 and outcomes.count("refused") == 140
+    with reading(db) as conn:
+        open_runs = conn.execute("SELECT count(*) AS n FROM runs WHERE caller = %s"
+                                 " AND completed_at IS NULL", (A,)).fetchone()
+    assert open_runs == {"n": 100}
+
+
+def test_ending_a_run_makes_room_under_the_cap(db: ConnectionPool) -> None:
+    limits = Limits()
+    first = start(db, A, cap=1)
+    with pytest.raises(store.TooManyRunsInFlight):
+        start(db, A, cap=1)
+    finish(db, claim(db, first, limits), limits)
+    start(db, A, cap=1)
+
+
+def test_accepting_counts_the_callers_open_runs_for_the_priority(db: ConnectionPool) -> None:
+    echo = CATALOG.find("demo", "/echo")
+    assert echo is not None
+    counts = []
+    for cap in (0, 0, 50, 50):
+        with reading(db) as conn:
+            counts.append(store.insert_run(conn, run_id=new_run_id(), caller=A,
+                                           api_key_id=None, endpoint=echo, input={},
+                                           in_flight_cap=cap).open_runs)
+    assert counts == [1, 2, 3, 4]
+
+
+def test_a_number_taken_by_a_concurrent_accept_is_tried_again(db: ConnectionPool) -> None:
+    """Two accepts that pick the same number: the index refuses the second, which
+    takes another (here the only other) number, inside the Idempotency-Key's
+    transaction too."""
+    echo = CATALOG.find("demo", "/echo")
+    assert echo is not None
+    with transaction(db) as conn:
+        store.insert_run(conn, run_id=new_run_id(), caller=A, api_key_id=None, endpoint=echo,
+                         input={}, in_flight_cap=2)
+        store.insert_run(conn, run_id=new_run_id(), caller=A, api_key_id=None, endpoint=echo,
+                         input={}, in_flight_cap=2)
+        with pytest.raises(store.TooManyRunsInFlight):
+            store.insert_run(conn, run_id=new_run_id(), caller=A, api_key_id=None,
+                             endpoint=echo, input={}, in_flight_cap=2)
+        slots = conn.execute("SELECT array_agg(inflight_slot ORDER BY inflight_slot) AS s"
+                             " FROM runs").fetchone()
+    assert slots == {"s": [0, 1]}
+
+
+@pytest.mark.parametrize(("open_runs", "priority"), [
+    (None, 0), (1, 0), (3, 0), (4, 3), (30, 3), (31, 6), (100, 6), (101, 9), (10**6, 9)])
+def test_a_callers_backlog_lowers_its_messages_priority(open_runs: int | None,
+                                                        priority: int) -> None:
+    assert priority_for(open_runs) == priority
+
+
+def test_slot_limits_of_a_run() -> None:
+    limits = Limits(caller=3, by_key={"apify": 5, "apify/x/y": 2})
+    assert limits.for_run("apify", "/x/y") == SlotLimits(3, 5, 2)
+    assert limits.for_run("demo", "/echo") == SlotLimits(3, 0, 0)
+    assert limits.for_slot("caller") == 3
+    assert limits.for_slot("provider:apify") == 5
+    assert limits.for_slot("endpoint:apify/x/y") == 2
+    assert limits.for_slot("endpoint:apify/gone") == 0
