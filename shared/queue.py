@@ -19,6 +19,7 @@ from typing import Any
 import redis
 from celery import Celery
 
+from shared.broker import Transport as BrokerTransport
 from shared.settings import Settings
 
 log = logging.getLogger("monid.queue")
@@ -48,6 +49,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """Configuration for at-least-once delivery on Redis."""
     return {
         "broker_url": settings.redis_url,
+        "broker_transport": BrokerTransport,
         "broker_transport_options": {
             # An unacknowledged message is handed out again after this long:
             # it must outlast the longest task plus the longest countdown.

@@ -4,6 +4,7 @@ restarted and flushed), a counting provider, and real web and worker processes."
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pwd
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -188,6 +190,12 @@ def chaos_catalog(directory: Path, provider_url: str) -> Path:
                        "description": "Answers after input.sleep seconds; counts its calls.",
                        "call": {"method": "POST", "baseUrl": provider_url, "path": "/work",
                                 "timeoutSeconds": 60,
+                                "idempotencyHeader": "Idempotency-Key"}},
+                      {**common, "path": "/limited", "name": "Limited",
+                       "description": "As /work, under a concurrency limit it counts.",
+                       "maxConcurrent": LIMITED_CONCURRENCY,
+                       "call": {"method": "POST", "baseUrl": provider_url, "path": "/limited",
+                                "timeoutSeconds": 60,
                                 "idempotencyHeader": "Idempotency-Key"}}]}))
     (directory / "poison.json").write_text(json.dumps({
         "provider": "poison", "name": "Poison", "adapter": "demo",
@@ -201,6 +209,36 @@ def _work(call: Call) -> Any:
     body = call.body if isinstance(call.body, dict) else {}
     time.sleep(float(body.get("sleep", 0)))
     return {"done": True, "key": call.headers.get("idempotency-key")}
+
+
+# The most /limited calls the catalog allows at once, and what the provider saw.
+LIMITED_CONCURRENCY = 2
+
+
+class ConcurrencyCount:
+    """Calls in progress at the provider, and the most there ever were at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def reset(self) -> None:
+        with self.lock:
+            self.now = self.most = 0
+
+    def __call__(self, call: Call) -> Any:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            return _work(call)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+LIMITED = ConcurrencyCount()
 
 
 @dataclass
@@ -238,10 +276,16 @@ class World:
             "MAX_LOST_ATTEMPTS": "3", "RETRY_BASE_SECONDS": "0.2", "RETRY_MAX_SECONDS": "1",
             "WORKER_SHUTDOWN_GRACE_SECONDS": "3", "LOG_LEVEL": "INFO",
             "SWEEPER_ENABLED": os.environ.get("SWEEPER_ENABLED", "true"),
+            # Scenarios count on every thread of a worker taking the one caller's runs;
+            # those of callers sharing the fleet set a limit of their own.
+            "CALLER_CONCURRENCY": "0",
         }
         self.key = KeyMakerForUrl(database_url)("chaos")
+        # A second caller, for the scenarios of callers sharing the fleet.
+        self.other_key = KeyMakerForUrl(database_url)("chaos_other")
         with psycopg.connect(database_url, row_factory=dict_row) as conn:
             store.credit_wallet(conn, "USER#chaos", 1000 * 1_000_000, "chaos funds")
+            store.credit_wallet(conn, "USER#chaos_other", 1000 * 1_000_000, "chaos funds")
 
     def web(self, **env: str) -> str:
         proc, base_url = start_web({**self.env, **env}, self.log_dir)
@@ -255,13 +299,14 @@ class World:
         return proc
 
     def submit(self, base_url: str, count: int, sleep: float | list[float] = 0.5,
-               endpoint: str = "/work", provider: str = "chaos") -> list[str]:
+               endpoint: str = "/work", provider: str = "chaos",
+               key: str | None = None) -> list[str]:
         ids = []
         session = requests.Session()
         for n in range(count):
             seconds = sleep[n % len(sleep)] if isinstance(sleep, list) else sleep
             answer = session.post(f"{base_url}/v1/run", timeout=10,
-                                  headers={"Authorization": f"Bearer {self.key}"},
+                                  headers={"Authorization": f"Bearer {key or self.key}"},
                                   json={"provider": provider, "endpoint": endpoint,
                                         "input": {"sleep": seconds, "n": n}})
             assert answer.status_code == 202, answer.text
@@ -329,8 +374,7 @@ class World:
             sums = dict(conn.execute(  # type: ignore[arg-type]
                 "SELECT kind, sum(amount_micros) FROM ledger_entries GROUP BY kind").fetchall())
             balance, held = conn.execute(
-                "SELECT balance_micros, held_micros FROM wallets WHERE caller = 'USER#chaos'"
-            ).fetchone() or (0, 0)
+                "SELECT sum(balance_micros), sum(held_micros) FROM wallets").fetchone() or (0, 0)
             open_holds = conn.execute("SELECT coalesce(sum(hold_micros), 0) FROM runs"
                                       " WHERE completed_at IS NULL").fetchone()
             mismatched = conn.execute(
@@ -372,6 +416,7 @@ def chaos_services(tmp_path_factory: pytest.TempPathFactory
     redis = RedisServer(log_dir)
     provider = FakeJsonApi()
     provider.route("POST", "/work", body=_work)
+    provider.route("POST", "/limited", body=LIMITED)
     provider.start()
     catalog_dir = chaos_catalog(tmp_path_factory.mktemp("chaos-catalog"), provider.base_url)
     try:
@@ -386,7 +431,8 @@ def chaos_services(tmp_path_factory: pytest.TempPathFactory
 def world(chaos_services: tuple[PostgresServer, RedisServer, FakeJsonApi, Path, Path],
           request: pytest.FixtureRequest) -> Iterator[World]:
     pg, redis, provider, catalog_dir, log_dir = chaos_services
-    name = f"chaos_{request.node.name.replace('test_', '')[:40]}".lower()
+    digest = hashlib.sha1(request.node.name.encode()).hexdigest()[:6]
+    name = f"chaos_{request.node.name.replace('test_', '')[:40]}_{digest}".lower()
     with psycopg.connect(pg.admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = f"postgresql://postgres@127.0.0.1:{pg.port}/{name}"

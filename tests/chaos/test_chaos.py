@@ -12,14 +12,16 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+import pytest
 import requests
 
 from shared.queue import enqueue_run, make_publisher
 from shared.settings import load_settings
-from tests.chaos.conftest import World
+from tests.chaos.conftest import LIMITED, LIMITED_CONCURRENCY, World
 from worker.app import make_celery
 
 
@@ -205,3 +207,49 @@ def test_a_poison_run_is_failed_without_crashing_workers_forever(world: World) -
     assert restarts == 3, f"the poison run crashed workers {restarts} times"
     assert worker.alive()
     assert report.ended == 1
+
+
+def _kill_a_worker(world: World, victim: object) -> None:
+    victim.signal_group(signal.SIGKILL)  # type: ignore[attr-defined]
+
+
+def _flush_redis(world: World, victim: object) -> None:
+    world.redis.flush_and_restart()
+
+
+def _restart_postgres(world: World, victim: object) -> None:
+    world.pg.stop()
+    time.sleep(2)
+    world.pg.start()
+
+
+@pytest.mark.parametrize("fault", [_kill_a_worker, _flush_redis, _restart_postgres],
+                         ids=["SIGKILL worker", "Redis flush", "PostgreSQL restart"])
+def test_two_callers_waiting_for_a_provider_limit_survive(
+        world: World, fault: Callable[[World, object], None]) -> None:
+    """Two callers share a fleet and a provider that takes 2 calls at once; each
+    caller may have 3 runs worked on at once. Runs wait in PostgreSQL for their
+    turn; the fault strikes while some wait and some hold the slots."""
+    LIMITED.reset()
+    env = {"CALLER_CONCURRENCY": "3"}
+    base = world.web(**env)
+    victim = world.worker("victim", concurrency=6, **env)
+    world.worker("survivor", concurrency=6, **env)
+    first = world.submit(base, 10, sleep=[0.4, 0.8], endpoint="/limited")
+    second = world.submit(base, 6, sleep=[0.4, 0.8], endpoint="/limited", key=world.other_key)
+    second += world.submit(base, 6, sleep=0.3, key=world.other_key)
+    ids = first + second
+    wait_until_started(world, ids, LIMITED_CONCURRENCY)
+    with psycopg.connect(world.database_url) as conn:
+        waiting = conn.execute("SELECT count(*) FROM runs WHERE waiting_for IS NOT NULL"
+                               ).fetchone()
+    fault_at = time.time()
+    fault(world, victim)
+    world.wait_ended(ids, timeout=120)
+    report = world.check(f"2 callers, limit 2, {fault.__name__.strip('_').replace('_', ' ')}",
+                         ids, fault_at)
+    assert LIMITED.most <= LIMITED_CONCURRENCY, f"{LIMITED.most} calls at once"
+    assert report.ended == len(ids)
+    assert waiting is not None and waiting[0] > 0, "no run waited for its turn"
+    survivors = [p for p in world.processes if p.name == "survivor"]
+    assert survivors and survivors[0].alive(), "a worker did not survive the fault"

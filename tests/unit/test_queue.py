@@ -156,3 +156,21 @@ def test_publish_soon_puts_each_priority_in_its_own_list_in_order() -> None:
         assert taken == [run_id for n, run_id in enumerate(ids) if (n % 3) * 3 == step]
     assert set(QUEUE_KEYS) == {QUEUE, f"{QUEUE}\x06\x163", f"{QUEUE}\x06\x166",
                                f"{QUEUE}\x06\x169"}
+
+
+def test_the_broker_transport_turns_a_detached_connection_into_a_connection_error() -> None:
+    from kombu import Connection
+
+    from shared.broker import Channel, Transport
+
+    settings = load_settings({"DATABASE_URL": "postgresql://u@127.0.0.1/x",
+                              "REDIS_URL": "redis://127.0.0.1:1/0"})
+    app = make_publisher(settings)
+    with app.connection_for_write() as conn:
+        assert isinstance(conn.transport, Transport)
+    connection = Connection("redis://127.0.0.1:1/0", transport=Transport)
+    channel = Channel.__new__(Channel)
+    channel.connection = connection.transport
+    connection.transport.client = None  # what closing the connection leaves behind
+    with pytest.raises(redis.ConnectionError):
+        channel._connparams()
