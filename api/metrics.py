@@ -43,7 +43,7 @@ from psycopg_pool import ConnectionPool
 from api.services import Services
 from shared import metrics_store
 from shared.db import DatabaseUnavailable, transaction
-from shared.queue import QUEUE
+from shared.queue import QUEUE_KEYS
 
 log = logging.getLogger("monid.api")
 
@@ -55,6 +55,8 @@ ACCEPT_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 # be able to grow the number of series without bound.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 SOURCES = ("database", "redis")
+# Callers shown by name in monid_runs_waiting_to_start_top_callers.
+TOP_WAITING_CALLERS = 5
 
 blueprint = Blueprint("metrics", __name__)
 
@@ -78,6 +80,8 @@ class DatabaseNumbers:
     attempts: metrics_store.AttemptCounts
     durations: metrics_store.DurationHistogram
     oldest_unclaimed_age: float
+    start_delays: metrics_store.DurationHistogram
+    waiting: metrics_store.WaitingRuns
 
 
 @dataclass(frozen=True)
@@ -124,8 +128,8 @@ class ClusterCollector:
             yield from _database_families(database.value, now - database.read_at)
         if queue.value is not None:
             yield GaugeMetricFamily("monid_queue_depth",
-                                    f"Messages waiting in the Redis list {QUEUE!r}",
-                                    value=queue.value)
+                                    "Messages waiting in the queue's Redis lists (every "
+                                    "priority)", value=queue.value)
 
     def _fresh(self, reading: _Reading[T] | None, source: str,
                read: Callable[[], T]) -> _Reading[T]:
@@ -150,10 +154,15 @@ class ClusterCollector:
                 attempts=metrics_store.count_attempts_by_outcome(conn),
                 durations=metrics_store.summarize_run_durations(conn),
                 oldest_unclaimed_age=metrics_store.find_oldest_unclaimed_run_age(conn),
+                start_delays=metrics_store.summarize_start_delays(conn),
+                waiting=metrics_store.count_waiting_runs(conn, top=TOP_WAITING_CALLERS),
             )
 
     def _read_queue_depth(self) -> int:
-        return int(cast(int, self._redis.llen(QUEUE)))
+        pipe = self._redis.pipeline(transaction=False)
+        for key in QUEUE_KEYS:
+            pipe.llen(key)
+        return sum(int(n) for n in pipe.execute())
 
 
 def _database_families(numbers: DatabaseNumbers, cached_for: float) -> Iterator[Metric]:
@@ -189,6 +198,30 @@ def _database_families(numbers: DatabaseNumbers, cached_for: float) -> Iterator[
     yield GaugeMetricFamily("monid_oldest_unclaimed_run_age_seconds",
                             "Age of the oldest RUNNING run that no worker has started; 0 if none",
                             value=age + cached_for if age > 0 else 0.0)
+    delays = numbers.start_delays
+    buckets = [(floatToGoString(bound), float(count)) for bound, count in delays.buckets]
+    buckets.append(("+Inf", float(delays.count)))
+    yield HistogramMetricFamily("monid_run_start_delay_seconds",
+                                "Time from accepted to first started (started_at - "
+                                "created_at) of started runs", buckets=buckets,
+                                sum_value=delays.sum_seconds)
+    waiting = numbers.waiting
+    yield GaugeMetricFamily("monid_runs_waiting_to_start",
+                            "Runs accepted that no worker has started yet",
+                            value=waiting.total)
+    top = GaugeMetricFamily("monid_runs_waiting_to_start_top_callers",
+                            f"Runs not started yet of the {TOP_WAITING_CALLERS} callers with "
+                            "the most", labels=["caller"])
+    for caller, count in waiting.top_callers:
+        top.add_metric([caller], count)
+    yield top
+    slots = GaugeMetricFamily("monid_runs_waiting_for_slot",
+                              "Runs held back until a concurrency slot frees: the caller's "
+                              "(slot=\"caller\") or a provider's or endpoint's limit",
+                              labels=["slot"])
+    for slot, count in sorted(waiting.by_slot.items()):
+        slots.add_metric([slot], count)
+    yield slots
 
 
 def _make_metrics(services: Services) -> WebMetrics:

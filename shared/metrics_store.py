@@ -57,13 +57,38 @@ def count_attempts_by_outcome(conn: Conn) -> AttemptCounts:
     return AttemptCounts(ended=ended, open=found.get(None, 0))
 
 
-def summarize_run_durations(conn: Conn) -> DurationHistogram:
-    row = conn.execute(query("summarize_run_durations")).fetchone()
+def _histogram(conn: Conn, name: str) -> DurationHistogram:
+    row = conn.execute(query(name)).fetchone()
     assert row is not None  # an aggregate without GROUP BY always answers one row
     count = int(row.pop("count"))
     sum_seconds = float(row.pop("sum"))
     buckets = sorted((float(bound), int(n)) for bound, n in row.items())
     return DurationHistogram(buckets=tuple(buckets), count=count, sum_seconds=sum_seconds)
+
+
+def summarize_run_durations(conn: Conn) -> DurationHistogram:
+    return _histogram(conn, "summarize_run_durations")
+
+
+def summarize_start_delays(conn: Conn) -> DurationHistogram:
+    """The time from accept to first start of every started run."""
+    return _histogram(conn, "summarize_start_delays")
+
+
+@dataclass(frozen=True)
+class WaitingRuns:
+    total: int  # runs not started yet
+    top_callers: tuple[tuple[str, int], ...]  # the callers with the most, most first
+    by_slot: dict[str, int]  # runs parked until a slot frees, by slot
+
+
+def count_waiting_runs(conn: Conn, top: int = 5) -> WaitingRuns:
+    rows = conn.execute(query("count_runs_waiting_to_start"), {"top": top}).fetchall()
+    by_slot = {r["slot"]: int(r["runs"]) for r in conn.execute(
+        query("count_runs_waiting_for_slots"))}
+    return WaitingRuns(total=int(rows[0]["total"]) if rows else 0,
+                       top_callers=tuple((r["caller"], int(r["runs"])) for r in rows),
+                       by_slot=by_slot)
 
 
 def find_oldest_unclaimed_run_age(conn: Conn) -> float:

@@ -47,3 +47,44 @@ FROM (
 SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age_seconds
 FROM runs
 WHERE completed_at IS NULL AND status = 'RUNNING' AND started_at IS NULL;
+
+-- name: count_runs_waiting_to_start
+-- Runs accepted and not yet started by a worker: all of them, and the callers with
+-- the most (a few only: one label per caller would grow without bound).
+SELECT caller, count(*) AS runs, sum(count(*)) OVER () AS total
+FROM runs
+WHERE completed_at IS NULL AND status = 'RUNNING' AND started_at IS NULL
+GROUP BY caller
+ORDER BY runs DESC, caller
+LIMIT %(top)s;
+
+-- name: count_runs_waiting_for_slots
+-- Runs parked until a concurrency slot frees: a caller's ('caller'), a provider's
+-- ('provider:<slug>') or an endpoint's ('endpoint:<slug><path>'), which the
+-- catalog bounds.
+SELECT waiting_for AS slot, count(*) AS runs
+FROM runs
+WHERE waiting_for IS NOT NULL
+GROUP BY waiting_for;
+
+-- name: summarize_start_delays
+-- Cumulative buckets of started_at - created_at (the wait from accept to first
+-- start) over started runs; named by upper bound in seconds, as above.
+SELECT count(*) FILTER (WHERE seconds <= 0.01) AS "0.01",
+       count(*) FILTER (WHERE seconds <= 0.05) AS "0.05",
+       count(*) FILTER (WHERE seconds <= 0.1)  AS "0.1",
+       count(*) FILTER (WHERE seconds <= 0.5)  AS "0.5",
+       count(*) FILTER (WHERE seconds <= 1)    AS "1",
+       count(*) FILTER (WHERE seconds <= 5)    AS "5",
+       count(*) FILTER (WHERE seconds <= 15)   AS "15",
+       count(*) FILTER (WHERE seconds <= 60)   AS "60",
+       count(*) FILTER (WHERE seconds <= 300)  AS "300",
+       count(*) FILTER (WHERE seconds <= 900)  AS "900",
+       count(*) FILTER (WHERE seconds <= 3600) AS "3600",
+       count(*) AS count,
+       coalesce(sum(seconds), 0)::float8 AS sum
+FROM (
+    SELECT extract(epoch FROM started_at - created_at)::float8 AS seconds
+    FROM runs
+    WHERE started_at IS NOT NULL
+) started;

@@ -20,7 +20,9 @@ from api import metrics
 from api.app import create_app
 from shared import store
 from shared.db import transaction
-from shared.queue import QUEUE
+from shared.ids import new_run_id
+from shared.queue import QUEUE, queue_key
+from shared.scheduling import Limits
 from shared.settings import Settings
 from tests.helpers import CATALOG, auth, insert_demo_run
 from worker.providers.demo import DemoAdapter
@@ -126,6 +128,10 @@ def test_metrics_answers_prometheus_text_without_a_key(client: FlaskClient) -> N
         "monid_run_duration_seconds": "histogram",
         "monid_queue_depth": "gauge",
         "monid_oldest_unclaimed_run_age_seconds": "gauge",
+        "monid_run_start_delay_seconds": "histogram",
+        "monid_runs_waiting_to_start": "gauge",
+        "monid_runs_waiting_to_start_top_callers": "gauge",
+        "monid_runs_waiting_for_slot": "gauge",
     }.items():
         assert family in scrape.families, f"{family} missing:\n{scrape.text}"
         assert scrape.families[family].type == kind, family
@@ -138,6 +144,8 @@ def test_metrics_answers_prometheus_text_without_a_key(client: FlaskClient) -> N
         assert scrape.get("monid_runs_ended_total", status=status) == 0
     assert scrape.get("monid_oldest_unclaimed_run_age_seconds") == 0
     assert scrape.get("monid_run_duration_seconds_count") == 0
+    assert scrape.get("monid_run_start_delay_seconds_count") == 0
+    assert scrape.get("monid_runs_waiting_to_start") == 0
 
 
 # --- what the web counts ----------------------------------------------------
@@ -245,16 +253,56 @@ def test_ended_runs_attempts_and_durations_come_from_the_database(
     assert 30 <= age < 60
 
 
-def test_queue_depth_is_the_length_of_the_runs_list(
+def test_runs_waiting_to_start_and_for_slots_and_the_delay_to_start(
+        client: FlaskClient, db: ConnectionPool) -> None:
+    def run_of(caller: str, endpoint: str = "/echo") -> str:
+        found = CATALOG.find("demo", endpoint)
+        assert found is not None
+        run_id = new_run_id()
+        with transaction(db) as conn:
+            store.insert_run(conn, run_id=run_id, caller=caller, api_key_id=None,
+                             endpoint=found, input={})
+        return run_id
+
+    for n in range(7):  # seven callers with 7, 6, ... 1 runs waiting to start
+        for _ in range(7 - n):
+            run_of(f"USER#c{n}")
+    started = run_of("USER#s")
+    parked_by_caller, parked_by_provider = run_of("USER#s"), run_of("USER#p", "/sleep")
+    with transaction(db) as conn:
+        conn.execute("UPDATE runs SET created_at = now() - interval '2 seconds'"
+                     " WHERE id = %s", (started,))
+        assert isinstance(store.claim_run(conn, started, worker="w", lease_seconds=60),
+                          store.Claim)
+        assert store.claim_run(conn, parked_by_caller, worker="w", lease_seconds=60,
+                               limits=Limits(caller=1)) == store.Waiting(parked_by_caller,
+                                                                         "caller")
+        assert store.claim_run(conn, parked_by_provider, worker="w", lease_seconds=60,
+                               limits=Limits(by_key={"demo/sleep": 0})) is not None
+    scrape = Scrape(client)
+    assert scrape.get("monid_runs_waiting_to_start") == 28 + 2
+    top = {s.labels["caller"]: s.value for s in
+           scrape.families["monid_runs_waiting_to_start_top_callers"].samples}
+    assert top == {"USER#c0": 7, "USER#c1": 6, "USER#c2": 5, "USER#c3": 4, "USER#c4": 3}
+    assert scrape.get("monid_runs_waiting_for_slot", slot="caller") == 1
+    assert scrape.get("monid_runs_waiting_for_slot", slot="endpoint:demo/sleep") == 1
+    assert scrape.get("monid_run_start_delay_seconds_count") == 1
+    assert dict(scrape.buckets("monid_run_start_delay_seconds"))[1.0] == 0
+    assert dict(scrape.buckets("monid_run_start_delay_seconds"))[5.0] == 1
+
+
+def test_queue_depth_is_the_length_of_the_runs_lists(
         client: FlaskClient, key: str, redis: redis_lib.Redis) -> None:
     assert Scrape(client).get("monid_queue_depth") == 0
-    for _ in range(3):
+    for _ in range(6):
         assert client.post("/v1/run", json=ECHO, headers=auth(key)).status_code == 202
-    assert redis.llen(QUEUE) == 3
+    client.application.extensions["monid"].publisher.flush()
+    # The caller's first three runs have the first priority, the next ones the second.
+    assert redis.llen(QUEUE) == 3 and redis.llen(queue_key(3)) == 3
     scrape = Scrape(client)
-    assert scrape.get("monid_queue_depth") == 3
+    assert scrape.get("monid_queue_depth") == 6
     # Each of them waits unclaimed, the oldest for more than nothing.
-    assert scrape.get("monid_runs_in_progress", status="RUNNING") == 3
+    assert scrape.get("monid_runs_in_progress", status="RUNNING") == 6
     assert scrape.get("monid_oldest_unclaimed_run_age_seconds") > 0
 
 
