@@ -114,7 +114,13 @@ class RunErrorSchema(Schema):
         unknown = INCLUDE
 
     source = fields.String(validate=validate.OneOf(["provider", "platform"]))
-    code = fields.String(metadata={"example": "RETRIES_EXHAUSTED"})
+    code = fields.String(metadata={
+        "example": "RETRIES_EXHAUSTED",
+        "description": "RETRIES_EXHAUSTED (transient failures outlasted the attempts), "
+                       "DEADLINE_EXCEEDED (the endpoint's deadline, counted from the run's "
+                       "first start, passed), QUEUE_TIMEOUT (the run could not start within "
+                       "the queue limit), WORKER_LOST (the run's worker died too often), "
+                       "PROVIDER_NOT_CONFIGURED, ENDPOINT_UNAVAILABLE, INTERNAL."})
     message = fields.String()
 
 
@@ -144,13 +150,18 @@ class RunSummarySchema(_RunIdentitySchema):
                                      metadata={"description": "What the provider said; null "
                                                               "until it has answered."})
     error = fields.Nested(RunErrorSchema, required=True, allow_none=True,
-                          metadata={"description": "Why a `FAILED` run failed."})
+                          metadata={"description": "Why a `FAILED` or `TIMED_OUT` run "
+                                                   "ended so."})
     price = fields.Nested(PriceSchema, required=True)
     cost = fields.Nested(MoneySchema, required=True, allow_none=True,
                          metadata={"description": "What the run cost; null until it ends."})
     createdAt = fields.DateTime(required=True, metadata={"example": ISO_EXAMPLE})
     startedAt = fields.DateTime(required=True, allow_none=True,
-                                metadata={"description": "Null until a worker picked it up."})
+                                metadata={"description": "Null until a worker started it "
+                                                         "(a run waiting for its turn under "
+                                                         "a concurrency limit has not); the "
+                                                         "endpoint's deadline counts from "
+                                                         "here."})
     completedAt = fields.DateTime(required=True, allow_none=True)
 
 

@@ -50,6 +50,8 @@ BENCHES = [
           ["--requests", "200", "--repeat", "2"], False, UNLIMITED),
     Bench("inflight", ["--runs", "1000", "--concurrency", "500", "--apify", "500"],
           ["--runs", "200", "--concurrency", "100", "--apify", "50"], False),
+    Bench("system", ["--repeat", "2"], ["--duration", "5"]),
+    Bench("fairness", [], ["--flood", "300", "--sleep", "0.5", "--probes", "10"]),
 ]
 
 

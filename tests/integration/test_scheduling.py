@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
 from psycopg_pool import ConnectionPool
 
 from shared import store
@@ -16,7 +17,7 @@ from shared.db import reading, transaction
 from shared.ids import new_run_id
 from shared.scheduling import Limits, SlotLimits, priority_for
 from shared.settings import Settings
-from tests.helpers import CATALOG
+from tests.helpers import CATALOG, auth
 from worker.providers.demo import DemoAdapter
 from worker.runner import Runner
 from worker.sweeper import Sweeper
@@ -353,3 +354,18 @@ def test_slot_limits_of_a_run() -> None:
     assert limits.for_slot("provider:apify") == 5
     assert limits.for_slot("endpoint:apify/x/y") == 2
     assert limits.for_slot("endpoint:apify/gone") == 0
+
+
+def test_stopping_a_run_that_waits_for_its_turn_ends_it_at_once(
+        client: FlaskClient, key: str, db: ConnectionPool) -> None:
+    limits = Limits(caller=1)
+    body = {"provider": "demo", "endpoint": "/echo", "input": {}}
+    held, waiting = (client.post("/v1/run", json=body, headers=auth(key)).get_json()["runId"]
+                     for _ in range(2))
+    assert isinstance(claim(db, held, limits), store.Claim)
+    assert isinstance(claim(db, waiting, limits), store.Waiting)
+    stop = client.post(f"/v1/runs/{waiting}/stop", headers=auth(key))
+    assert stop.status_code == 202
+    run = client.get(f"/v1/runs/{waiting}", headers=auth(key)).get_json()
+    assert run["status"] == "STOPPED" and run["startedAt"] is None
+    assert run["cost"] == {"value": 0, "currency": "USD"} and run["attempts"] == []
