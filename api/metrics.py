@@ -186,25 +186,17 @@ def _database_families(numbers: DatabaseNumbers, cached_for: float) -> Iterator[
     yield GaugeMetricFamily("monid_attempts_in_progress",
                             "Attempts a worker holds now, without an outcome yet",
                             value=numbers.attempts.open)
-    durations = numbers.durations
-    buckets = [(floatToGoString(bound), float(count)) for bound, count in durations.buckets]
-    buckets.append(("+Inf", float(durations.count)))
-    yield HistogramMetricFamily("monid_run_duration_seconds",
-                                "Time from accepted to ended (completed_at - created_at) "
-                                "of ended runs", buckets=buckets,
-                                sum_value=durations.sum_seconds)
+    yield _histogram("monid_run_duration_seconds",
+                     "Time from accepted to ended (completed_at - created_at) of ended runs",
+                     numbers.durations)
     # The database's clock stopped when it answered; a cached age keeps growing.
     age = numbers.oldest_unclaimed_age
     yield GaugeMetricFamily("monid_oldest_unclaimed_run_age_seconds",
                             "Age of the oldest RUNNING run that no worker has started; 0 if none",
                             value=age + cached_for if age > 0 else 0.0)
-    delays = numbers.start_delays
-    buckets = [(floatToGoString(bound), float(count)) for bound, count in delays.buckets]
-    buckets.append(("+Inf", float(delays.count)))
-    yield HistogramMetricFamily("monid_run_start_delay_seconds",
-                                "Time from accepted to first started (started_at - "
-                                "created_at) of started runs", buckets=buckets,
-                                sum_value=delays.sum_seconds)
+    yield _histogram("monid_run_start_delay_seconds",
+                     "Time from accepted to first started (started_at - created_at) of "
+                     "started runs", numbers.start_delays)
     waiting = numbers.waiting
     yield GaugeMetricFamily("monid_runs_waiting_to_start",
                             "Runs accepted that no worker has started yet",
@@ -222,6 +214,14 @@ def _database_families(numbers: DatabaseNumbers, cached_for: float) -> Iterator[
     for slot, count in sorted(waiting.by_slot.items()):
         slots.add_metric([slot], count)
     yield slots
+
+
+def _histogram(name: str, documentation: str,
+               histogram: metrics_store.DurationHistogram) -> HistogramMetricFamily:
+    buckets = [(floatToGoString(bound), float(count)) for bound, count in histogram.buckets]
+    buckets.append(("+Inf", float(histogram.count)))
+    return HistogramMetricFamily(name, documentation, buckets=buckets,
+                                 sum_value=histogram.sum_seconds)
 
 
 def _make_metrics(services: Services) -> WebMetrics:

@@ -27,15 +27,16 @@ VARYING_HEADERS = {"id", "root_id", "origin"}
 VARYING_PROPERTIES = {"correlation_id", "reply_to", "delivery_tag"}
 
 
-def _celery_message() -> dict[str, Any]:
+def _celery_message(priority: int | None = None) -> dict[str, Any]:
     """What `send_task` puts on the queue, caught at the transport."""
     settings = load_settings({"DATABASE_URL": "postgresql://u@127.0.0.1/x",
                               "REDIS_URL": "redis://127.0.0.1:6379/0"})
     app = make_publisher(settings)
     app.conf.broker_url = "memory://"
+    app.conf.broker_transport = None
     with app.producer_or_acquire() as producer:
         channel = producer.channel
-        app.send_task(TASK_RUN, args=[RUN_ID], queue=QUEUE, retry=False)
+        app.send_task(TASK_RUN, args=[RUN_ID], queue=QUEUE, retry=False, priority=priority)
         raw = channel._get(QUEUE)  # the memory transport keeps the envelope as a dict
     app.close()
     return raw if isinstance(raw, dict) else json.loads(raw)
@@ -123,23 +124,10 @@ def test_close_sends_what_is_pending_and_the_publisher_can_go_on() -> None:
     assert client.llen(QUEUE) == 4
 
 
-def _celery_message_with(priority: int) -> dict[str, Any]:
-    settings = load_settings({"DATABASE_URL": "postgresql://u@127.0.0.1/x",
-                              "REDIS_URL": "redis://127.0.0.1:6379/0"})
-    app = make_publisher(settings)
-    app.conf.broker_url = "memory://"
-    with app.producer_or_acquire() as producer:
-        channel = producer.channel
-        app.send_task(TASK_RUN, args=[RUN_ID], queue=QUEUE, retry=False, priority=priority)
-        raw = channel._get(QUEUE)
-    app.close()
-    return raw if isinstance(raw, dict) else json.loads(raw)
-
-
 @pytest.mark.parametrize("priority", [0, 3, 6, 9])
 def test_a_message_with_a_priority_matches_celerys(priority: int) -> None:
     ours = json.loads(RunPublisher(fakeredis.FakeRedis()).message(RUN_ID, priority))
-    theirs = _celery_message_with(priority)
+    theirs = _celery_message(priority)
     assert ours["properties"]["priority"] == theirs["properties"]["priority"] == priority
 
 
