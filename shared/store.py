@@ -104,6 +104,9 @@ class Run:
     input: Any = None
     output: Any = None
     attempts: tuple[dict[str, Any], ...] = ()
+    # `output` holds only the first of the run's items (read all of them with the
+    # run's items).
+    output_truncated: bool = False
 
     @property
     def ended(self) -> bool:

@@ -93,6 +93,10 @@ CALL_SCHEMAS: dict[str, dict[str, Any]] = {
             "actorId": {"type": "string", "pattern": "^[A-Za-z0-9._-]+~[A-Za-z0-9._-]+$"},
             "memoryMbytes": {"type": "integer", "minimum": 128},
             "build": {"type": "string", "minLength": 1},
+            # How Apify charges for the actor (its pricing model): a pay-per-event
+            # actor is started with the run's hold as its maxTotalChargeUsd.
+            "pricingModel": {"enum": ["FREE", "FLAT_PRICE_PER_MONTH", "PRICE_PER_DATASET_ITEM",
+                                      "PAY_PER_EVENT"]},
         },
     },
     "http": {

@@ -1,0 +1,163 @@
+"""Store functions of results: a run's items, written with its end, read in pages.
+
+A result is stored as items, one row of `run_items` each, in the transaction that
+ends the run (see `worker/results.py`); the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import tuple_row
+
+from shared.db import query
+from shared.store import Claim, Conn, _json
+
+
+class ItemsAlreadyWritten(Exception):
+    """Another attempt wrote this run's items first: this one no longer holds the run."""
+
+
+@dataclass(frozen=True)
+class WriteState:
+    status: str
+    held: bool
+
+
+def get_write_state(conn: Conn, run_id: str, lease_token: Any) -> WriteState | None:
+    row = conn.execute(query("get_write_state"),
+                       {"run_id": run_id, "lease_token": lease_token}).fetchone()
+    return WriteState(row["status"], row["held"]) if row else None
+
+
+def _copy_line(run_id: bytes, seq: int, text: bytes) -> bytes:
+    # COPY's text format: a backslash is its escape character. Compact JSON holds no
+    # raw tab or line break, and every control character is escaped with a backslash.
+    return b"%s\t%d\t%s\n" % (run_id, seq, text.replace(b"\\", b"\\\\"))
+
+
+def copy_run_items(conn: Conn, run_id: str, first_seq: int, texts: Sequence[bytes]) -> None:
+    """Add items (their compact JSON, UTF-8) numbered from `first_seq`, in one COPY."""
+    key = run_id.encode()
+    data = b"".join(_copy_line(key, first_seq + n, text) for n, text in enumerate(texts))
+    try:
+        with conn.cursor().copy(query("copy_run_items")) as copy:
+            copy.write(data)
+    except psycopg.errors.UniqueViolation as exc:
+        raise ItemsAlreadyWritten(run_id) from exc
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """How a delivered run ended: COMPLETED, or STOPPED when a stop was asked meanwhile."""
+
+    status: str
+
+
+def deliver_run(conn: Conn, claim: Claim, *, http_status: int, output: Any,
+                output_truncated: bool, item_count: int, items_json: str, first_seq: int,
+                provider_response: Any, cost_micros: int) -> Delivered | None:
+    """End a delivered run and settle it in one statement, adding the items of
+    `items_json` (a JSON array) from `first_seq` on; None when this attempt no longer
+    holds the run."""
+    try:
+        row = conn.execute(query("deliver_run"), {
+            "run_id": claim.run_id, "lease_token": claim.lease_token, "number": claim.attempt,
+            "output": _json(output), "output_truncated": output_truncated,
+            "item_count": item_count, "items": items_json, "first_seq": first_seq,
+            "provider_response": _json(provider_response), "cost_micros": cost_micros,
+            "http_status": http_status,
+        }).fetchone()
+    except psycopg.errors.UniqueViolation as exc:
+        raise ItemsAlreadyWritten(claim.run_id) from exc
+    return Delivered(row["status"]) if row else None
+
+
+# --- reading ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemsState:
+    """A run's status and how many items it holds (0 until it ends COMPLETED)."""
+
+    status: str
+    item_count: int
+
+
+def get_run_items_state(conn: Conn, run_id: str, caller: str) -> ItemsState | None:
+    row = conn.execute(query("get_run_items_state"),
+                       {"run_id": run_id, "caller": caller}).fetchone()
+    return ItemsState(row["status"], row["item_count"]) if row else None
+
+
+@dataclass(frozen=True)
+class ItemText:
+    seq: int
+    text: str
+
+
+def list_run_items(conn: Conn, run_id: str, *, from_seq: int, limit: int,
+                   max_bytes: int) -> list[ItemText]:
+    """Items from `from_seq` on, as JSON text: at most `limit`, and past the first, only
+    while the page stays under `max_bytes`."""
+    rows = conn.execute(query("list_run_items"), {
+        "run_id": run_id, "from_seq": from_seq, "limit": limit, "max_bytes": max_bytes})
+    return [ItemText(r["seq"], r["text"]) for r in rows]
+
+
+@dataclass(frozen=True)
+class ItemFields:
+    seq: int
+    values: tuple[str | None, ...]
+
+
+def list_run_item_fields(conn: Conn, run_id: str, paths: Sequence[Sequence[str]], *,
+                         from_seq: int, limit: int, max_bytes: int) -> list[ItemFields]:
+    """The page list_run_items gives, each item as the text of the fields at `paths`
+    (an array or object as JSON; None when missing or null)."""
+    params: dict[str, Any] = {"run_id": run_id, "from_seq": from_seq, "limit": limit,
+                              "max_bytes": max_bytes}
+    columns = []
+    for n, path in enumerate(paths):
+        params[f"path_{n}"] = list(path)
+        columns.append(sql.SQL("monid_item_field(item, {}::text[])").format(
+            sql.Placeholder(f"path_{n}")))
+    statement = query("list_run_item_fields").format(fields=sql.SQL(", ").join(columns))
+    rows = conn.cursor(row_factory=tuple_row).execute(statement, params)
+    return [ItemFields(row[0], tuple(row[1:])) for row in rows]
+
+
+def list_run_item_columns(conn: Conn, run_id: str, *, limit: int) -> list[tuple[str, ...]]:
+    """The paths of the fields of a run's items, in the order they first appear."""
+    rows = conn.execute(query("list_run_item_columns"), {"run_id": run_id, "limit": limit})
+    return [tuple(r["path"]) for r in rows]
+
+
+def encode_items_cursor(run_id: str, seq: int) -> str:
+    raw = json.dumps({"run": run_id, "at": seq}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_items_cursor(cursor: str, run_id: str) -> int:
+    """The item a cursor of this run's items points at; ValueError when it is not one."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        run, at = data["run"], data["at"]
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeEncodeError):
+        raise ValueError("not a cursor from this API") from None
+    if run != run_id or not isinstance(at, int) or isinstance(at, bool) or at < 0:
+        raise ValueError("not a cursor of this run's items")
+    return at
+
+
+def items_json(texts: Iterable[bytes]) -> str:
+    """Items' JSON texts as one JSON array."""
+    return (b"[" + b",".join(texts) + b"]").decode()
