@@ -396,7 +396,25 @@ def validate_input(endpoint: Endpoint, value: Mapping[str, Any]) -> dict[str, li
                 bucket = errors.setdefault(path, [])
                 if message not in bucket:
                     bucket.append(message)
+    for path, message in _cap_problems(endpoint, value, composite):
+        errors.setdefault(path, [message])
     return dict(sorted(errors.items()))
+
+
+def _cap_problems(endpoint: Endpoint, value: Mapping[str, Any],
+                  composite: bool) -> list[tuple[str, str]]:
+    """An input asking for more results than the endpoint delivers and charges for
+    (its price's maxResults, where the input names its own cap) is refused."""
+    price = endpoint.price
+    if not price.max_results_input or price.max_results is None:
+        return []
+    part, _, name = price.max_results_input.partition(".")
+    given = split_input(value)[part].get(name)
+    if isinstance(given, int) and not isinstance(given, bool) and given > price.max_results:
+        prefix = "input" if part == "body" and not composite else f"input.{part}"
+        return [(f"{prefix}.{name}", f"must be <= {price.max_results}: the most results this "
+                                     "endpoint delivers and charges for")]
+    return []
 
 
 def hold_for(endpoint: Endpoint, value: Mapping[str, Any]) -> tuple[int, int | None]:
