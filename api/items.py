@@ -4,7 +4,10 @@ A run has items once it has ended COMPLETED (none before, none for a run that
 ended otherwise). Neither a page nor a download is ever built whole in memory:
 pages stop at PAGE_BYTES, and downloads are read from PostgreSQL a batch at a time
 (taking a database connection per batch only, so a slow reader holds none) and
-written out as they come. A CSV's fields are taken apart by PostgreSQL.
+written out as they come. PostgreSQL puts each batch together, JSONL or CSV (taking
+the items' fields apart), as bytes that are passed on untouched: the web process
+does next to nothing per byte, and serving downloads leaves its other requests
+their share of it.
 """
 
 from __future__ import annotations
@@ -18,12 +21,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from flask import Blueprint, Response, request
-from psycopg_pool import ConnectionPool
 
 from api.auth import authenticate
 from api.errors import ApiError, validation_failed
 from api.schemas import DEFAULT_ITEMS_PAGE, ListItemsSchema, load
-from api.services import services
+from api.services import Services, services
 from shared import results
 from shared.db import DatabaseUnavailable, reading
 from shared.ids import is_run_id
@@ -42,7 +44,7 @@ BATCH_BYTES = 1024 * 1024
 MAX_FIELDS = 200
 MAX_FIELD_DEPTH = 20
 # A CSV without `fields` has a column for each field of its items, up to this many.
-MAX_CSV_COLUMNS = 1000
+MAX_CSV_COLUMNS = results.MAX_ITEM_FIELDS
 
 _schema = ListItemsSchema()
 
@@ -114,7 +116,8 @@ def list_items(run_id: str) -> Response:
     not_found = ApiError(404, "NOT_FOUND", f"no run {run_id!r}")
     if not is_run_id(run_id):
         raise not_found
-    pool = services().pool
+    svc = services()
+    pool = svc.pool
     with reading(pool) as conn:
         state = results.get_run_items_state(conn, run_id, caller.caller)
         if state is None:
@@ -124,15 +127,16 @@ def list_items(run_id: str) -> Response:
             return _page(conn, run_id, total, start, params["limit"] or DEFAULT_ITEMS_PAGE,
                          paths)
         if params["format"] == "csv":
-            columns = paths if paths is not None else (
-                results.list_run_item_columns(conn, run_id, limit=MAX_CSV_COLUMNS)
-                if total else [])
+            columns = paths or list(state.item_fields or ())
+            if paths is None and state.item_fields is None and total:
+                # A run that ended before its items' fields were noted.
+                columns = results.list_run_item_columns(conn, run_id, limit=MAX_CSV_COLUMNS)
     headers = {"Content-Disposition": f'attachment; filename="{run_id}.{params["format"]}"',
                "Cache-Control": "no-store"}
     if params["format"] == "jsonl":
-        return Response(_jsonl(pool, run_id, total, paths), mimetype=JSONL_MEDIA_TYPE,
-                        headers=headers)
-    return Response(_csv(pool, run_id, total, columns), mimetype=CSV_MEDIA_TYPE,
+        return Response(_jsonl(_Reader(svc, run_id), total, paths),
+                        mimetype=JSONL_MEDIA_TYPE, headers=headers)
+    return Response(_csv(_Reader(svc, run_id), total, columns), mimetype=CSV_MEDIA_TYPE,
                     headers=headers)
 
 
@@ -154,54 +158,65 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _jsonl(pool: ConnectionPool, run_id: str, total: int,
-           paths: list[Path] | None) -> Iterator[bytes]:
+def _jsonl(reader: _Reader, total: int, paths: list[Path] | None) -> Iterator[bytes]:
+    run_id = reader.run_id
     at = 0
     while at < total:
-        with _batch(pool, run_id) as conn:
-            rows = results.list_run_items(conn, run_id, from_seq=at, limit=BATCH_ITEMS,
-                                          max_bytes=BATCH_BYTES)
-        if not rows:
-            return
-        at = rows[-1].seq + 1
-        texts = [r.text for r in rows] if paths is None else [
-            _dumps(pick(json.loads(r.text), paths)) for r in rows]
-        texts.append("")
-        yield "\n".join(texts).encode()
+        with reader.batch() as conn:
+            if paths is None:  # put together by PostgreSQL, passed on as it comes
+                chunk = results.read_run_items_jsonl(conn, run_id, from_seq=at,
+                                                     limit=BATCH_ITEMS, max_bytes=BATCH_BYTES)
+                if chunk is None:
+                    return
+                at = chunk.last_seq + 1
+                data = chunk.data
+            else:
+                rows = results.list_run_items(conn, run_id, from_seq=at, limit=BATCH_ITEMS,
+                                              max_bytes=BATCH_BYTES)
+                if not rows:
+                    return
+                at = rows[-1].seq + 1
+                data = "".join(_dumps(pick(json.loads(r.text), paths)) + "\n"
+                               for r in rows).encode()
+        yield data
 
 
-def _csv(pool: ConnectionPool, run_id: str, total: int,
-         columns: Sequence[Path]) -> Iterator[bytes]:
+def _csv(reader: _Reader, total: int, columns: Sequence[Sequence[str]]) -> Iterator[bytes]:
+    run_id = reader.run_id
     if not columns:
         return
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow([".".join(path) for path in columns])
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\r\n").writerow([".".join(p) for p in columns])
+    yield header.getvalue().encode()
     at = 0
     while at < total:
-        with _batch(pool, run_id) as conn:
-            rows = results.list_run_item_fields(conn, run_id, columns, from_seq=at,
-                                                limit=BATCH_ITEMS, max_bytes=BATCH_BYTES)
-        if not rows:
-            break
-        at = rows[-1].seq + 1
-        writer.writerows(row.values for row in rows)
-        yield out.getvalue().encode()
-        out.seek(0)
-        out.truncate()
-    if out.tell():
-        yield out.getvalue().encode()
+        with reader.batch() as conn:
+            chunk = results.read_run_items_csv(conn, run_id, columns, from_seq=at,
+                                               limit=BATCH_ITEMS, max_bytes=BATCH_BYTES)
+        if chunk is None:
+            return
+        at = chunk.last_seq + 1
+        yield chunk.data
 
 
-@contextmanager
-def _batch(pool: ConnectionPool, run_id: str) -> Iterator[Conn]:
-    """A connection for one batch of a download. Should the database go away half way,
-    it is said in the log and the error goes on: the connection is then cut, and the
-    client sees an incomplete answer, not a short file."""
-    try:
-        with reading(pool) as conn:
-            yield conn
-    except DatabaseUnavailable as exc:
-        log.warning("download cut off: the database is unavailable",
-                    extra={"runId": run_id, "error": str(exc)})
-        raise
+class _Reader:
+    """Reads a download's batches: one at a time, each with a pooled connection taken for
+    it alone, and no more of them at once in this process than its services allow."""
+
+    def __init__(self, svc: Services, run_id: str) -> None:
+        self.pool = svc.pool
+        self.slots = svc.download_batches
+        self.run_id = run_id
+
+    @contextmanager
+    def batch(self) -> Iterator[Conn]:
+        """Should the database go away half way, it is said in the log and the error goes
+        on: the connection is then cut, and the client sees an incomplete answer, not a
+        short file."""
+        try:
+            with self.slots, reading(self.pool) as conn:
+                yield conn
+        except DatabaseUnavailable as exc:
+            log.warning("download cut off: the database is unavailable",
+                        extra={"runId": self.run_id, "error": str(exc)})
+            raise

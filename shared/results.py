@@ -20,6 +20,11 @@ from psycopg.rows import tuple_row
 from shared.db import query
 from shared.store import Claim, Conn, _json
 
+# The most fields of a run's items that are noted (the columns of its CSV).
+MAX_ITEM_FIELDS = 1000
+
+FieldPath = tuple[str, ...]
+
 
 class ItemsAlreadyWritten(Exception):
     """Another attempt wrote this run's items first: this one no longer holds the run."""
@@ -62,16 +67,18 @@ class Delivered:
 
 
 def deliver_run(conn: Conn, claim: Claim, *, http_status: int, output: Any,
-                output_truncated: bool, item_count: int, items_json: str, first_seq: int,
-                provider_response: Any, cost_micros: int) -> Delivered | None:
+                output_truncated: bool, item_count: int, item_fields: Sequence[FieldPath],
+                items_json: str, first_seq: int, provider_response: Any,
+                cost_micros: int) -> Delivered | None:
     """End a delivered run and settle it in one statement, adding the items of
-    `items_json` (a JSON array) from `first_seq` on; None when this attempt no longer
-    holds the run."""
+    `items_json` (a JSON array) from `first_seq` on, and noting the fields of its items;
+    None when this attempt no longer holds the run."""
     try:
         row = conn.execute(query("deliver_run"), {
             "run_id": claim.run_id, "lease_token": claim.lease_token, "number": claim.attempt,
             "output": _json(output), "output_truncated": output_truncated,
-            "item_count": item_count, "items": items_json, "first_seq": first_seq,
+            "item_count": item_count, "item_fields": _json([list(p) for p in item_fields]),
+            "items": items_json, "first_seq": first_seq,
             "provider_response": _json(provider_response), "cost_micros": cost_micros,
             "http_status": http_status,
         }).fetchone()
@@ -85,16 +92,22 @@ def deliver_run(conn: Conn, claim: Claim, *, http_status: int, output: Any,
 
 @dataclass(frozen=True)
 class ItemsState:
-    """A run's status and how many items it holds (0 until it ends COMPLETED)."""
+    """A run's status, how many items it holds (0 until it ends COMPLETED), and the
+    fields of its items (None when they were not noted)."""
 
     status: str
     item_count: int
+    item_fields: tuple[FieldPath, ...] | None
 
 
 def get_run_items_state(conn: Conn, run_id: str, caller: str) -> ItemsState | None:
     row = conn.execute(query("get_run_items_state"),
                        {"run_id": run_id, "caller": caller}).fetchone()
-    return ItemsState(row["status"], row["item_count"]) if row else None
+    if row is None:
+        return None
+    fields = row["item_fields"]
+    return ItemsState(row["status"], row["item_count"],
+                      None if fields is None else tuple(tuple(p) for p in fields))
 
 
 @dataclass(frozen=True)
@@ -113,28 +126,45 @@ def list_run_items(conn: Conn, run_id: str, *, from_seq: int, limit: int,
 
 
 @dataclass(frozen=True)
-class ItemFields:
-    seq: int
-    values: tuple[str | None, ...]
+class Chunk:
+    """A batch of a download, as bytes, and the last item in it."""
+
+    last_seq: int
+    data: bytes
 
 
-def list_run_item_fields(conn: Conn, run_id: str, paths: Sequence[Sequence[str]], *,
-                         from_seq: int, limit: int, max_bytes: int) -> list[ItemFields]:
-    """The page list_run_items gives, each item as the text of the fields at `paths`
-    (an array or object as JSON; None when missing or null)."""
+def _chunk(conn: Conn, statement: sql.SQL | sql.Composed, params: dict[str, Any]) -> Chunk | None:
+    # Binary: the bytes as PostgreSQL made them, never decoded and encoded again here.
+    row = conn.cursor(binary=True, row_factory=tuple_row).execute(statement, params).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return Chunk(row[0], bytes(row[1]))
+
+
+def read_run_items_jsonl(conn: Conn, run_id: str, *, from_seq: int, limit: int,
+                         max_bytes: int) -> Chunk | None:
+    """The page list_run_items gives, as JSONL put together by PostgreSQL; None past the
+    last item."""
+    return _chunk(conn, query("read_run_items_jsonl"), {
+        "run_id": run_id, "from_seq": from_seq, "limit": limit, "max_bytes": max_bytes})
+
+
+def read_run_items_csv(conn: Conn, run_id: str, paths: Sequence[Sequence[str]], *,
+                       from_seq: int, limit: int, max_bytes: int) -> Chunk | None:
+    """The page list_run_items gives, as CSV rows of the fields at `paths`, put together
+    by PostgreSQL; None past the last item."""
     params: dict[str, Any] = {"run_id": run_id, "from_seq": from_seq, "limit": limit,
                               "max_bytes": max_bytes}
-    columns = []
+    cells = []
     for n, path in enumerate(paths):
         params[f"path_{n}"] = list(path)
-        columns.append(sql.SQL("monid_item_field(item, {}::text[])").format(
+        cells.append(sql.SQL("monid_csv_cell(item, {}::text[])").format(
             sql.Placeholder(f"path_{n}")))
-    statement = query("list_run_item_fields").format(fields=sql.SQL(", ").join(columns))
-    rows = conn.cursor(row_factory=tuple_row).execute(statement, params)
-    return [ItemFields(row[0], tuple(row[1:])) for row in rows]
+    line = sql.SQL("array_to_string(ARRAY[{}], ',')").format(sql.SQL(", ").join(cells))
+    return _chunk(conn, query("read_run_items_csv").format(cells=line), params)
 
 
-def list_run_item_columns(conn: Conn, run_id: str, *, limit: int) -> list[tuple[str, ...]]:
+def list_run_item_columns(conn: Conn, run_id: str, *, limit: int) -> list[FieldPath]:
     """The paths of the fields of a run's items, in the order they first appear."""
     rows = conn.execute(query("list_run_item_columns"), {"run_id": run_id, "limit": limit})
     return [tuple(r["path"]) for r in rows]

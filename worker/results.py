@@ -91,6 +91,39 @@ def result_items(output: Any, items_path: Sequence[str] | None) -> list[Any]:
     return [output]
 
 
+class FieldPaths:
+    """The fields of items, nested ones by their path, in the order they first appear
+    (the columns of a CSV of them), up to MAX_ITEM_FIELDS. An empty object is no field;
+    an item that is not an object is its own `value`."""
+
+    def __init__(self) -> None:
+        self._paths: dict[results.FieldPath, None] = {}
+
+    @property
+    def paths(self) -> list[results.FieldPath]:
+        return list(self._paths)
+
+    def add(self, item: Any) -> None:
+        if len(self._paths) >= results.MAX_ITEM_FIELDS:
+            return
+        if isinstance(item, dict):
+            self._walk(item, ())
+        else:
+            self._note(("value",))
+
+    def _walk(self, value: dict[str, Any], prefix: results.FieldPath) -> None:
+        for key, inner in value.items():
+            path = (*prefix, key)
+            if isinstance(inner, dict):
+                self._walk(inner, path)
+            elif path not in self._paths:
+                self._note(path)
+
+    def _note(self, path: results.FieldPath) -> None:
+        if path not in self._paths and len(self._paths) < results.MAX_ITEM_FIELDS:
+            self._paths[path] = None
+
+
 @dataclass(frozen=True)
 class _Shape:
     """Where a result's items sit in its output, and what is left for them inline."""
@@ -134,11 +167,13 @@ class ResultWriter:
         inline: list[Any] = []  # the first items that fit inline, for pages
         fit = 0  # how many first items fit inline
         fit_bytes = 0
+        fields = FieldPaths()
         try:
             with ExitStack() as stack:
                 conn: store.Conn | None = None
                 for item in _capped(pages, cap):
                     text = dumps_item(item)
+                    fields.add(item)
                     count += 1
                     size += len(text)
                     if count > limit_items:
@@ -168,7 +203,8 @@ class ResultWriter:
                     return results.deliver_run(
                         conn, claim, http_status=result.http_status, output=output,
                         output_truncated=truncated, item_count=count,
-                        items_json=results.items_json(batch), first_seq=count - len(batch),
+                        item_fields=fields.paths, items_json=results.items_json(batch),
+                        first_seq=count - len(batch),
                         provider_response=response, cost_micros=cost)
 
                 if conn is None:  # all of it in one statement

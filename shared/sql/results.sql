@@ -22,6 +22,7 @@ WITH ended AS (
         output = CASE WHEN status = 'STOPPING' THEN NULL ELSE %(output)s::json END,
         output_truncated = status <> 'STOPPING' AND %(output_truncated)s,
         item_count = CASE WHEN status = 'STOPPING' THEN NULL ELSE %(item_count)s::int END,
+        item_fields = CASE WHEN status = 'STOPPING' THEN NULL ELSE %(item_fields)s::json END,
         result_count = CASE WHEN status = 'STOPPING' THEN NULL ELSE %(item_count)s::int END,
         provider_response = CASE WHEN status = 'STOPPING' THEN NULL
                                  ELSE %(provider_response)s::json END,
@@ -59,7 +60,7 @@ WITH ended AS (
 SELECT id, status, monid_settle(caller, id, cost_micros, hold_micros) FROM ended;
 
 -- name: get_run_items_state
-SELECT status, coalesce(item_count, 0) AS item_count
+SELECT status, coalesce(item_count, 0) AS item_count, item_fields
 FROM runs
 WHERE id = %(run_id)s AND caller = %(caller)s;
 
@@ -78,29 +79,50 @@ FROM (
 WHERE before < %(max_bytes)s
 ORDER BY seq;
 
--- name: list_run_item_fields
--- The same page as list_run_items, each item as the text of the fields asked for
--- (`fields` is filled in with one monid_item_field(item, path) per column).
-SELECT seq, {fields}
+-- name: read_run_items_jsonl
+-- The page list_run_items gives, as JSONL (an item a line, UTF-8) in one value, and
+-- the last item in it: a batch of a download, put together by PostgreSQL.
+SELECT max(seq) AS last, convert_to(string_agg(text, E'\n' ORDER BY seq) || E'\n', 'UTF8') AS data
 FROM (
-    SELECT seq, monid_item_json(item)::jsonb AS item
+    SELECT seq, text, sum(octet_length(text)) OVER (ORDER BY seq) - octet_length(text) AS before
+    FROM (SELECT seq, item::text AS text
+          FROM run_items
+          WHERE run_id = %(run_id)s AND seq >= %(from_seq)s
+          ORDER BY seq
+          LIMIT %(limit)s) taken
+) sized
+WHERE before < %(max_bytes)s;
+
+-- name: read_run_items_csv
+-- The same page as CSV rows (RFC 4180, every cell quoted but empty ones, lines ending
+-- CRLF) in one value, and the last item in it. `cells` is filled in with one
+-- monid_csv_cell(item, path) per column, joined with ','.
+SELECT max(seq) AS last, convert_to(string_agg(line, E'\r\n' ORDER BY seq) || E'\r\n', 'UTF8') AS data
+FROM (
+    SELECT seq, {cells} AS line
     FROM (
-        SELECT seq, item,
-               sum(octet_length(item::text)) OVER (ORDER BY seq)
-                   - octet_length(item::text) AS before
-        FROM (SELECT seq, item
-              FROM run_items
-              WHERE run_id = %(run_id)s AND seq >= %(from_seq)s
-              ORDER BY seq
-              LIMIT %(limit)s) taken
-    ) sized
-    WHERE before < %(max_bytes)s
-) page
-ORDER BY seq;
+        SELECT seq, monid_item_json(item)::jsonb AS item
+        FROM (
+            SELECT seq, item,
+                   sum(octet_length(item::text)) OVER (ORDER BY seq)
+                       - octet_length(item::text) AS before
+            FROM (SELECT seq, item
+                  FROM run_items
+                  WHERE run_id = %(run_id)s AND seq >= %(from_seq)s
+                  ORDER BY seq
+                  LIMIT %(limit)s) taken
+        ) sized
+        WHERE before < %(max_bytes)s
+        -- Kept a subquery (not pulled up): each item is made jsonb once, and the cells'
+        -- functions are inlined on it.
+        OFFSET 0
+    ) page
+) lines;
 
 -- name: list_run_item_columns
 -- The fields of a run's items, nested ones by their path, in the order they first
--- appear: the columns of its CSV.
+-- appear: the columns of its CSV, worked out for a run that ended before they were
+-- noted as its items were written.
 WITH RECURSIVE walk(path, value, ord) AS (
     SELECT ARRAY[e.key], e.value, ARRAY[i.seq, e.n::int]
     FROM run_items i

@@ -170,6 +170,19 @@ def test_csv_flattens_nested_fields_with_dots(client: FlaskClient, key: str,
     ]
 
 
+def test_csv_of_a_run_that_ended_before_fields_were_noted_has_the_same_columns(
+        client: FlaskClient, key: str, db: ConnectionPool,
+        run_with: Callable[[Any], str]) -> None:
+    run_id = run_with([{"id": 1, "author": {"name": "ada"}, "tags": ["a"]},
+                       {"id": 2, "extra": {"deep": {"er": True}}, "author": {"name": "bob"}},
+                       "bare"])
+    noted = get(client, key, run_id, format="csv").get_data()
+    with reading(db) as conn:
+        conn.execute("UPDATE runs SET item_fields = NULL WHERE id = %s", (run_id,))
+    assert get(client, key, run_id, format="csv").get_data() == noted
+    assert noted.decode().splitlines()[0] == "id,author.name,tags,extra.deep.er,value"
+
+
 def test_csv_fields_choose_the_columns(client: FlaskClient, key: str,
                                        run_with: Callable[[Any], str]) -> None:
     run_id = run_with([{"id": n, "author": {"name": f"u{n}"}, "other": n} for n in range(3000)]

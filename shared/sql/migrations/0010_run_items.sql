@@ -12,6 +12,11 @@ CREATE TABLE run_items (
 
 ALTER TABLE runs ADD COLUMN output_truncated boolean NOT NULL DEFAULT false;
 ALTER TABLE runs ADD COLUMN item_count integer CHECK (item_count >= 0);
+-- The fields of a run's items, nested ones by their path (a JSON array of arrays of
+-- keys), in the order they first appear: the columns of its CSV. Noted as the items
+-- are written; null for the runs that ended before (their columns are worked out
+-- when asked for).
+ALTER TABLE runs ADD COLUMN item_fields json;
 
 -- Runs that ended before keep their output; it becomes their items too: an array's
 -- elements, or the output itself.
@@ -38,11 +43,13 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                                     'g')::json END
 $$;
 
--- A field of an item, as text (a nested field's by its path; an array or object as
--- JSON), for CSV: null when missing. An item that is not an object is its own
--- `value`.
-CREATE FUNCTION monid_item_field(item jsonb, path text[]) RETURNS text
+-- A CSV cell (RFC 4180) of an item: the field at `path` (a nested one's by its
+-- path; an array or object as JSON) in quotes, its quotes doubled; empty when missing
+-- or null. An item that is not an object is its own `value`.
+CREATE FUNCTION monid_csv_cell(item jsonb, path text[]) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN jsonb_typeof(item) = 'object' THEN item #>> path
-                WHEN path = ARRAY['value'] THEN item #>> ARRAY[]::text[] END
+    SELECT coalesce('"' || replace(CASE WHEN jsonb_typeof(item) = 'object' THEN item #>> path
+                                        WHEN path = ARRAY['value']
+                                        THEN item #>> ARRAY[]::text[] END,
+                                   '"', '""') || '"', '')
 $$;
