@@ -50,6 +50,7 @@ BENCHES = [
           ["--requests", "200", "--repeat", "2"], False, UNLIMITED),
     Bench("inflight", ["--runs", "1000", "--concurrency", "500", "--apify", "500"],
           ["--runs", "200", "--concurrency", "100", "--apify", "50"], False),
+    Bench("results", [], ["--quick"]),
 ]
 
 
