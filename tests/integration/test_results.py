@@ -348,3 +348,42 @@ def test_the_runs_that_ended_before_get_their_output_as_items(empty_database: st
     assert [(r[1], r[2], r[3]) for r in rows] == [
         (2, False, '[{"a": 1}, {"a": 2}]'), (1, False, '[{"only": "one"}]'), (0, False, None),
         (None, False, None)]
+
+
+# --- provider failures are answers, not retries ------------------------------------------
+
+
+@pytest.mark.parametrize(("apify_status", "status", "code", "outcome"), [
+    ("FAILED", "FAILED", "PROVIDER_RUN_FAILED", "PERMANENT_ERROR"),
+    ("ABORTED", "FAILED", "PROVIDER_RUN_FAILED", "PERMANENT_ERROR"),  # aborted on Apify
+    # Ended by the timeout the run started it with: the run's own deadline.
+    ("TIMED-OUT", "TIMED_OUT", "DEADLINE_EXCEEDED", "TIMEOUT"),
+])
+def test_an_actor_run_ended_without_success_is_not_started_again(
+        driver: Driver, apify: FakeApify, db: ConnectionPool, apify_status: str, status: str,
+        code: str, outcome: str) -> None:
+    apify.add_actor("apify~instagram-scraper", run_seconds=60, items=[{"post": 1}])
+    run_id = driver.start("apify", POSTS, {"search": "cats"})
+    assert driver.step(run_id) == "following"
+    apify.set_status(apify.runs()[0].id, apify_status)
+    assert driver.drive(run_id, pause=0.1)[-1] == status.lower()
+    run = driver.run(run_id)
+    assert run.status == status and run.error is not None and run.error["code"] == code
+    assert [a["outcome"] for a in run.attempts] == [outcome]
+    assert run.cost_micros == 0 and held(db) == 0 and count_items(db, run_id) == 0
+    assert apify.runs_started() == 1
+    if status == "FAILED":
+        assert run.error["source"] == "provider"
+        assert run.provider_response["status"] == apify_status
+
+
+def test_apify_unreachable_or_busy_stays_transient(driver: Driver, apify: FakeApify) -> None:
+    apify.add_actor("apidojo~tweet-scraper", run_seconds=0.1, items=[{"id": "1"}])
+    apify.fail_next(1, status=429, match=("POST", "/v2/acts/"))
+    apify.disconnect_next(1, match=("POST", "/v2/acts/"))
+    run_id = driver.start("apify", TWEETS, {"searchTerms": ["AI"]})
+    outcomes = driver.drive(run_id, pause=0.15)
+    assert outcomes[:2] == ["retry", "retry"] and outcomes[-1] == "completed"
+    run = driver.run(run_id)
+    assert [a["outcome"] for a in run.attempts] == ["TRANSIENT_ERROR", "TRANSIENT_ERROR", "OK"]
+    assert apify.runs_started() == 1
