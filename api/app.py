@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import redis
@@ -24,6 +25,8 @@ from shared.settings import Settings
 log = logging.getLogger("monid.api")
 # Threads of a web process never taken by waiting requests.
 WAIT_RESERVE = 8
+# Downloads read with at most this share of the database pool at once (a half).
+DOWNLOAD_SHARE_OF_POOL = 2
 
 
 
@@ -48,6 +51,8 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
         # Every thread but a few may wait for a run; those few serve the rest.
         waiter=RunWaiter(settings.database_url, slots=settings.web_threads - WAIT_RESERVE),
         keys=KeyCache(settings.api_key_cache_seconds),
+        download_batches=threading.BoundedSemaphore(
+            max(1, settings.db_pool_size // DOWNLOAD_SHARE_OF_POOL)),
     )
 
     @app.before_request
@@ -72,11 +77,12 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
 
     errors.init_app(app)
     from api import catalog as catalog_routes
-    from api import health, runs, wallet
+    from api import health, items, runs, wallet
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(catalog_routes.blueprint)
     app.register_blueprint(runs.blueprint)
+    app.register_blueprint(items.blueprint)
     app.register_blueprint(wallet.blueprint)
     metrics.init_app(app)
     openapi.init_app(app)

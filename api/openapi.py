@@ -34,8 +34,9 @@ from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import NotFound
 
 from api.catalog import DiscoverSchema, InspectSchema, ListEndpointsSchema
+from api.items import CSV_MEDIA_TYPE, JSONL_MEDIA_TYPE, MAX_CSV_COLUMNS
 from api.runs import MAX_WAIT_SECONDS
-from api.schemas import ListRunsSchema, StartRunSchema
+from api.schemas import ListItemsSchema, ListRunsSchema, StartRunSchema
 from shared.ids import ULID_PATTERN
 from shared.store import STATUSES
 
@@ -97,6 +98,10 @@ class AttemptSchema(Schema):
     nextAttemptAt = fields.DateTime(required=True, allow_none=True,
                                     metadata={"description": "When the next try is due, while "
                                                              "one is scheduled."})
+    message = fields.String(required=True, allow_none=True,
+                            metadata={"description": "How the attempt ended, in words: the "
+                                                     "provider's status and message where it "
+                                                     "ran a job that failed."})
 
 
 class ProviderResponseSchema(Schema):
@@ -115,12 +120,17 @@ class RunErrorSchema(Schema):
 
     source = fields.String(validate=validate.OneOf(["provider", "platform"]))
     code = fields.String(metadata={
-        "example": "RETRIES_EXHAUSTED",
-        "description": "RETRIES_EXHAUSTED (transient failures outlasted the attempts), "
-                       "DEADLINE_EXCEEDED (the endpoint's deadline, counted from the run's "
-                       "first start, passed), QUEUE_TIMEOUT (the run could not start within "
-                       "the queue limit), WORKER_LOST (the run's worker died too often), "
-                       "PROVIDER_NOT_CONFIGURED, ENDPOINT_UNAVAILABLE, INTERNAL."})
+        "example": "RESPONSE_TOO_LARGE",
+        "description": "`RETRIES_EXHAUSTED` (transient failures outlasted the attempts), "
+                       "`PROVIDER_RUN_FAILED` (the provider's job ended without success: "
+                       "an Apify actor run `FAILED`, `ABORTED` or `TIMED-OUT`), "
+                       "`RESPONSE_TOO_LARGE` (the result is over its bounds: "
+                       "`MAX_RESULT_BYTES`, `MAX_RESULT_ITEMS`, or the provider's answer over "
+                       "`PROVIDER_MAX_RESPONSE_BYTES`), `DEADLINE_EXCEEDED` (the endpoint's "
+                       "deadline, counted from the run's first start, passed), "
+                       "`QUEUE_TIMEOUT` (the run could not start within the queue limit), "
+                       "`WORKER_LOST`, `PROVIDER_NOT_CONFIGURED`, `ENDPOINT_UNAVAILABLE`, "
+                       "`INTERNAL`."})
     message = fields.String()
 
 
@@ -168,8 +178,16 @@ class RunSummarySchema(_RunIdentitySchema):
 class RunSchema(RunSummarySchema):
     input = fields.Dict(required=True, metadata={"description": "The input, in the form it "
                                                                 "was sent."})
-    output = fields.Raw(required=True, metadata={"description": "The provider's data once the "
-                                                                "run has ended; null before."})
+    output = fields.Raw(required=True, metadata={
+        "description": "The provider's data once the run has ended; null before. The whole "
+                       "result up to `MAX_INLINE_OUTPUT_BYTES` (256 KiB by default); past it, "
+                       "the first of its items that fit, in the answer's own shape, and "
+                       "`outputTruncated` is true: read them all at `itemsUrl`."})
+    outputTruncated = fields.Boolean(required=True, metadata={
+        "description": "True when `output` holds only the first of the run's items."})
+    itemsUrl = fields.String(required=True, metadata={
+        "description": "Where the run's items are, in pages or as a download.",
+        "example": f"/v1/runs/{RUN_ID_EXAMPLE}/items"})
     attempts = fields.List(fields.Nested(AttemptSchema), required=True)
 
 
@@ -181,6 +199,16 @@ def _next_cursor() -> fields.String:
 class RunListSchema(Schema):
     items = fields.List(fields.Nested(RunSummarySchema), required=True)
     cursor = _next_cursor()
+
+
+class RunItemsPageSchema(Schema):
+    items = fields.List(fields.Raw(), required=True,
+                        metadata={"description": "The run's items, in order."})
+    cursor = _next_cursor()
+    total = fields.Integer(required=True, validate=validate.Range(min=0),
+                           metadata={"description": "How many items the run has: its "
+                                                    "`resultCount` once it has ended "
+                                                    "`COMPLETED`, else 0."})
 
 
 class StopAnswerSchema(Schema):
@@ -287,6 +315,7 @@ ANSWER_SCHEMAS: dict[str, type[Schema]] = {
     "RunSummary": RunSummarySchema,
     "Run": RunSchema,
     "RunList": RunListSchema,
+    "RunItemsPage": RunItemsPageSchema,
     "StopAnswer": StopAnswerSchema,
     "WalletBalance": WalletBalanceSchema,
     "DiscoverResult": DiscoverResultSchema,
@@ -331,6 +360,11 @@ HEADERS: dict[str, dict[str, Any]] = {
         "description": "`Bearer`: send `Authorization: Bearer <api-key>`.",
         "required": True,
         "schema": {"type": "string", "example": "Bearer"},
+    },
+    "ContentDisposition": {
+        "description": "`attachment; filename=\"<runId>.<format>\"`, on a download.",
+        "schema": {"type": "string",
+                   "example": f'attachment; filename="{RUN_ID_EXAMPLE}.csv"'},
     },
     "Allow": {
         "description": "The methods this path allows.",
@@ -671,6 +705,48 @@ def build_document(max_body_bytes: int, served_paths: Collection[str]) -> dict[s
         "responses": {
             "200": answers.ok("A page of runs.", RunListSchema),
             **answers.errors(400, *V1_ERRORS, described=bad_page),
+        },
+    })})
+
+    spec.path(path="/v1/runs/{runId}/items", operations={"get": v1({
+        "operationId": "listRunItems",
+        "tags": ["runs"],
+        "summary": "A run's items: pages, or a JSONL or CSV download",
+        "description": (
+            "A run has items once it has ended `COMPLETED`: its whole result, never more "
+            "than it was charged for (`total` is its `resultCount`); before that, and for a "
+            "run that ended otherwise, none. `format=json` (the default) answers a page of "
+            "`limit` items (fewer once they pass 4 MiB) and the `cursor` of the next. "
+            "`format=jsonl` and `format=csv` stream a download of every item, as an "
+            "attachment: one JSON item a line, or a CSV (RFC 4180) whose header row names "
+            "each field, nested ones by their dotted path (`author.name`), arrays and "
+            "objects chosen by `fields` written as JSON, and an item that is not an object "
+            f"as `value`; without `fields`, every field in the order it first appears, up "
+            f"to {MAX_CSV_COLUMNS} columns. `fields` picks and orders the fields of any "
+            "format."),
+        "parameters": [_run_id_parameter(), {"in": "query", "schema": ListItemsSchema}],
+        "responses": {
+            "200": {
+                "description": "A page of items (`format=json`), or a download (`jsonl`, "
+                               "`csv`), streamed.",
+                "headers": {"x-request-id": "RequestId",
+                            "Content-Disposition": "ContentDisposition"},
+                "content": {
+                    "application/json": {"schema": RunItemsPageSchema},
+                    JSONL_MEDIA_TYPE: {"schema": {"type": "string"},
+                                       "example": '{"id":"1","text":"..."}\n'},
+                    CSV_MEDIA_TYPE: {"schema": {"type": "string"},
+                                     "example": "id,author.name\r\n1,ada\r\n"},
+                },
+            },
+            **answers.errors(
+                400, 404, *V1_ERRORS,
+                described={400: "`limit` out of 1-1000, an unknown `format`, malformed "
+                                "`fields`, a cursor that is not one of this run's items, "
+                                "`limit` or `cursor` with a download, or an unknown "
+                                "parameter.", 404: no_run},
+                examples={400: ("VALIDATION_FAILED", "limit: Must be greater than or equal "
+                                                     "to 1 and less than or equal to 1000")}),
         },
     })})
 

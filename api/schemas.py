@@ -55,6 +55,39 @@ class ListRunsSchema(Schema):
                            metadata={"description": "Only runs in this status."})
 
 
+ITEM_FORMATS = ("json", "jsonl", "csv")
+MAX_ITEMS_PAGE = 1000
+DEFAULT_ITEMS_PAGE = 100
+
+
+class ListItemsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_ITEMS_PAGE),
+                           error_messages={"invalid": "must be an integer"},
+                           metadata={"description": f"Items per JSON page (default "
+                                                    f"{DEFAULT_ITEMS_PAGE}); a page holds "
+                                                    "fewer when its items pass 4 MiB. JSON "
+                                                    "pages only."})
+    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200),
+                           metadata={"description": "The previous page's `cursor`. JSON pages "
+                                                    "only."})
+    format = fields.String(load_default="json", validate=validate.OneOf(ITEM_FORMATS),
+                           metadata={"description": "`json`: a page; `jsonl` or `csv`: a "
+                                                    "download of every item, streamed."})
+    field_paths = fields.String(
+        data_key="fields", load_default=None, validate=validate.Length(min=1, max=4000),
+        metadata={"description": "Comma-separated fields to keep, nested ones by their "
+                                 "dotted path (`a,b.c`), in this order: the columns of a CSV, "
+                                 "the fields of JSON items.",
+                  "example": "id,author.name"})
+
+
+def items_url(run_id: str) -> str:
+    return f"/v1/runs/{run_id}/items"
+
+
 def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     flat: dict[str, list[str]] = {}
     if isinstance(messages, Mapping):
@@ -163,6 +196,8 @@ def run_json(run: Run, *, full: bool) -> dict[str, Any]:
     if full:
         body["input"] = run.input
         body["output"] = run.output if run.ended else None
+        body["outputTruncated"] = run.output_truncated
+        body["itemsUrl"] = items_url(run.id)
     body["resultCount"] = run.result_count
     body["providerResponse"] = run.provider_response
     body["error"] = run.error

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import cast
 
 import redis
@@ -26,6 +27,10 @@ class Services:
     redis: redis.Redis
     waiter: RunWaiter
     keys: KeyCache[ApiKey]
+    # Downloads read their batches from PostgreSQL this many at a time, so that they
+    # never take every pooled connection, nor every core, from other requests.
+    download_batches: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(1))
 
     def close(self) -> None:
         """Let go of connections and threads (for tests and tools that build apps)."""

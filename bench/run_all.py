@@ -52,6 +52,7 @@ BENCHES = [
           ["--runs", "200", "--concurrency", "100", "--apify", "50"], False),
     Bench("system", ["--repeat", "2"], ["--duration", "5"]),
     Bench("fairness", [], ["--flood", "300", "--sleep", "0.5", "--probes", "10"]),
+    Bench("results", [], ["--quick"]),
 ]
 
 

@@ -75,6 +75,13 @@ class Settings:
     # Where gunicorn's workers keep their metrics for /metrics to add up; None
     # outside gunicorn (one process, one plain registry).
     metrics_multiproc_dir: Path | None = None
+    # The bound on every run's result: its items' total size (compact JSON) and
+    # their number. Past either, the run ends FAILED with RESPONSE_TOO_LARGE.
+    max_result_bytes: int = 32 * 1024 * 1024
+    max_result_items: int = 100_000
+    # A run's `output` holds its whole result up to this size; past it, the first
+    # items that fit, and the run says its output is truncated.
+    max_inline_output_bytes: int = 256 * 1024
 
 
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
@@ -222,6 +229,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_key_cache_seconds=_float(env, "API_KEY_CACHE_SECONDS", 2.0, 0.0, 300.0),
         metrics_cache_seconds=_float(env, "METRICS_CACHE_SECONDS", 5.0, 0.0, 300.0),
         metrics_multiproc_dir=Path(multiproc_raw) if multiproc_raw else None,
+        max_result_bytes=_int(env, "MAX_RESULT_BYTES", 32 * 1024 * 1024, 1024,
+                              1024 * 1024 * 1024),
+        max_result_items=_int(env, "MAX_RESULT_ITEMS", 100_000, 1, 10_000_000),
+        max_inline_output_bytes=_int(env, "MAX_INLINE_OUTPUT_BYTES", 256 * 1024, 0,
+                                     16 * 1024 * 1024),
     )
 
 

@@ -105,6 +105,9 @@ class Run:
     input: Any = None
     output: Any = None
     attempts: tuple[dict[str, Any], ...] = ()
+    # `output` holds only the first of the run's items (read all of them with the
+    # run's items).
+    output_truncated: bool = False
 
     @property
     def ended(self) -> bool:
@@ -261,7 +264,7 @@ class Woken:
     open_runs: int
 
 
-def _woken(rows: Any) -> tuple[Woken, ...]:
+def woken_runs(rows: Any) -> tuple[Woken, ...]:
     return tuple(Woken(r["id"], r["caller"], r["open_runs"]) for r in rows or ())
 
 
@@ -314,7 +317,7 @@ class Ended:
     woken: tuple[Woken, ...] = ()
 
 
-def _slot_params(slots: SlotLimits | None) -> dict[str, int]:
+def slot_params(slots: SlotLimits | None) -> dict[str, int]:
     slots = slots or SlotLimits()
     return {"caller_cap": slots.caller, "provider_limit": slots.provider,
             "endpoint_limit": slots.endpoint}
@@ -327,7 +330,7 @@ def end_run(conn: Conn, claim: Claim, attempt: AttemptEnd, *, status: str, outpu
     run waiting for each slot it freed (`slots`: the limits it was under). None when
     this attempt no longer holds the run."""
     row = conn.execute(query("end_run"), {
-        **_slot_params(slots),
+        **slot_params(slots),
         "run_id": claim.run_id, "lease_token": claim.lease_token, "number": claim.attempt,
         "status": status, "output": _json(output), "result_count": result_count,
         "provider_response": _json(provider_response), "error": _json(error),
@@ -336,7 +339,7 @@ def end_run(conn: Conn, claim: Claim, attempt: AttemptEnd, *, status: str, outpu
     }).fetchone()
     if row is None:
         return None
-    return Ended(row["status"], _woken(row["woken"]))
+    return Ended(row["status"], woken_runs(row["woken"]))
 
 
 @dataclass(frozen=True)
@@ -353,13 +356,13 @@ def schedule_retry(conn: Conn, claim: Claim, attempt: AttemptEnd, delay_seconds:
     is forgotten, and a run waiting for each slot it freed is handed back. None when
     this attempt no longer holds the run."""
     row = conn.execute(query("schedule_retry"), {
-        **_slot_params(slots),
+        **slot_params(slots),
         "run_id": claim.run_id, "lease_token": claim.lease_token, "number": claim.attempt,
         "delay_seconds": delay_seconds, "outcome": attempt.outcome,
         "http_status": attempt.http_status, "message": attempt.message,
         "malformed": int(malformed), "published": published,
     }).fetchone()
-    return HandedBack(row["next_attempt_at"], row["status"], _woken(row["woken"])) \
+    return HandedBack(row["next_attempt_at"], row["status"], woken_runs(row["woken"])) \
         if row else None
 
 
@@ -373,7 +376,7 @@ def follow_run(conn: Conn, claim: Claim, provider_state: Any, delay_seconds: flo
         "provider_state": _json(provider_state), "delay_seconds": delay_seconds,
         "published": published, "caller_cap": (slots or SlotLimits()).caller,
     }).fetchone()
-    return HandedBack(row["next_attempt_at"], row["status"], _woken(row["woken"])) \
+    return HandedBack(row["next_attempt_at"], row["status"], woken_runs(row["woken"])) \
         if row else None
 
 
@@ -464,7 +467,7 @@ def wake_waiting_runs(conn: Conn, slot: WaitingSlot, *, limit: int, wanted: int
     rows = conn.execute(query("wake_waiting_runs"), {
         "slot": slot.slot, "caller": slot.caller, "provider": slot.provider,
         "endpoint": endpoint, "limit": limit, "wanted": wanted}).fetchall()
-    return _woken(rows)
+    return woken_runs(rows)
 
 
 def hand_back_runs(conn: Conn, owner_prefix: str) -> list[str]:

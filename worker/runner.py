@@ -24,15 +24,20 @@ from shared.scheduling import Limits, SlotLimits, priority_for
 from shared.settings import Settings
 from worker.providers.base import (
     Adapter,
+    DeadlinePassed,
     MalformedAnswer,
     Pending,
     PermanentError,
     PlatformError,
     ProviderCall,
     ProviderError,
+    ProviderJobFailed,
     ProviderResult,
+    ReadAgain,
+    ResultTooLarge,
     TransientError,
 )
+from worker.results import ResultWriter, StopAsked
 
 log = logging.getLogger("monid.worker")
 T = TypeVar("T")
@@ -71,6 +76,7 @@ class Runner:
         self.publish = publish
         self.name = name or worker_name()
         self.limits = limits or Limits()
+        self.results = ResultWriter(settings=settings, pool=pool)
         # Leases this process holds now, renewed by the heartbeat.
         self._held: dict[uuid.UUID, str] = {}
         self._held_lock = threading.Lock()
@@ -145,7 +151,8 @@ class Runner:
             call=endpoint.call, body=parts["body"], query_params=parts["queryParams"],
             path_params=parts["pathParams"], attempt=claim.attempt,
             deadline_at=claim.deadline_at, state=claim.provider_state,
-            max_results=endpoint.price.max_results,
+            max_results=claim.max_results if claim.price_type == "PER_RESULT" else None,
+            max_charge_micros=claim.hold_micros,
         )
         if claim.status == "STOPPING":
             return self._stopped(claim, adapter, request)
@@ -153,6 +160,22 @@ class Runner:
             return self._timed_out(claim, adapter, request)
         try:
             result = adapter.call(request)
+            if isinstance(result, ProviderResult) and datetime.now(UTC) < claim.deadline_at:
+                # Its items are read (and may fail) as they are written.
+                return self._delivered(claim, result)
+        except DatabaseUnavailable:
+            raise
+        except ReadAgain as exc:
+            log.info("reading the result broke off; checking again", extra={"error": str(exc)})
+            return self._follow(claim, exc.pending)
+        except StopAsked:
+            return self._stopped(claim, adapter, request)
+        except DeadlinePassed:
+            return self._timed_out(claim, adapter, request)
+        except ResultTooLarge as exc:
+            return self._too_large(claim, exc)
+        except ProviderJobFailed as exc:
+            return self._job_failed(claim, exc)
         except MalformedAnswer as exc:
             if claim.malformed_answers >= 1:
                 return self._permanent(claim, exc)
@@ -174,9 +197,8 @@ class Runner:
                                     "message": "internal error while calling the provider"})
         if datetime.now(UTC) >= claim.deadline_at:
             return self._timed_out(claim, adapter, request)
-        if isinstance(result, Pending):
-            return self._follow(claim, result)
-        return self._delivered(claim, result)
+        assert isinstance(result, Pending)
+        return self._follow(claim, result)
 
     def _follow(self, claim: store.Claim, pending: Pending) -> str:
         delay = self._within_deadline(claim, pending.check_after)
@@ -208,15 +230,33 @@ class Runner:
                          status="STOPPED", cost_micros=0)
 
     def _delivered(self, claim: store.Claim, result: ProviderResult) -> str:
-        # Never more than the run held: the hold is the most it can cost.
-        cost = min(claim.hold_micros,
-                   cost_micros(claim.price_type, claim.price_micros, claim.flat_fee_micros,
-                               result.result_count, claim.max_results))
-        return self._end(
-            claim, store.AttemptEnd("OK", result.http_status), status="COMPLETED",
-            output=result.output, result_count=result.result_count,
-            provider_response={"httpStatus": result.http_status}, cost_micros=cost,
-        )
+        def cost(result_count: int) -> int:
+            # Never more than the run held: the hold is the most it can cost.
+            return min(claim.hold_micros,
+                       cost_micros(claim.price_type, claim.price_micros,
+                                   claim.flat_fee_micros, result_count, claim.max_results))
+
+        ended = self.results.write(claim, result, cost_of=cost, write=self._write,
+                                   slots=self._slots(claim))
+        if ended is None:
+            log.warning("result discarded: this attempt no longer holds the run")
+            return "lost-lease"
+        log.info("run ended", extra={"status": ended.status, "attempt": claim.attempt})
+        self._publish_woken(ended.woken)
+        return ended.status.lower()
+
+    def _too_large(self, claim: store.Claim, exc: ResultTooLarge) -> str:
+        return self._end(claim, store.AttemptEnd("PERMANENT_ERROR", None, str(exc)),
+                         status="FAILED", cost_micros=0,
+                         error={"source": "platform", "code": "RESPONSE_TOO_LARGE",
+                                "message": str(exc)})
+
+    def _job_failed(self, claim: store.Claim, exc: ProviderJobFailed) -> str:
+        return self._end(claim, store.AttemptEnd("PERMANENT_ERROR", None, exc.message),
+                         status="FAILED", cost_micros=0,
+                         provider_response={"httpStatus": None, **exc.response},
+                         error={"source": "provider", "code": "PROVIDER_RUN_FAILED",
+                                "message": exc.message})
 
     def _permanent(self, claim: store.Claim, exc: ProviderError) -> str:
         return self._end(

@@ -98,6 +98,10 @@ CALL_SCHEMAS: dict[str, dict[str, Any]] = {
             "actorId": {"type": "string", "pattern": "^[A-Za-z0-9._-]+~[A-Za-z0-9._-]+$"},
             "memoryMbytes": {"type": "integer", "minimum": 128},
             "build": {"type": "string", "minLength": 1},
+            # How Apify charges for the actor (its pricing model): a pay-per-event
+            # actor is started with the run's hold as its maxTotalChargeUsd.
+            "pricingModel": {"enum": ["FREE", "FLAT_PRICE_PER_MONTH", "PRICE_PER_DATASET_ITEM",
+                                      "PAY_PER_EVENT"]},
         },
     },
     "http": {
@@ -406,7 +410,25 @@ def validate_input(endpoint: Endpoint, value: Mapping[str, Any]) -> dict[str, li
                 bucket = errors.setdefault(path, [])
                 if message not in bucket:
                     bucket.append(message)
+    for path, message in _cap_problems(endpoint, value, composite):
+        errors.setdefault(path, [message])
     return dict(sorted(errors.items()))
+
+
+def _cap_problems(endpoint: Endpoint, value: Mapping[str, Any],
+                  composite: bool) -> list[tuple[str, str]]:
+    """An input asking for more results than the endpoint delivers and charges for
+    (its price's maxResults, where the input names its own cap) is refused."""
+    price = endpoint.price
+    if not price.max_results_input or price.max_results is None:
+        return []
+    part, _, name = price.max_results_input.partition(".")
+    given = split_input(value)[part].get(name)
+    if isinstance(given, int) and not isinstance(given, bool) and given > price.max_results:
+        prefix = "input" if part == "body" and not composite else f"input.{part}"
+        return [(f"{prefix}.{name}", f"must be <= {price.max_results}: the most results this "
+                                     "endpoint delivers and charges for")]
+    return []
 
 
 def hold_for(endpoint: Endpoint, value: Mapping[str, Any]) -> tuple[int, int | None]:

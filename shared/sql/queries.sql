@@ -86,7 +86,7 @@ SELECT (SELECT ok FROM under_cap) AS under_cap, (SELECT ok FROM funded) AS funde
 SELECT r.id, r.caller, r.provider, r.provider_name, r.endpoint, r.status, r.input, r.output,
        r.result_count, r.provider_response, r.error, r.price_type, r.price_micros,
        r.flat_fee_micros, r.cost_micros, r.attempt_count, r.max_attempts, r.next_attempt_at,
-       r.deadline_at, r.created_at, r.started_at, r.completed_at,
+       r.deadline_at, r.created_at, r.started_at, r.completed_at, r.output_truncated,
        (SELECT coalesce(json_agg(json_build_object(
                     'number', a.number,
                     'startedAt', to_char(a.started_at AT TIME ZONE 'UTC',
@@ -95,6 +95,7 @@ SELECT r.id, r.caller, r.provider, r.provider_name, r.endpoint, r.status, r.inpu
                                        'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
                     'outcome', a.outcome,
                     'httpStatus', a.http_status,
+                    'message', a.message,
                     'nextAttemptAt', to_char(a.next_attempt_at AT TIME ZONE 'UTC',
                                              'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
                 ) ORDER BY a.number), '[]'::json)

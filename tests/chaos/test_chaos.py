@@ -20,8 +20,9 @@ import pytest
 import requests
 
 from shared.queue import enqueue_run, make_publisher
-from shared.settings import load_settings
+from shared.settings import DEFAULT_CATALOG_DIR, load_settings
 from tests.chaos.conftest import LIMITED, LIMITED_CONCURRENCY, World
+from tests.fakes.apify import FakeApify, SizedDataset
 from worker.app import make_celery
 
 
@@ -253,3 +254,50 @@ def test_two_callers_waiting_for_a_provider_limit_survive(
     assert waiting is not None and waiting[0] > 0, "no run waited for its turn"
     survivors = [p for p in world.processes if p.name == "survivor"]
     assert survivors and survivors[0].alive(), "a worker did not survive the fault"
+
+
+def in_flight_writes(world: World) -> int:
+    """Transactions of other sessions that have written and not yet committed."""
+    with psycopg.connect(world.database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                           " current_database() AND backend_xid IS NOT NULL"
+                           " AND pid <> pg_backend_pid()").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_sigkill_a_worker_mid_write_keeps_one_copy_of_the_items(world: World) -> None:
+    with FakeApify(token="chaos-apify-token") as apify:
+        apify.add_actor("apidojo~tweet-scraper", run_seconds=0.2,
+                        items=SizedDataset(20_000, 1000))  # 20 MB a run
+        env = {"CATALOG_DIR": str(DEFAULT_CATALOG_DIR), "APIFY_API_BASE_URL": apify.base_url,
+               "APIFY_TOKEN": "chaos-apify-token"}
+        base = world.web(**env)
+        victim = world.worker("victim", concurrency=4, **env)
+        apify.delay = 0.1  # pages come slowly: the kill lands while they are written
+        ids = []
+        for _ in range(2):
+            answer = requests.post(f"{base}/v1/run", timeout=10,
+                                   headers={"Authorization": f"Bearer {world.key}"},
+                                   json={"provider": "apify", "endpoint": "/apidojo/tweet-scraper",
+                                         "input": {"searchTerms": ["AI"]}})
+            assert answer.status_code == 202, answer.text
+            ids.append(answer.json()["runId"])
+        assert apify.wait_for_count(8, "GET", "/v2/datasets/", timeout=30)
+        deadline = time.monotonic() + 10
+        while in_flight_writes(world) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert in_flight_writes(world) >= 1, "no result was being written"
+        fault = time.time()
+        victim.signal_group(signal.SIGKILL)
+        apify.delay = 0.0
+        world.worker("survivor", concurrency=4, **env)
+        world.wait_ended(ids, timeout=90)
+        world.check("SIGKILL worker mid-write", ids, fault)
+        assert apify.runs_started() == 2, "an actor run was started twice"
+    with psycopg.connect(world.database_url) as conn:
+        rows = conn.execute(
+            "SELECT r.id, r.result_count, r.lost_count, count(i.seq), count(DISTINCT i.seq),"
+            " min(i.seq), max(i.seq), (SELECT count(*) FROM attempts a WHERE a.run_id = r.id)"
+            " FROM runs r LEFT JOIN run_items i ON i.run_id = r.id WHERE r.id = ANY(%s)"
+            " GROUP BY r.id", (ids,)).fetchall()
+    assert sorted(row[1:] for row in rows) == [(20_000, 1, 20_000, 20_000, 0, 19_999, 1)] * 2

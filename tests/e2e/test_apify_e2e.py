@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -15,7 +18,7 @@ from psycopg_pool import ConnectionPool
 from shared import store
 from shared.db import transaction
 from tests.e2e.test_end_to_end import poll_until_ended
-from tests.fakes.apify import FakeApify
+from tests.fakes.apify import FakeApify, SizedDataset
 from tests.helpers import KeyMaker
 from tests.processes import Process, start_web, start_worker
 
@@ -121,3 +124,139 @@ def test_a_worker_killed_after_starting_an_actor_run_does_not_start_a_second(
     assert run["output"] == [{"post": 1}, {"post": 2}]
     assert apify.runs_started("apify~instagram-scraper") - before == 1
     assert len(run["attempts"]) == 1
+
+
+# --- results at real size ---------------------------------------------------------------
+
+
+def start_run(base: str, key: str, endpoint: str, input: dict[str, Any]) -> str:
+    response = requests.post(f"{base}/v1/run", headers={"Authorization": f"Bearer {key}"},
+                             json={"provider": "apify", "endpoint": endpoint, "input": input},
+                             timeout=5)
+    assert response.status_code == 202, response.text
+    run_id: str = response.json()["runId"]
+    return run_id
+
+
+def test_a_per_result_run_delivers_exactly_what_it_is_charged_for(
+        env: dict[str, str], web: tuple[Process, str], apify: FakeApify, e2e_key: KeyMaker,
+        pool: ConnectionPool, tmp_path: Path) -> None:
+    # A careless actor: asked for at most 500 places, it writes 5,000.
+    apify.add_actor("compass~crawler-google-places", run_seconds=0.5, ignores_max_items=True,
+                    items=[{"name": f"place {n}", "rating": n % 5} for n in range(5000)])
+    key = e2e_key("user_places")
+    credit(pool, "USER#user_places", 10_000_000)
+    _, base = web
+    worker = start_worker(env, tmp_path)
+    try:
+        run_id = start_run(base, key, "/compass/crawler-google-places",
+                           {"searchStringsArray": ["coffee"], "locationQuery": "Berlin"})
+        run = poll_until_ended(base, key, run_id, every=0.5)
+    finally:
+        worker.stop()
+    assert run["status"] == "COMPLETED", run
+    assert run["resultCount"] == 500 and len(run["output"]) == 500
+    assert run["cost"] == {"value": 2.001, "currency": "USD"}
+    page = requests.get(f"{base}/v1/runs/{run_id}/items", params={"limit": 1000},
+                        headers={"Authorization": f"Bearer {key}"}, timeout=5).json()
+    assert page["total"] == 500 and page["cursor"] is None
+    assert page["items"][-1] == {"name": "place 499", "rating": 4}
+    balance = requests.get(f"{base}/v1/wallet/balance", timeout=5,
+                           headers={"Authorization": f"Bearer {key}"}).json()
+    assert balance["held"]["value"] == 0 and balance["balance"]["value"] == 7.999
+
+
+def test_a_large_result_is_paged_and_downloaded_through_real_processes(
+        env: dict[str, str], web: tuple[Process, str], apify: FakeApify, e2e_key: KeyMaker,
+        pool: ConnectionPool, tmp_path: Path) -> None:
+    dataset = SizedDataset(20_000, 1000)  # 20 MB
+    apify.add_actor("apidojo~tweet-scraper", run_seconds=0.5, items=dataset)
+    key = e2e_key("user_large")
+    credit(pool, "USER#user_large", 1_000_000)
+    headers = {"Authorization": f"Bearer {key}"}
+    _, base = web
+    worker = start_worker(env, tmp_path)
+    try:
+        run_id = start_run(base, key, "/apidojo/tweet-scraper", {"searchTerms": ["AI"]})
+        run = poll_until_ended(base, key, run_id, timeout=90, every=0.5)
+    finally:
+        worker.stop()
+    assert run["status"] == "COMPLETED", run
+    assert run["resultCount"] == 20_000 and run["outputTruncated"] is True
+    assert run["itemsUrl"] == f"/v1/runs/{run_id}/items"
+    assert 0 < len(run["output"]) < 300 and run["output"][0] == dataset[0]
+
+    with requests.get(f"{base}{run['itemsUrl']}", params={"format": "jsonl"}, headers=headers,
+                      stream=True, timeout=30) as download:
+        assert download.status_code == 200
+        assert download.headers["Transfer-Encoding"] == "chunked"  # streamed
+        assert download.headers["Content-Disposition"] == (
+            f'attachment; filename="{run_id}.jsonl"')
+        lines = 0
+        for line in download.iter_lines(chunk_size=1 << 20):
+            assert json.loads(line) == dataset[lines]
+            lines += 1
+    assert lines == 20_000
+
+    with requests.get(f"{base}{run['itemsUrl']}", params={"format": "csv"}, headers=headers,
+                      stream=True, timeout=30) as download:
+        assert download.status_code == 200
+        rows = list(csv.reader(io.StringIO(download.content.decode(), newline="")))
+    assert rows[0] == ["id", "text"] and len(rows) == 20_001
+    assert rows[20_000] == ["19999", dataset[19_999]["text"]]
+
+
+def test_a_failed_actor_run_is_not_started_again(
+        env: dict[str, str], web: tuple[Process, str], apify: FakeApify, e2e_key: KeyMaker,
+        pool: ConnectionPool, tmp_path: Path) -> None:
+    apify.add_actor("apify~instagram-scraper", run_seconds=0.3, final_status="FAILED",
+                    status_message="Login required")
+    before = apify.runs_started("apify~instagram-scraper")
+    key = e2e_key("user_failed")
+    credit(pool, "USER#user_failed", 10_000_000)
+    _, base = web
+    worker = start_worker(env, tmp_path)
+    try:
+        run_id = start_run(base, key, "/apify/instagram-scraper", {"search": "cats"})
+        run = poll_until_ended(base, key, run_id, every=0.5)
+    finally:
+        worker.stop()
+    assert run["status"] == "FAILED", run
+    assert run["error"]["source"] == "provider"
+    assert run["error"]["code"] == "PROVIDER_RUN_FAILED"
+    assert run["providerResponse"]["status"] == "FAILED"
+    assert run["providerResponse"]["statusMessage"] == "Login required"
+    assert [a["outcome"] for a in run["attempts"]] == ["PERMANENT_ERROR"]
+    assert "Login required" in run["attempts"][0]["message"]
+    assert run["cost"] == {"value": 0, "currency": "USD"}
+    assert apify.runs_started("apify~instagram-scraper") - before == 1
+
+
+def test_a_run_stopped_mid_read_ends_stopped_with_no_items(
+        env: dict[str, str], web: tuple[Process, str], apify: FakeApify, e2e_key: KeyMaker,
+        pool: ConnectionPool, tmp_path: Path) -> None:
+    apify.add_actor("apidojo~tweet-scraper", run_seconds=0.3, items=SizedDataset(20_000, 1000))
+    key = e2e_key("user_stop")
+    credit(pool, "USER#user_stop", 1_000_000)
+    headers = {"Authorization": f"Bearer {key}"}
+    _, base = web
+    worker = start_worker(env, tmp_path)
+    apify.delay = 0.2  # a slow dataset: about 20 pages of 1 MB
+    try:
+        run_id = start_run(base, key, "/apidojo/tweet-scraper", {"searchTerms": ["AI"]})
+        reads = apify.count("GET", "/v2/datasets/")
+        assert apify.wait_for_count(reads + 4, "GET", "/v2/datasets/", timeout=30)
+        stop = requests.post(f"{base}/v1/runs/{run_id}/stop", headers=headers, timeout=5)
+        assert stop.status_code == 202, stop.text
+        run = poll_until_ended(base, key, run_id, timeout=30, every=0.3)
+    finally:
+        apify.delay = 0.0
+        worker.stop()
+    assert run["status"] == "STOPPED", run
+    assert run["output"] is None and run["cost"] == {"value": 0, "currency": "USD"}
+    page = requests.get(f"{base}/v1/runs/{run_id}/items", headers=headers, timeout=5).json()
+    assert page == {"items": [], "cursor": None, "total": 0}
+    with transaction(pool) as conn:
+        row = conn.execute("SELECT count(*) AS n FROM run_items WHERE run_id = %s",
+                           (run_id,)).fetchone()
+    assert row is not None and row["n"] == 0

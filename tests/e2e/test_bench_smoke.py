@@ -28,3 +28,21 @@ def test_the_accept_benchmark_runs_and_reports_its_ratios(admin_database_url: st
     assert float(accept["value"].split()[0]) > 0
     assert float(accept["ratio"]) > 0  # against /healthz of the same server, same run
     assert figures["errors (accept / healthz / raw)"]["value"] == "0 / 0 / 0"
+
+
+def test_the_results_benchmark_runs_and_reports_its_figures(admin_database_url: str,
+                                                           redis_url: str,
+                                                           tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.results", "--quick", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "DATABASE_URL": admin_database_url, "REDIS_URL": redis_url})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    figures = {f["figure"]: f for f in json.loads(out.read_text())["figures"]}
+    worker = figures["worker peak RSS, 2 x 5 MB datasets at once"]
+    assert float(worker["value"].split()[0]) > 0
+    assert figures["items stored meanwhile"]["baseline"] == "COMPLETED 10000: 2"
+    for fmt in ("JSONL", "CSV"):
+        assert float(figures[f"download rate, {fmt} of a 2 MB result"]["value"].split()[0]) > 0
+        assert figures[f"web peak RSS, 3 x {fmt} download of 2 MB"]["met"] is not None

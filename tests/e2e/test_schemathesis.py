@@ -179,6 +179,14 @@ def test_a_run_through_its_life(api_schema: Any, fuzzed_api: FuzzedApi,
     assert ended.json()["status"] == "COMPLETED"
     assert ended.json()["attempts"] and ended.json()["cost"] is not None
     call("POST", "/v1/runs/{runId}/stop", 409, path_parameters={"runId": run_id})
+    items = call("GET", "/v1/runs/{runId}/items", 200, path_parameters={"runId": run_id},
+                 query={"limit": 1})
+    assert items.json() == {"items": [{"message": "life"}], "cursor": None, "total": 1}
+    for download in ("jsonl", "csv"):
+        call("GET", "/v1/runs/{runId}/items", 200, path_parameters={"runId": run_id},
+             query={"format": download, "fields": "message"})
+    call("GET", "/v1/runs/{runId}/items", 400, path_parameters={"runId": run_id},
+         query={"format": "jsonl", "limit": 5})
 
     sleeping = call("POST", "/v1/run", 202, body={
         "provider": "demo", "endpoint": "/sleep", "input": {"seconds": 60}}).json()["runId"]

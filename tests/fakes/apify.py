@@ -9,18 +9,31 @@ Routes (all need `Authorization: Bearer <token>` or `?token=<token>`):
 
 actorId is `owner~name` (the `owner/name` form is not accepted) or the actor's id.
 A run is READY, RUNNING after 0.1 s, and reaches its actor's final status after
-run_seconds (TIMED-OUT earlier if the `timeout` query parameter is shorter).
+run_seconds (TIMED-OUT earlier if the `timeout` query parameter is shorter), with
+the actor's statusMessage when it ends otherwise than SUCCEEDED.
+
+The start's `maxItems` and `maxTotalChargeUsd` are kept in the run's `options`, as
+Apify keeps them. A pay-per-result actor is given `maxItems` and should write no
+more items than that (Apify's ACTOR_MAX_PAID_DATASET_ITEMS); an actor added with
+`ignores_max_items=True` writes all of its items anyway, as a careless one does.
+
+Dataset items are paged as Apify pages them: `offset` and `limit` count every item,
+and `clean` (or `skipEmpty`, `skipHidden`) then leaves out empty items and hidden
+`#fields` of the page, which may so hold fewer than `limit`. A dataset can be a
+SizedDataset: N items of B bytes each (as compact JSON), made page by page as they
+are read, so that datasets of hundreds of megabytes cost the fake no memory.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import re
 import secrets
 import string
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +41,8 @@ from urllib.parse import unquote
 
 from tests.fakes.jsonapi import Call, FakeServer, Reply
 
-__all__ = ["DEFAULT_ACTOR", "FINAL_STATUSES", "ApifyRun", "FakeApify", "apify_id"]
+__all__ = ["DEFAULT_ACTOR", "FINAL_STATUSES", "ApifyRun", "FakeApify", "SizedDataset",
+           "apify_id"]
 
 DEFAULT_ACTOR = "apidojo~tweet-scraper"
 FINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "TIMED-OUT", "ABORTED"})
@@ -51,7 +65,45 @@ _ERROR_TYPES = {
     504: "gateway-timeout",
 }
 
-ItemsSpec = Callable[[dict[str, Any]], list[dict[str, Any]]] | list[dict[str, Any]] | None
+Items = Sequence[dict[str, Any]]
+ItemsSpec = Callable[[dict[str, Any]], Items] | Items | None
+
+
+class SizedDataset(Sequence[dict[str, Any]]):
+    """`count` items of exactly `item_bytes` bytes each as compact JSON
+    (`{"id":n,"text":"xxx..."}`), made when read."""
+
+    def __init__(self, count: int, item_bytes: int) -> None:
+        if item_bytes < len(json.dumps({"id": max(count - 1, 0), "text": ""},
+                                       separators=(",", ":"))):
+            raise ValueError("item_bytes is too small for items with their id")
+        self.length = count
+        self.item_bytes = item_bytes
+
+    def item(self, n: int) -> dict[str, Any]:
+        bare = len(f'{{"id":{n},"text":""}}')
+        return {"id": n, "text": "x" * (self.item_bytes - bare)}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self.item(n) for n in range(*index.indices(self.length))]
+        if not -self.length <= index < self.length:
+            raise IndexError(index)
+        return self.item(index % self.length)
+
+    def head(self, count: int) -> SizedDataset:
+        return SizedDataset(min(count, self.length), self.item_bytes)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.length * self.item_bytes
+
+
+def _head(items: Items, count: int) -> Items:
+    return items.head(count) if isinstance(items, SizedDataset) else list(items[:count])
 
 
 def apify_id() -> str:
@@ -96,6 +148,8 @@ class _Actor:
     items: ItemsSpec
     run_seconds: float
     final_status: str
+    status_message: str | None = None
+    ignores_max_items: bool = False
 
 
 @dataclass
@@ -106,7 +160,7 @@ class ApifyRun:
     actor_name: str
     act_id: str
     input: dict[str, Any]
-    items: list[dict[str, Any]]
+    items: Items
     options: dict[str, Any]
     query: dict[str, Any]
     run_seconds: float
@@ -114,6 +168,7 @@ class ApifyRun:
     timeout_secs: float | None
     abort_seconds: float
     input_len: int
+    status_message: str | None = None
     started_mono: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)
     default_dataset_id: str = field(default_factory=apify_id)
@@ -149,6 +204,16 @@ class ApifyRun:
     def status(self) -> str:
         return self.state()[0]
 
+    def _status_message(self, status: str) -> str | None:
+        if status == "ABORTED" and self.abort_mono is not None:
+            return "Actor run was aborted"
+        if status == "TIMED-OUT" and self.forced_status is None and (
+                self.timeout_secs is not None and self.timeout_secs < self.run_seconds):
+            return "Actor run timed out"
+        if status in ("FAILED", "ABORTED", "TIMED-OUT"):
+            return self.status_message
+        return None
+
     @property
     def finished(self) -> bool:
         return self.status in FINAL_STATUSES
@@ -164,7 +229,7 @@ class ApifyRun:
             "userId": "fakeUserId0000000",
             "actorTaskId": None,
             "status": status,
-            "statusMessage": None,
+            "statusMessage": self._status_message(status),
             "startedAt": _iso(self.started_wall),
             "finishedAt": _iso(finished_at),
             "buildId": self.build_id,
@@ -257,15 +322,20 @@ class FakeApify(FakeServer):
         items: ItemsSpec = None,
         run_seconds: float = 1.0,
         final_status: str = "SUCCEEDED",
+        status_message: str | None = None,
+        ignores_max_items: bool = False,
     ) -> str:
         """Register (or replace) an actor `owner~name`; returns its 17-char id.
-        items: a list, or a callable(input) -> list, giving the run's dataset items."""
+        items: a list (or a SizedDataset), or a callable(input) -> list, giving the run's
+        dataset items. status_message: what a run that ends otherwise than SUCCEEDED
+        says. ignores_max_items: write every item whatever the start's `maxItems`."""
         if final_status not in FINAL_STATUSES:
             raise ValueError(f"final_status must be one of {sorted(FINAL_STATUSES)}")
         with self._state_lock:
             old = self._actors.get(actor_id)
             actor = _Actor(
-                actor_id, old.id if old else apify_id(), items, run_seconds, final_status
+                actor_id, old.id if old else apify_id(), items, run_seconds, final_status,
+                status_message, ignores_max_items,
             )
             self._actors[actor_id] = actor
             return actor.id
@@ -377,17 +447,29 @@ class FakeApify(FakeServer):
         timeout = _float_param(call.query, "timeout")
         memory = _int_param(call.query, "memory", None)
         build = call.query.get("build")
+        max_items = _int_param(call.query, "maxItems", None)
+        max_charge = _float_param(call.query, "maxTotalChargeUsd")
+        items: Items
         if callable(found.items):
-            items = list(found.items(copy.deepcopy(actor_input)))
+            items = found.items(copy.deepcopy(actor_input))
+            items = items if isinstance(items, SizedDataset) else list(items)
+        elif isinstance(found.items, SizedDataset):
+            items = found.items
         else:
             items = copy.deepcopy(list(found.items or []))
+        if max_items is not None and not found.ignores_max_items:
+            items = _head(items, max_items)
         memory_mb = memory if memory is not None else 1024
-        options = {
+        options: dict[str, Any] = {
             "build": build if isinstance(build, str) and build else "latest",
             "timeoutSecs": timeout if timeout is not None else 3600,
             "memoryMbytes": memory_mb,
             "diskMbytes": memory_mb * 2,
         }
+        if max_items is not None:
+            options["maxItems"] = max_items
+        if max_charge is not None:
+            options["maxTotalChargeUsd"] = max_charge
         run = ApifyRun(
             id=apify_id(),
             actor_name=found.name,
@@ -401,6 +483,7 @@ class FakeApify(FakeServer):
             timeout_secs=timeout if timeout else None,
             abort_seconds=self.abort_seconds,
             input_len=len(call.raw_body),
+            status_message=found.status_message,
         )
         with self._state_lock:
             self._runs[run.id] = run
@@ -447,17 +530,21 @@ class FakeApify(FakeServer):
             )
         offset = _int_param(call.query, "offset", 0) or 0
         limit = _int_param(call.query, "limit", None)
-        items = found.items if found.status == "SUCCEEDED" else []
-        if _flag(call.query.get("clean")) or _flag(call.query.get("skipHidden")):
-            items = [{k: v for k, v in i.items() if not k.startswith("#")} for i in items]
-        if _flag(call.query.get("clean")) or _flag(call.query.get("skipEmpty")):
-            items = [i for i in items if i]
+        items: Items = found.items if found.status == "SUCCEEDED" else []
+        total = len(items)
         desc = _flag(call.query.get("desc"))
+        # offset and limit count every item; cleaning then thins out the page.
+        end = total if limit is None else min(total, offset + limit)
         if desc:
-            items = list(reversed(items))
-        page = items[offset:] if limit is None else items[offset : offset + limit]
+            page = list(reversed(items[max(0, total - end) : max(0, total - offset)]))
+        else:
+            page = list(items[offset:end]) if offset < total else []
+        if _flag(call.query.get("clean")) or _flag(call.query.get("skipHidden")):
+            page = [{k: v for k, v in i.items() if not k.startswith("#")} for i in page]
+        if _flag(call.query.get("clean")) or _flag(call.query.get("skipEmpty")):
+            page = [i for i in page if i]
         headers = {
-            "X-Apify-Pagination-Total": str(len(items)),
+            "X-Apify-Pagination-Total": str(total),
             "X-Apify-Pagination-Offset": str(offset),
             "X-Apify-Pagination-Limit": str(DEFAULT_ITEMS_LIMIT if limit is None else limit),
             "X-Apify-Pagination-Count": str(len(page)),

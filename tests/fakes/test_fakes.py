@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.fakes import FakeApify, FakeJsonApi, Reply, http_date
-from tests.fakes.apify import tweets_for
+from tests.fakes.apify import SizedDataset, tweets_for
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -217,6 +217,73 @@ def test_apify_dataset_paging(apify: FakeApify, client: httpx.Client) -> None:
     assert client.get(f"/v2/datasets/{dataset_id}/items", params={"offset": 30}).json() == []
     bad = client.get(f"/v2/datasets/{dataset_id}/items", params={"limit": "x"})
     assert bad.status_code == 400
+
+
+def test_apify_clean_thins_out_a_page_after_offset_and_limit(apify: FakeApify,
+                                                              client: httpx.Client) -> None:
+    items = [{"i": 0}, {}, {"i": 2, "#debug": "x"}, {}, {"i": 4}]
+    apify.add_actor("me~sparse", items=items, run_seconds=0)
+    dataset_id = client.post("/v2/acts/me~sparse/runs", json={}).json()["data"]["defaultDatasetId"]
+    first = client.get(f"/v2/datasets/{dataset_id}/items",
+                       params={"clean": "1", "offset": 0, "limit": 2})
+    assert first.json() == [{"i": 0}]  # the empty item counts towards the limit
+    assert first.headers["X-Apify-Pagination-Count"] == "1"
+    assert first.headers["X-Apify-Pagination-Total"] == "5"
+    second = client.get(f"/v2/datasets/{dataset_id}/items",
+                        params={"clean": "1", "offset": 2, "limit": 2})
+    assert second.json() == [{"i": 2}]
+    raw = client.get(f"/v2/datasets/{dataset_id}/items", params={"offset": 2, "limit": 2})
+    assert raw.json() == [{"i": 2, "#debug": "x"}, {}]
+    newest = client.get(f"/v2/datasets/{dataset_id}/items",
+                        params={"desc": "1", "offset": 0, "limit": 2})
+    assert newest.json() == [{"i": 4}, {}]
+
+
+def test_apify_sized_datasets_are_made_as_they_are_read(apify: FakeApify,
+                                                        client: httpx.Client) -> None:
+    dataset = SizedDataset(100_000, 500)
+    assert dataset.total_bytes == 50_000_000
+    assert all(len(json.dumps(i, separators=(",", ":"))) == 500
+               for i in (dataset[0], dataset[9], dataset[99_999]))
+    apify.add_actor("me~big", items=dataset, run_seconds=0)
+    dataset_id = client.post("/v2/acts/me~big/runs", json={}).json()["data"]["defaultDatasetId"]
+    page = client.get(f"/v2/datasets/{dataset_id}/items",
+                      params={"clean": "1", "offset": 99_998, "limit": 1000})
+    assert [i["id"] for i in page.json()] == [99_998, 99_999]
+    assert page.headers["X-Apify-Pagination-Total"] == "100000"
+
+
+def test_apify_max_items_is_kept_and_honoured_unless_ignored(apify: FakeApify,
+                                                             client: httpx.Client) -> None:
+    apify.add_actor("me~careful", items=SizedDataset(50, 100), run_seconds=0)
+    apify.add_actor("me~careless", items=[{"n": n} for n in range(50)], run_seconds=0,
+                    ignores_max_items=True)
+    for actor, expected in (("me~careful", 10), ("me~careless", 50)):
+        data = client.post(f"/v2/acts/{actor}/runs", json={},
+                           params={"maxItems": 10, "maxTotalChargeUsd": "0.5"}).json()["data"]
+        assert data["options"]["maxItems"] == 10
+        assert data["options"]["maxTotalChargeUsd"] == 0.5
+        items = client.get(f"/v2/datasets/{data['defaultDatasetId']}/items")
+        assert items.headers["X-Apify-Pagination-Total"] == str(expected), actor
+    plain = client.post("/v2/acts/me~careful/runs", json={}).json()["data"]
+    assert "maxItems" not in plain["options"]
+
+
+def test_apify_a_run_that_fails_says_why(apify: FakeApify, client: httpx.Client) -> None:
+    apify.add_actor("me~fails", items=[{"a": 1}], run_seconds=0, final_status="FAILED",
+                    status_message="The actor crashed: out of memory")
+    failed = client.post("/v2/acts/me~fails/runs", json={}).json()["data"]
+    assert failed["status"] == "FAILED"
+    assert failed["statusMessage"] == "The actor crashed: out of memory"
+    apify.add_actor("me~slow", items=[{"a": 1}], run_seconds=5)
+    timed = client.post("/v2/acts/me~slow/runs", params={"timeout": "0.2"}, json={})
+    data = wait_status(client, timed.json()["data"]["id"], {"TIMED-OUT"})
+    assert data["statusMessage"] == "Actor run timed out"
+    running = client.post("/v2/acts/me~slow/runs", json={}).json()["data"]
+    assert running["statusMessage"] is None
+    client.post(f"/v2/actor-runs/{running['id']}/abort")
+    assert wait_status(client, running["id"], {"ABORTED"})["statusMessage"] == (
+        "Actor run was aborted")
 
 
 def test_apify_abort(apify: FakeApify, client: httpx.Client) -> None:

@@ -13,7 +13,7 @@ from openapi_spec_validator import validate
 
 from api import openapi
 from api.catalog import DiscoverSchema, InspectSchema, ListEndpointsSchema
-from api.schemas import ListRunsSchema, StartRunSchema
+from api.schemas import ListItemsSchema, ListRunsSchema, StartRunSchema
 
 AUTOMATIC_METHODS = {"HEAD", "OPTIONS"}  # Flask answers these on its own for every route
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -103,7 +103,8 @@ def test_every_route_is_documented_with_its_methods(docs_app: Flask,
 def test_every_contract_route_is_there(document: dict[str, Any]) -> None:
     expected = {
         ("/v1/run", "post"), ("/v1/runs/{runId}", "get"), ("/v1/runs", "get"),
-        ("/v1/runs/{runId}/stop", "post"), ("/v1/wallet/balance", "get"),
+        ("/v1/runs/{runId}/stop", "post"), ("/v1/runs/{runId}/items", "get"),
+        ("/v1/wallet/balance", "get"),
         ("/v1/discover", "post"), ("/v1/inspect", "post"), ("/v1/endpoints", "get"),
         ("/healthz", "get"), ("/readyz", "get"), ("/openapi.json", "get"), ("/docs", "get"),
     }
@@ -147,6 +148,7 @@ def test_every_answer_has_the_request_id_header(document: dict[str, Any]) -> Non
     ("/v1/runs/{runId}", "get", {200, 400, 401, 404, 405, 429, 500, 503}),
     ("/v1/runs", "get", {200, 400, 401, 405, 429, 500, 503}),
     ("/v1/runs/{runId}/stop", "post", {202, 401, 404, 405, 409, 429, 500, 503}),
+    ("/v1/runs/{runId}/items", "get", {200, 400, 401, 404, 405, 429, 500, 503}),
     ("/v1/wallet/balance", "get", {200, 401, 405, 429, 500, 503}),
     ("/v1/discover", "post", {200, 400, 401, 405, 413, 415, 429, 500, 503}),
     ("/v1/inspect", "post", {200, 400, 401, 404, 405, 413, 415, 429, 500, 503}),
@@ -185,13 +187,31 @@ def test_requests_are_described_by_the_validating_schemas(document: dict[str, An
         assert set(described["properties"]) == set(schema().fields), path
         assert described["additionalProperties"] is False, path  # unknown=RAISE: a 400
     assert schemas["StartRun"]["required"] == ["endpoint", "input", "provider"]
-    for path, schema in [("/v1/runs", ListRunsSchema), ("/v1/endpoints", ListEndpointsSchema)]:
+    for path, schema in [("/v1/runs", ListRunsSchema), ("/v1/endpoints", ListEndpointsSchema),
+                         ("/v1/runs/{runId}/items", ListItemsSchema)]:
         parameters = document["paths"][path]["get"]["parameters"]
         query = {p["name"]: p["schema"] for p in parameters if p["in"] == "query"}
-        assert set(query) == set(schema().fields), path
+        assert set(query) == {f.data_key or name for name, f in schema().fields.items()}, path
         for name, param_schema in query.items():
             assert "nullable" not in param_schema and param_schema.get("default", 0) is not None
             assert None not in param_schema.get("enum", []), (path, name)
+
+
+def test_results_are_described(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    run = schemas["Run"]
+    assert {"outputTruncated", "itemsUrl"} <= set(run["required"])
+    assert "MAX_INLINE_OUTPUT_BYTES" in run["properties"]["output"]["description"]
+    assert "RESPONSE_TOO_LARGE" in schemas["RunError"]["properties"]["code"]["description"]
+    assert "PROVIDER_RUN_FAILED" in schemas["RunError"]["properties"]["code"]["description"]
+    assert "message" in schemas["Attempt"]["required"]
+    items = document["paths"]["/v1/runs/{runId}/items"]["get"]
+    assert set(items["responses"]["200"]["content"]) == {
+        "application/json", "application/x-ndjson", "text/csv"}
+    assert set(schemas["RunItemsPage"]["required"]) == {"items", "cursor", "total"}
+    parameters = {p["name"]: p["schema"] for p in items["parameters"] if p["in"] == "query"}
+    assert parameters["limit"]["minimum"] == 1 and parameters["limit"]["maximum"] == 1000
+    assert parameters["format"]["enum"] == ["json", "jsonl", "csv"]
 
 
 def test_the_document_is_served_without_a_key(docs_client: FlaskClient) -> None:

@@ -122,18 +122,18 @@ def test_the_seed_run_completes_with_the_actors_items(driver: Driver, apify: Fak
 
 
 def test_a_large_dataset_is_read_page_by_page(driver: Driver, apify: FakeApify) -> None:
-    apify.add_actor("compass~crawler-google-places", run_seconds=0.1,
-                    items=[{"place": n} for n in range(2345)])
-    run_id = driver.start("apify", "/compass/crawler-google-places",
-                          {"searchStringsArray": ["coffee"], "locationQuery": "Berlin"})
+    apify.add_actor("apidojo~tweet-scraper", run_seconds=0.1,
+                    items=[{"tweet": n} for n in range(2345)])
+    run_id = driver.start("apify", "/apidojo/tweet-scraper", {"searchTerms": ["AI"]})
     driver.drive(run_id, pause=0.2)
     run = driver.run(run_id)
     assert run.status == "COMPLETED"
-    assert run.result_count == 2345 and run.output[-1] == {"place": 2344}
+    assert run.result_count == 2345 and run.output[-1] == {"tweet": 2344}
     pages = [c for c in apify.calls if "/items" in c.path]
-    assert [c.query["offset"] for c in pages] == ["0", "1000", "2000"]
-    # PER_RESULT: the flat fee plus each result, up to the endpoint's maximum of 500.
-    assert run.cost_micros == 1000 + 4000 * 500
+    # A first small page, then pages sized from what the items weigh.
+    assert [(c.query["offset"], c.query["limit"]) for c in pages] == [
+        ("0", "100"), ("100", "1000"), ("1100", "1000"), ("2100", "1000")]
+    assert run.cost_micros == 3000  # PER_CALL
 
 
 def test_a_redelivered_task_follows_the_same_actor_run(driver: Driver, apify: FakeApify) -> None:
@@ -152,16 +152,23 @@ def test_a_redelivered_task_follows_the_same_actor_run(driver: Driver, apify: Fa
     assert run.status == "COMPLETED" and run.attempt_count == 1
 
 
-def test_a_failed_actor_run_is_retried_with_a_new_actor_run(driver: Driver,
-                                                            apify: FakeApify) -> None:
-    apify.add_actor("apify~instagram-scraper", run_seconds=0.1, final_status="FAILED")
+def test_a_failed_actor_run_is_the_providers_answer_not_a_retry(driver: Driver,
+                                                                 apify: FakeApify) -> None:
+    apify.add_actor("apify~instagram-scraper", run_seconds=0.1, final_status="FAILED",
+                    status_message="The actor crashed")
     run_id = driver.start("apify", "/apify/instagram-scraper", {"search": "cats"})
-    driver.drive(run_id, pause=0.2)
+    assert driver.drive(run_id, pause=0.2)[-1] == "failed"
     run = driver.run(run_id)
     assert run.status == "FAILED"
-    assert run.error["source"] == "provider"
-    assert apify.runs_started("apify~instagram-scraper") == 3  # maxAttempts of the endpoint
-    assert [a["outcome"] for a in run.attempts] == ["TRANSIENT_ERROR"] * 3
+    assert apify.runs_started("apify~instagram-scraper") == 1
+    actor_run = apify.runs()[0].id
+    message = f"Apify actor run {actor_run} ended FAILED: The actor crashed"
+    assert run.error == {"source": "provider", "code": "PROVIDER_RUN_FAILED",
+                         "message": message}
+    assert run.provider_response == {"httpStatus": None, "actorRunId": actor_run,
+                                     "status": "FAILED", "statusMessage": "The actor crashed"}
+    assert [(a["outcome"], a["httpStatus"], a["message"]) for a in run.attempts] == [
+        ("PERMANENT_ERROR", None, message)]
     assert run.cost_micros == 0
 
 
@@ -333,17 +340,35 @@ def test_connection_errors_are_transient(driver: Driver, api: FakeJsonApi) -> No
     assert driver.run(run_id).attempts[0]["httpStatus"] is None
 
 
-def test_an_answer_over_the_size_cap_is_refused(base_env: dict[str, str], db: ConnectionPool,
-                                                api: FakeJsonApi) -> None:
+def test_an_answer_over_the_size_cap_fails_the_run(base_env: dict[str, str],
+                                                   db: ConnectionPool, api: FakeJsonApi) -> None:
     settings = load_settings({**base_env, **SECRETS, "EXA_API_BASE_URL": api.base_url,
                               "PROVIDER_MAX_RESPONSE_BYTES": "2048"})
     driver = Driver(settings, db, load_catalog(DEFAULT_CATALOG_DIR))
     api.route("POST", "/search", body={"results": ["x" * 5000]})
     run_id = driver.start("exa", "/search", {"query": "x"})
-    assert driver.drive(run_id) == ["completed"]
+    assert driver.drive(run_id) == ["failed"]
     run = driver.run(run_id)
-    assert run.output is None and run.cost_micros == 0
-    assert "over the limit" in json.dumps(run.provider_response)
+    assert run.status == "FAILED" and run.output is None and run.cost_micros == 0
+    assert run.error == {"source": "platform", "code": "RESPONSE_TOO_LARGE", "message": (
+        "the provider's answer of 5017 bytes is over the 2048 bytes this server reads of one "
+        "answer")}
+    assert run.provider_response is None
+    assert [a["outcome"] for a in run.attempts] == ["PERMANENT_ERROR"]
+    assert api.count("POST", "/search") == 1  # not tried again
+
+
+def test_an_error_answer_over_the_size_cap_is_still_what_its_status_says(
+        base_env: dict[str, str], db: ConnectionPool, api: FakeJsonApi) -> None:
+    settings = load_settings({**base_env, **SECRETS, "EXA_API_BASE_URL": api.base_url,
+                              "PROVIDER_MAX_RESPONSE_BYTES": "2048"})
+    driver = Driver(settings, db, load_catalog(DEFAULT_CATALOG_DIR))
+    api.fail_next(1, status=503, body="overloaded " * 1000)
+    run_id = driver.start("exa", "/search", {"query": "x"})
+    assert driver.drive(run_id) == ["retry", "completed"]
+    run = driver.run(run_id)
+    assert [(a["outcome"], a["httpStatus"]) for a in run.attempts] == [
+        ("TRANSIENT_ERROR", 503), ("OK", 200)]
 
 
 def test_a_hung_provider_is_ended_by_its_deadline(base_env: dict[str, str], db: ConnectionPool,

@@ -19,9 +19,10 @@ from tests.helpers import auth
 
 ISO_MS_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 FULL_FIELDS = {"runId", "caller", "provider", "providerName", "endpoint", "status", "stoppable",
-               "input", "output", "resultCount", "providerResponse", "error", "price", "cost",
-               "attempts", "createdAt", "startedAt", "completedAt"}
-ITEM_FIELDS = FULL_FIELDS - {"input", "output", "attempts"}
+               "input", "output", "outputTruncated", "itemsUrl", "resultCount",
+               "providerResponse", "error", "price", "cost", "attempts", "createdAt",
+               "startedAt", "completedAt"}
+ITEM_FIELDS = FULL_FIELDS - {"input", "output", "outputTruncated", "itemsUrl", "attempts"}
 DEMO_PRICE = {"type": "PER_CALL", "amount": 0, "currency": "USD"}
 MISSING_ULID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
 
@@ -121,6 +122,8 @@ def test_a_new_run_has_the_full_shape(client: FlaskClient, key: str) -> None:
     assert run["stoppable"] is True
     assert run["input"] == sent
     assert run["output"] is None
+    assert run["outputTruncated"] is False
+    assert run["itemsUrl"] == f"/v1/runs/{run['runId']}/items"
     assert run["resultCount"] is None
     assert run["providerResponse"] is None
     assert run["error"] is None

@@ -369,3 +369,28 @@ def test_stopping_a_run_that_waits_for_its_turn_ends_it_at_once(
     run = client.get(f"/v1/runs/{waiting}", headers=auth(key)).get_json()
     assert run["status"] == "STOPPED" and run["startedAt"] is None
     assert run["cost"] == {"value": 0, "currency": "USD"} and run["attempts"] == []
+
+
+def test_a_delivered_result_hands_back_the_run_waiting_for_its_slot(
+        db: ConnectionPool, settings: Settings) -> None:
+    """The delivery path (items written and the run ended in one statement) frees
+    slots as end_run does."""
+    limits = Limits(caller=2)
+    published: list[tuple[str, float | None, int]] = []
+    first, held, waiting = start(db, A), start(db, A), start(db, A)
+    assert isinstance(claim(db, held, limits, worker="other"), store.Claim)
+    parked: list[Any] = []
+
+    class ParksAnotherRunMeanwhile(DemoAdapter):
+        def call(self, request: Any) -> Any:
+            parked.append(claim(db, waiting, limits))  # both of A's slots are taken now
+            return super().call(request)
+
+    runner = Runner(settings=settings, pool=db, catalog=CATALOG,
+                    adapters={"demo": ParksAnotherRunMeanwhile()}, limits=limits,
+                    publish=lambda run_id, countdown, priority: published.append(
+                        (run_id, countdown, priority)))
+    assert runner.run(first) == "completed"
+    assert parked == [store.Waiting(waiting, "caller")]
+    assert [p[0] for p in published] == [waiting]
+    assert isinstance(claim(db, waiting, limits), store.Claim)

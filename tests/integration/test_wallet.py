@@ -176,6 +176,19 @@ def test_per_result_holds_the_maximum_or_the_inputs_cap(paid: FlaskClient, key: 
     ledger_balances(db)
 
 
+@pytest.mark.parametrize("input", [{"max": 11}, {"body": {"max": 500}}])
+def test_asking_for_more_results_than_the_endpoint_charges_for_is_refused(
+        paid: FlaskClient, key: str, db: ConnectionPool, input: dict[str, Any]) -> None:
+    credit(db, 10_000_000)
+    answer = start(paid, key, "/items", input)
+    assert answer.status_code == 400
+    field = "input.max" if "max" in input else "input.body.max"
+    assert answer.get_json()["errors"] == {
+        field: ["must be <= 10: the most results this endpoint delivers and charges for"]}
+    assert wallet(db).held_micros == 0
+    assert start(paid, key, "/items", {"max": 10}).status_code == 202
+
+
 def test_concurrent_holds_never_pass_on_the_same_money(paid_app: Flask, key: str,
                                                        db: ConnectionPool) -> None:
     credit(db, 5 * 500_000)

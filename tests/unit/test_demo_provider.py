@@ -16,6 +16,7 @@ from worker.providers.base import (
     TransientError,
 )
 from worker.providers.demo import DemoAdapter
+from worker.results import result_items
 
 RUN_ID = "01JGXYZABCDEFGHJKMNPQRSTVW"
 
@@ -48,7 +49,7 @@ def test_echo_returns_the_body(adapter: DemoAdapter) -> None:
     result = adapter.call(call("echo", body))
     assert isinstance(result, ProviderResult)
     assert result.output == body
-    assert result.result_count == 1
+    assert result_items(result.output, result.items_path) == [body]  # one result
     assert result.http_status == 200
 
 
@@ -78,7 +79,7 @@ def test_fail_twice_then_succeed(adapter: DemoAdapter) -> None:
         assert "503" in str(error)
     result = adapter.call(call("fail", {"times": 2}, attempt=3))
     assert result.output == {"attempt": 3, "failedTimes": 2}
-    assert result.result_count == 1
+    assert len(result_items(result.output, result.items_path)) == 1
     assert result.http_status == 200
 
 
@@ -112,7 +113,8 @@ def test_status_404_with_times_fails_permanently_until_times_is_reached(
 ) -> None:
     with pytest.raises(PermanentError):
         adapter.call(call("fail", {"status": 404, "times": 1}, attempt=1))
-    assert adapter.call(call("fail", {"status": 404, "times": 1}, attempt=2)).result_count == 1
+    result = adapter.call(call("fail", {"status": 404, "times": 1}, attempt=2))
+    assert result.output == {"attempt": 2, "failedTimes": 1}
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504, 507, 599])
@@ -144,7 +146,7 @@ def test_sleep_waits_then_returns_the_body(adapter: DemoAdapter) -> None:
     elapsed = time.monotonic() - started
     assert 0.05 <= elapsed < 1.0
     assert result.output == {"seconds": 0.05, "tag": "x"}
-    assert result.result_count == 1
+    assert len(result_items(result.output, result.items_path)) == 1
 
 
 def test_sleep_of_zero(adapter: DemoAdapter) -> None:

@@ -93,6 +93,8 @@ def test_a_completed_run_as_in_the_contract() -> None:
         "stoppable": False,
         "input": {"searchTerms": ["AI"], "maxItems": 10},
         "output": [{"id": "1", "text": "..."}],
+        "outputTruncated": False,
+        "itemsUrl": f"/v1/runs/{RUN_ID}/items",
         "resultCount": 1,
         "providerResponse": {"httpStatus": 200},
         "error": None,
@@ -119,6 +121,13 @@ def test_a_fresh_running_run() -> None:
     assert body["startedAt"] is None
     assert body["completedAt"] is None
     assert body["price"] == PRICE
+
+
+def test_a_truncated_output_says_so_and_where_the_items_are() -> None:
+    body = run_json(completed_run(output_truncated=True), full=True)
+    assert body["outputTruncated"] is True
+    assert body["itemsUrl"] == f"/v1/runs/{RUN_ID}/items"
+    assert "outputTruncated" not in run_json(completed_run(), full=False)
 
 
 def test_output_and_cost_stay_null_until_the_run_ends() -> None:
@@ -159,7 +168,8 @@ def test_a_failed_run_shows_its_error() -> None:
 def test_the_short_form_leaves_out_input_output_and_attempts() -> None:
     full = run_json(completed_run(), full=True)
     short = run_json(completed_run(), full=False)
-    assert set(full) - set(short) == {"input", "output", "attempts"}
+    assert set(full) - set(short) == {"input", "output", "outputTruncated", "itemsUrl",
+                                      "attempts"}
     assert {k: v for k, v in full.items() if k in short} == short
     assert list(short) == [
         "runId", "caller", "provider", "providerName", "endpoint", "status", "stoppable",

@@ -54,6 +54,9 @@ def test_defaults_with_only_the_two_urls() -> None:
         "queue_timeout_seconds": 900,
         "caller_concurrency": 100,
         "provider_concurrency": {},
+        "max_result_bytes": 32 * 1024 * 1024,
+        "max_result_items": 100_000,
+        "max_inline_output_bytes": 256 * 1024,
     }
     actual = dataclasses.asdict(settings)
     assert {name: actual.get(name) for name in expected} == expected
@@ -84,6 +87,9 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         RETRY_BASE_SECONDS="0.25",
         RETRY_MAX_SECONDS="5",
         TASK_VISIBILITY_TIMEOUT="7200",
+        MAX_RESULT_BYTES="1048576",
+        MAX_RESULT_ITEMS="500",
+        MAX_INLINE_OUTPUT_BYTES="0",
     ))
     assert settings.port == 8080
     assert settings.web_concurrency == 4
@@ -97,6 +103,9 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     assert settings.retry_base_seconds == 0.25
     assert settings.retry_max_seconds == 5.0
     assert settings.task_visibility_timeout == 7200
+    assert settings.max_result_bytes == 1_048_576
+    assert settings.max_result_items == 500
+    assert settings.max_inline_output_bytes == 0
 
 
 def test_values_are_stripped() -> None:
@@ -188,6 +197,10 @@ def test_reads_os_environ_when_no_mapping_is_given(monkeypatch: pytest.MonkeyPat
     (env(RETRY_MAX_SECONDS="inf"), "RETRY_MAX_SECONDS", "is out of range"),
     (env(TASK_VISIBILITY_TIMEOUT="59"), "TASK_VISIBILITY_TIMEOUT", "is out of range"),
     (env(LOG_LEVEL="VERBOSE"), "LOG_LEVEL", "is malformed"),
+    (env(MAX_RESULT_BYTES="1023"), "MAX_RESULT_BYTES", "is out of range"),
+    (env(MAX_RESULT_BYTES="32MB"), "MAX_RESULT_BYTES", "is not an integer"),
+    (env(MAX_RESULT_ITEMS="0"), "MAX_RESULT_ITEMS", "is out of range"),
+    (env(MAX_INLINE_OUTPUT_BYTES="-1"), "MAX_INLINE_OUTPUT_BYTES", "is out of range"),
     (env(CATALOG_DIR="/no/such/catalog/dir"), "CATALOG_DIR", "is not a directory"),
     (env(QUEUE_TIMEOUT_SECONDS="0"), "QUEUE_TIMEOUT_SECONDS", "is out of range"),
     (env(QUEUE_TIMEOUT_SECONDS="15m"), "QUEUE_TIMEOUT_SECONDS", "is not an integer"),

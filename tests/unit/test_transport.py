@@ -1,4 +1,5 @@
-"""Retry-After parsing, status classification and result counting."""
+"""Retry-After parsing, status classification, answers over the size read, and the
+items of an answer."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import httpx
 import pytest
 
 from worker.providers.base import MalformedAnswer, PermanentError, TransientError
-from worker.providers.http import count_results
+from worker.providers.http import items_path
 from worker.providers.transport import (
     RETRY_AFTER_CAP_SECONDS,
     Answer,
     parse_retry_after,
     raise_for_status,
 )
+from worker.results import result_items
 
 NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 
@@ -62,13 +64,16 @@ def test_2xx_passes_and_garbage_is_a_malformed_answer() -> None:
         answer(200, b"<html>").json()
 
 
-@pytest.mark.parametrize(("output", "path", "count"), [
-    ({"results": [1, 2, 3]}, "results", 3),
-    ({"data": {"items": [1]}}, "data.items", 1),
-    ({"data": {}}, "data.items", 0),
-    ({"id": 1}, None, 1),
-    ([1, 2], None, 2),
-    ([], "", 0),
+@pytest.mark.parametrize(("output", "path", "items"), [
+    ({"results": [1, 2, 3]}, "results", [1, 2, 3]),
+    ({"data": {"items": [1]}}, "data.items", [1]),
+    ({"data": {}}, "data.items", []),
+    ({"data": {"items": {"id": 1}}}, "data.items", [{"data": {"items": {"id": 1}}}]),
+    ({"id": 1}, None, [{"id": 1}]),
+    ([1, 2], None, [1, 2]),
+    ([], "", []),
+    (None, None, []),
+    ("text", "results", []),
 ])
-def test_count_results(output: object, path: str | None, count: int) -> None:
-    assert count_results(output, path) == count
+def test_the_items_of_an_answer(output: object, path: str | None, items: list[object]) -> None:
+    assert result_items(output, items_path(path)) == items

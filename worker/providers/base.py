@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -23,16 +23,25 @@ class ProviderCall:
     attempt: int
     deadline_at: datetime
     state: Mapping[str, Any] | None = None
+    # PER_RESULT: the most results the run is charged for; the provider is asked for
+    # no more where it allows it, and no more are read.
     max_results: int | None = None
+    # What the run holds on the caller's wallet: the most it can be charged.
+    max_charge_micros: int | None = None
 
 
 @dataclass(frozen=True)
 class ProviderResult:
-    """The provider delivered: its data, how many results, its HTTP status."""
+    """The provider delivered. Either its answer as one JSON document, `output`, whose
+    items are the list at `items_path` (`()`: the answer is that list; no path: the
+    answer is one item, or a list of them), or its items read page by page, `pages`
+    (an Apify dataset), which are then its output too. Pages are read lazily: reading
+    one may raise ReadAgain, or any error `call` may raise."""
 
-    output: Any
-    result_count: int
+    output: Any = None
     http_status: int = 200
+    items_path: tuple[str, ...] | None = None
+    pages: Iterable[Sequence[Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,37 @@ class MalformedAnswer(TransientError):
 
 class PermanentError(ProviderError):
     """Trying again will not help: the provider's final answer (other 4xx)."""
+
+
+class ResultTooLarge(Exception):
+    """The result is over a bound: the provider's answer over the size read
+    (PROVIDER_MAX_RESPONSE_BYTES), or the run's result over its bounds
+    (MAX_RESULT_BYTES, MAX_RESULT_ITEMS). The run fails, at no cost; the message is
+    safe to show."""
+
+
+class ProviderJobFailed(Exception):
+    """The provider ran the job, and the job ended without success on its own (an
+    Apify actor run FAILED, ABORTED or TIMED-OUT): its final answer, not tried again.
+    `response` says what the provider said of it."""
+
+    def __init__(self, message: str, *, response: Mapping[str, Any]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.response = response
+
+
+class DeadlinePassed(Exception):
+    """The provider ended the job at the deadline it was given: the run's own."""
+
+
+class ReadAgain(Exception):
+    """Reading a delivered result broke off on something transient: what was read is
+    dropped, and the provider's job is checked again as `pending` says."""
+
+    def __init__(self, message: str, pending: Pending) -> None:
+        super().__init__(message)
+        self.pending = pending
 
 
 class PlatformError(Exception):

@@ -18,12 +18,12 @@ class DemoAdapter:
         action = request.call.get("action")
         body = dict(request.body)
         if action == "echo":
-            return ProviderResult(output=body, result_count=1)
+            return ProviderResult(output=body)
         if action == "sleep":
             seconds = float(body.get("seconds", 0))
             remaining = (request.deadline_at - datetime.now(UTC)).total_seconds()
             time.sleep(max(0.0, min(seconds, remaining)))
-            return ProviderResult(output=body, result_count=1)
+            return ProviderResult(output=body)
         if action == "fail":
             return self._fail(request, body)
         if action == "crash":
@@ -39,8 +39,7 @@ class DemoAdapter:
         status = int(body.get("status", 503))
         times = body.get("times")
         if times is not None and request.attempt > int(times):
-            return ProviderResult(output={"attempt": request.attempt, "failedTimes": times},
-                                  result_count=1)
+            return ProviderResult(output={"attempt": request.attempt, "failedTimes": times})
         error_body = {"error": {"type": "demo-failure", "status": status,
                                 "message": f"demo provider answered {status}"}}
         kind = TransientError if status in _TRANSIENT_STATUSES or status >= 500 else PermanentError

@@ -6,7 +6,7 @@ input's `pathParams`), fixed `query` parameters, `bodyAs` (`json`, or `query`
 for GET APIs whose flat input is their query string), `auth`
 (`{"header": ..., "prefix": ..., "secretEnv": ...}` or
 `{"query": ..., "secretEnv": ...}`), `timeoutSeconds`, `resultsPath` (the
-dotted path of the list that counts as the results) and `idempotencyHeader`
+dotted path of the list whose elements are the run's items) and `idempotencyHeader`
 (a header that carries `<runId>:<attempt>`, for providers that honour one).
 """
 
@@ -34,15 +34,10 @@ _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 METHODS_WITHOUT_BODY = frozenset({"GET", "DELETE", "HEAD"})
 
 
-def count_results(output: Any, results_path: str | None) -> int:
-    target = output
-    for part in (results_path or "").split("."):
-        if not part:
-            continue
-        target = target.get(part) if isinstance(target, Mapping) else None
-    if isinstance(target, list):
-        return len(target)
-    return 0 if target is None and results_path else 1
+def items_path(results_path: str | None) -> tuple[str, ...] | None:
+    """`resultsPath` (`data.items`) as the path of the answer's items."""
+    parts = tuple(part for part in (results_path or "").split(".") if part)
+    return parts or None
 
 
 def _query_value(value: Any) -> Any:
@@ -107,7 +102,7 @@ class HttpAdapter:
         raise_for_status(answer)
         output = answer.json() if answer.content.strip() else None
         return ProviderResult(output=output, http_status=answer.status,
-                              result_count=count_results(output, call.get("resultsPath")))
+                              items_path=items_path(call.get("resultsPath")))
 
     def abort(self, request: ProviderCall) -> None:
         """A synchronous call has nothing to abort: its answer is discarded."""

@@ -13,11 +13,18 @@ from typing import Any
 
 import httpx
 
-from worker.providers.base import MalformedAnswer, PermanentError, TransientError
+from worker.providers.base import (
+    MalformedAnswer,
+    PermanentError,
+    ResultTooLarge,
+    TransientError,
+)
 
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 RETRY_AFTER_CAP_SECONDS = 3600.0
 MAX_ERROR_BODY_CHARS = 4000
+# Of an answer that is not a 2xx, only its start is read: enough to show its error.
+MAX_ERROR_BODY_BYTES = 64 * 1024
 
 # httpx logs every request URL at INFO; a URL can carry a secret.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -82,8 +89,9 @@ def send(client: httpx.Client, method: str, url: str, *, max_bytes: int,
          timeout: float | None = None, headers: Mapping[str, str] | None = None,
          params: Mapping[str, Any] | None = None, json_body: Any = None,
          has_body: bool = False) -> Answer:
-    """One request; connection failures and timeouts raise TransientError, an answer
-    over `max_bytes` PermanentError. Every HTTP status is returned, not raised."""
+    """One request; connection failures and timeouts raise TransientError, a 2xx answer
+    over `max_bytes` ResultTooLarge (of any other answer, only the start is read). Every
+    HTTP status is returned, not raised."""
     request_timeout = (httpx.Timeout(timeout, connect=min(timeout, 10.0))
                        if timeout is not None else httpx.USE_CLIENT_DEFAULT)
     kwargs: dict[str, Any] = {"headers": headers, "params": params, "timeout": request_timeout}
@@ -91,17 +99,22 @@ def send(client: httpx.Client, method: str, url: str, *, max_bytes: int,
         kwargs["json"] = json_body
     try:
         with client.stream(method, url, **kwargs) as response:
+            delivered = 200 <= response.status_code < 300
             declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise PermanentError(f"provider answer of {declared} bytes is over the "
-                                     f"limit of {max_bytes}", http_status=response.status_code)
+            if delivered and declared and declared.isdigit() and int(declared) > max_bytes:
+                raise ResultTooLarge(f"the provider's answer of {declared} bytes is over the "
+                                     f"{max_bytes} bytes this server reads of one answer")
+            read_at_most = max_bytes if delivered else min(max_bytes, MAX_ERROR_BODY_BYTES)
             chunks: list[bytes] = []
             size = 0
             for chunk in response.iter_bytes():
                 size += len(chunk)
-                if size > max_bytes:
-                    raise PermanentError(f"provider answer is over the limit of {max_bytes} "
-                                         "bytes", http_status=response.status_code)
+                if size > read_at_most:
+                    if delivered:
+                        raise ResultTooLarge(f"the provider's answer is over the {max_bytes} "
+                                             "bytes this server reads of one answer")
+                    chunks.append(chunk[:len(chunk) - (size - read_at_most)])
+                    break
                 chunks.append(chunk)
             return Answer(response.status_code, response.headers, b"".join(chunks))
     except httpx.TimeoutException as exc:

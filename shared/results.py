@@ -1,0 +1,196 @@
+"""Store functions of results: a run's items, written with its end, read in pages.
+
+A result is stored as items, one row of `run_items` each, in the transaction that
+ends the run (see `worker/results.py`); the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import tuple_row
+
+from shared.db import query
+from shared.scheduling import SlotLimits
+from shared.store import Claim, Conn, Woken, _json, slot_params, woken_runs
+
+# The most fields of a run's items that are noted (the columns of its CSV).
+MAX_ITEM_FIELDS = 1000
+
+FieldPath = tuple[str, ...]
+
+
+class ItemsAlreadyWritten(Exception):
+    """Another attempt wrote this run's items first: this one no longer holds the run."""
+
+
+@dataclass(frozen=True)
+class WriteState:
+    status: str
+    held: bool
+
+
+def get_write_state(conn: Conn, run_id: str, lease_token: Any) -> WriteState | None:
+    row = conn.execute(query("get_write_state"),
+                       {"run_id": run_id, "lease_token": lease_token}).fetchone()
+    return WriteState(row["status"], row["held"]) if row else None
+
+
+def _copy_line(run_id: bytes, seq: int, text: bytes) -> bytes:
+    # COPY's text format: a backslash is its escape character. Compact JSON holds no
+    # raw tab or line break, and every control character is escaped with a backslash.
+    return b"%s\t%d\t%s\n" % (run_id, seq, text.replace(b"\\", b"\\\\"))
+
+
+def copy_run_items(conn: Conn, run_id: str, first_seq: int, texts: Sequence[bytes]) -> None:
+    """Add items (their compact JSON, UTF-8) numbered from `first_seq`, in one COPY."""
+    key = run_id.encode()
+    data = b"".join(_copy_line(key, first_seq + n, text) for n, text in enumerate(texts))
+    try:
+        with conn.cursor().copy(query("copy_run_items")) as copy:
+            copy.write(data)
+    except psycopg.errors.UniqueViolation as exc:
+        raise ItemsAlreadyWritten(run_id) from exc
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """How a delivered run ended: COMPLETED, or STOPPED when a stop was asked meanwhile;
+    and the runs handed back from waiting for a slot it freed."""
+
+    status: str
+    woken: tuple[Woken, ...] = ()
+
+
+def deliver_run(conn: Conn, claim: Claim, *, http_status: int, output: Any,
+                output_truncated: bool, item_count: int, item_fields: Sequence[FieldPath],
+                items_json: str, first_seq: int, provider_response: Any,
+                cost_micros: int, slots: SlotLimits | None = None) -> Delivered | None:
+    """End a delivered run and settle it in one statement, adding the items of
+    `items_json` (a JSON array) from `first_seq` on, and noting the fields of its items;
+    None when this attempt no longer holds the run."""
+    try:
+        row = conn.execute(query("deliver_run"), {
+            "run_id": claim.run_id, "lease_token": claim.lease_token, "number": claim.attempt,
+            "output": _json(output), "output_truncated": output_truncated,
+            "item_count": item_count, "item_fields": _json([list(p) for p in item_fields]),
+            "items": items_json, "first_seq": first_seq,
+            "provider_response": _json(provider_response), "cost_micros": cost_micros,
+            "http_status": http_status, **slot_params(slots),
+        }).fetchone()
+    except psycopg.errors.UniqueViolation as exc:
+        raise ItemsAlreadyWritten(claim.run_id) from exc
+    return Delivered(row["status"], woken_runs(row["woken"])) if row else None
+
+
+# --- reading ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemsState:
+    """A run's status, how many items it holds (0 until it ends COMPLETED), and the
+    fields of its items (None when they were not noted)."""
+
+    status: str
+    item_count: int
+    item_fields: tuple[FieldPath, ...] | None
+
+
+def get_run_items_state(conn: Conn, run_id: str, caller: str) -> ItemsState | None:
+    row = conn.execute(query("get_run_items_state"),
+                       {"run_id": run_id, "caller": caller}).fetchone()
+    if row is None:
+        return None
+    fields = row["item_fields"]
+    return ItemsState(row["status"], row["item_count"],
+                      None if fields is None else tuple(tuple(p) for p in fields))
+
+
+@dataclass(frozen=True)
+class ItemText:
+    seq: int
+    text: str
+
+
+def list_run_items(conn: Conn, run_id: str, *, from_seq: int, limit: int,
+                   max_bytes: int) -> list[ItemText]:
+    """Items from `from_seq` on, as JSON text: at most `limit`, and past the first, only
+    while the page stays under `max_bytes`."""
+    rows = conn.execute(query("list_run_items"), {
+        "run_id": run_id, "from_seq": from_seq, "limit": limit, "max_bytes": max_bytes})
+    return [ItemText(r["seq"], r["text"]) for r in rows]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A batch of a download, as bytes, and the last item in it."""
+
+    last_seq: int
+    data: bytes
+
+
+def _chunk(conn: Conn, statement: sql.SQL | sql.Composed, params: dict[str, Any]) -> Chunk | None:
+    # Binary: the bytes as PostgreSQL made them, never decoded and encoded again here.
+    row = conn.cursor(binary=True, row_factory=tuple_row).execute(statement, params).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return Chunk(row[0], bytes(row[1]))
+
+
+def read_run_items_jsonl(conn: Conn, run_id: str, *, from_seq: int, limit: int,
+                         max_bytes: int) -> Chunk | None:
+    """The page list_run_items gives, as JSONL put together by PostgreSQL; None past the
+    last item."""
+    return _chunk(conn, query("read_run_items_jsonl"), {
+        "run_id": run_id, "from_seq": from_seq, "limit": limit, "max_bytes": max_bytes})
+
+
+def read_run_items_csv(conn: Conn, run_id: str, paths: Sequence[Sequence[str]], *,
+                       from_seq: int, limit: int, max_bytes: int) -> Chunk | None:
+    """The page list_run_items gives, as CSV rows of the fields at `paths`, put together
+    by PostgreSQL; None past the last item."""
+    params: dict[str, Any] = {"run_id": run_id, "from_seq": from_seq, "limit": limit,
+                              "max_bytes": max_bytes}
+    cells = []
+    for n, path in enumerate(paths):
+        params[f"path_{n}"] = list(path)
+        cells.append(sql.SQL("monid_csv_cell(item, {}::text[])").format(
+            sql.Placeholder(f"path_{n}")))
+    line = sql.SQL("array_to_string(ARRAY[{}], ',')").format(sql.SQL(", ").join(cells))
+    return _chunk(conn, query("read_run_items_csv").format(cells=line), params)
+
+
+def list_run_item_columns(conn: Conn, run_id: str, *, limit: int) -> list[FieldPath]:
+    """The paths of the fields of a run's items, in the order they first appear."""
+    rows = conn.execute(query("list_run_item_columns"), {"run_id": run_id, "limit": limit})
+    return [tuple(r["path"]) for r in rows]
+
+
+def encode_items_cursor(run_id: str, seq: int) -> str:
+    raw = json.dumps({"run": run_id, "at": seq}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_items_cursor(cursor: str, run_id: str) -> int:
+    """The item a cursor of this run's items points at; ValueError when it is not one."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        run, at = data["run"], data["at"]
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeEncodeError):
+        raise ValueError("not a cursor from this API") from None
+    if run != run_id or not isinstance(at, int) or isinstance(at, bool) or at < 0:
+        raise ValueError("not a cursor of this run's items")
+    return at
+
+
+def items_json(texts: Iterable[bytes]) -> str:
+    """Items' JSON texts as one JSON array."""
+    return (b"[" + b",".join(texts) + b"]").decode()
