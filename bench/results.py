@@ -189,7 +189,7 @@ def store_result(url: str, total_bytes: int) -> str:
 
         ended = ResultWriter(settings=settings, pool=pool).write(
             claim, ProviderResult(pages=tweets(total_bytes)), cost_of=lambda n: 0, write=write)
-        assert ended == "COMPLETED", ended
+        assert ended is not None and ended.status == "COMPLETED", ended
     finally:
         pool.close()
     return run_id

@@ -1,24 +1,31 @@
 """The whole system on this machine, measured from outside: the web (2 processes) and
 one worker as the Procfile starts them, N connections posting demo /echo runs for a
-while, then the time until every accepted run has ended.
+while, then the time until every accepted run has ended; and, in the same round, the
+naive reference (`bench/naive_app.py`: a Flask handler that INSERTs and calls
+`apply_async`, a prefork Celery worker that UPDATEs) pushed the same way.
 
     python -m bench.system [--duration 20] [--connections 64] [--workers 1]
-        [--repeat 1] [--set NAME=VALUE]... [--json FILE]
+        [--against naive|none] [--repeat 1] [--set NAME=VALUE]... [--json FILE]
 
 Prints, per round and as medians: runs accepted per second during the push (runs
 stored / push time), runs completed per second (runs ended / time from the push's
 start to the last end), the accept latency (p50, p99) under the push, and the runs'
-end statuses (every run must end, COMPLETED). The web runs as the other load
-benchmarks run it (rate limit unreachable, no cap on runs in flight, so that the
-push is not refused); the worker with the settings' defaults.
+end statuses (every run must end, COMPLETED); the project's completed rate over the
+naive one's is the ratio. The web runs as the other load benchmarks run it (rate
+limit unreachable, no cap on runs in flight, so that the push is not refused); the
+worker with the settings' defaults.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, LiteralString, cast
 
 import psycopg
 
@@ -37,33 +44,88 @@ from bench.common import (
     start_load_web,
 )
 from bench.load import LoadResult, run_load
-from tests.processes import Process, start_worker
+from tests.processes import Process, free_port, start_worker, wait_http
 
 BENCH_REDIS_DB = 13
 
 
-def wait_all_ended(url: str, timeout: float) -> dict[str, float]:
+def _sql(text: str) -> LiteralString:
+    """A statement naming one of this benchmark's own tables (no caller's input)."""
+    return cast(LiteralString, text)
+
+
+def wait_all_ended(url: str, timeout: float, table: str = "runs") -> dict[str, Any]:
     """Wait until no run is open; the runs' counts and the span from accept to last end."""
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as conn:
         while True:
-            row = conn.execute("SELECT count(*) FILTER (WHERE completed_at IS NULL),"
-                               " count(*) FROM runs").fetchone()
+            row = conn.execute(_sql(f"SELECT count(*) FILTER (WHERE completed_at IS NULL),"
+                                    f" count(*) FROM {table}")).fetchone()
             assert row is not None
             if row[0] == 0:
                 break
             if time.monotonic() > deadline:
                 raise SystemExit(f"{row[0]} of {row[1]} runs had not ended after {timeout:g} s")
             time.sleep(0.2)
-        found = conn.execute("SELECT count(*), extract(epoch FROM max(completed_at))"
-                             " FROM runs").fetchone()
-        statuses = dict(conn.execute(  # type: ignore[arg-type]
-            "SELECT status, count(*) FROM runs GROUP BY status").fetchall())
+        found = conn.execute(_sql(f"SELECT count(*), extract(epoch FROM max(completed_at))"
+                                  f" FROM {table}")).fetchone()
+        statuses: dict[str, int] = dict(conn.execute(
+            _sql(f"SELECT status, count(*) FROM {table} GROUP BY status")).fetchall())
     assert found is not None
     return {"runs": float(found[0]), "last_end": float(found[1]), "statuses": statuses}
 
 
-def one_round(args: argparse.Namespace, log_dir: Path) -> dict[str, object]:
+def naive_round(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    """The naive reference, pushed and drained as the project is."""
+    from bench.naive_app import TABLE_SQL
+
+    broker = redis_url(BENCH_REDIS_DB)
+    flush(broker)
+    cores = str(os.cpu_count() or 1)
+    with scratch_database() as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(_sql(TABLE_SQL))
+        env = {"DATABASE_URL": url, "REDIS_URL": broker}
+        port = free_port()
+        web = Process("naive-web", [sys.executable, "-m", "gunicorn", "--workers", "2",
+                                    "--threads", "64", "--worker-class", "gthread",
+                                    "--bind", f"127.0.0.1:{port}", "bench.naive_app:app"],
+                      env, log_dir)
+        worker = Process("naive-worker", [sys.executable, "-m", "celery", "--app",
+                                          "bench.naive_app:celery", "worker", "--pool",
+                                          "prefork",
+                                          "--concurrency", cores, "--without-gossip",
+                                          "--without-mingle", "--loglevel", "INFO",
+                                          "--queues", "naive"], env, log_dir)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_http(f"{base}/healthz", web)
+            worker.wait_for_output(" ready.", timeout=60)
+            return _push(args, base, {"Content-Type": "application/json"},
+                         lambda: wait_all_ended(url, args.timeout, "naive_runs"))
+        finally:
+            worker.stop(timeout=40)
+            web.stop(timeout=40)
+
+
+def _push(args: argparse.Namespace, base: str, headers: dict[str, str],
+          drain: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    started = time.time()
+    load: LoadResult = run_load(
+        f"{base}/v1/run", method="POST", body=json.dumps(ECHO_BODY).encode(), headers=headers,
+        connections=args.connections, duration=args.duration, expect=(202,))
+    pushed = time.time() - started
+    found = drain()
+    runs = found["runs"]
+    return {
+        "accepted_per_s": runs / pushed,
+        "completed_per_s": runs / (found["last_end"] - started),
+        "runs": runs, "p50_ms": load.p50_ms, "p99_ms": load.p99_ms, "errors": load.errors,
+        "statuses": found["statuses"],
+    }
+
+
+def one_round(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     broker = redis_url(BENCH_REDIS_DB)
     flush(broker)
     with scratch_database() as url:
@@ -74,27 +136,18 @@ def one_round(args: argparse.Namespace, log_dir: Path) -> dict[str, object]:
                          concurrency=args.concurrency, name=f"worker-{n}", ready_timeout=90)
             for n in range(args.workers)]
         try:
-            started = time.time()
-            load: LoadResult = run_load(
-                f"{base}/v1/run", method="POST", body=json.dumps(ECHO_BODY).encode(),
-                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-                connections=args.connections, duration=args.duration, expect=(202,))
-            pushed = time.time() - started
-            found = wait_all_ended(url, timeout=args.timeout)
+            return _push(args, base, {"Authorization": f"Bearer {key}",
+                                      "Content-Type": "application/json"},
+                         lambda: wait_all_ended(url, timeout=args.timeout))
         finally:
             for proc in [*workers, web]:
                 proc.stop(timeout=40)
-    runs = found["runs"]
-    result: dict[str, object] = {
-        "accepted_per_s": runs / pushed,
-        "completed_per_s": runs / (found["last_end"] - started),
-        "runs": runs, "p50_ms": load.p50_ms, "p99_ms": load.p99_ms, "errors": load.errors,
-        "statuses": found["statuses"],
-    }
-    log(f"round: {runs:.0f} runs, accepted {result['accepted_per_s']:.1f}/s, completed "
-        f"{result['completed_per_s']:.1f}/s, accept p50 {load.p50_ms:.1f} ms p99 "
-        f"{load.p99_ms:.1f} ms, errors {load.errors}, {found['statuses']}")
-    return result
+
+
+def _line(who: str, result: dict[str, Any]) -> None:
+    log(f"{who}: {result['runs']:.0f} runs, accepted {result['accepted_per_s']:.1f}/s, "
+        f"completed {result['completed_per_s']:.1f}/s, accept p50 {result['p50_ms']:.1f} ms "
+        f"p99 {result['p99_ms']:.1f} ms, errors {result['errors']}, {result['statuses']}")
 
 
 def main(argv: list[str] | None = None) -> Report:
@@ -104,6 +157,8 @@ def main(argv: list[str] | None = None) -> Report:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=200,
                         help="WORKER_CONCURRENCY (the setting's default: 200)")
+    parser.add_argument("--against", choices=("naive", "none"), default="naive",
+                        help="the reference measured in the same round")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="the longest wait for the runs to end after the push")
@@ -117,17 +172,32 @@ def main(argv: list[str] | None = None) -> Report:
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     print(machine_line())
-    rounds = [one_round(args, log_dir) for _ in range(args.repeat)]
+    rounds: list[dict[str, Any]] = []
+    naive: list[dict[str, Any]] = []
+    for _ in range(args.repeat):
+        rounds.append(one_round(args, log_dir))
+        _line("monid", rounds[-1])
+        if args.against == "naive":
+            naive.append(naive_round(args, log_dir))
+            _line("naive", naive[-1])
     report = Report("system")
 
-    def values(name: str) -> list[float]:
-        return [float(r[name]) for r in rounds]  # type: ignore[arg-type]
+    def values(name: str, found: list[dict[str, Any]] = rounds) -> list[float]:
+        return [float(r[name]) for r in found]
 
-    report.add("runs accepted / s", spread(values("accepted_per_s")))
-    report.add("runs completed / s", spread(values("completed_per_s")))
+    for name, label in (("accepted_per_s", "runs accepted / s"),
+                        ("completed_per_s", "runs completed / s")):
+        if naive:
+            ratios = [a / b for a, b in zip(values(name), values(name, naive), strict=True)]
+            report.add(label, spread(values(name)), baseline=f"naive {spread(values(name, naive))}",
+                       ratio=spread(ratios, ".2f"),
+                       target=">= 1.0" if name == "completed_per_s" else "",
+                       met=med(ratios) >= 1.0 if name == "completed_per_s" else None)
+        else:
+            report.add(label, spread(values(name)))
     report.add("accept p99 under the push (ms)", spread(values("p99_ms")))
     report.add("errors", f"{sum(values('errors')):.0f}")
-    not_completed = sum(sum(n for s, n in r["statuses"].items() if s != "COMPLETED")  # type: ignore[attr-defined]
+    not_completed = sum(sum(n for s, n in r["statuses"].items() if s != "COMPLETED")
                         for r in rounds)
     report.add("runs not COMPLETED", str(not_completed), target="0", met=not_completed == 0)
     report.notes.append(f"{args.workers} worker(s) x {args.concurrency} threads, "
