@@ -15,8 +15,8 @@ from api.services import Services
 from api.waiting import RunWaiter
 from shared.catalog import Catalog, load_catalog
 from shared.db import make_pool
-from shared.ids import sane_request_id
-from shared.logs import request_id_var
+from shared.ids import is_run_id, sane_request_id
+from shared.logs import request_id_var, run_id_var
 from shared.queue import RunPublisher
 from shared.settings import Settings
 
@@ -51,7 +51,22 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
     def _start() -> None:
         g.started = time.perf_counter()
         g.request_id = sane_request_id(request.headers.get("x-request-id"))
-        request_id_var.set(g.request_id)
+        # A thread serves one request after another: each starts with its own IDs, and
+        # the run ID only of the run its URL names (a new run sets its own).
+        run_id = (request.view_args or {}).get("run_id")
+        g.log_tokens = (request_id_var.set(g.request_id),
+                        run_id_var.set(run_id if isinstance(run_id, str) and is_run_id(run_id)
+                                       else None))
+
+    @app.teardown_request
+    def _forget_ids(_: BaseException | None) -> None:
+        tokens = g.pop("log_tokens", None)
+        if tokens is not None:
+            request_id_var.reset(tokens[0])
+            run_id_var.reset(tokens[1])
+        else:  # the request failed before it began (no before_request ran)
+            request_id_var.set(None)
+            run_id_var.set(None)
 
     @app.after_request
     def _finish(response: Response) -> Response:
