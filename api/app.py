@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 
 import redis
 from flask import Flask, Response, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from api import errors, metrics, openapi
 from api.keycache import KeyCache
@@ -57,6 +59,18 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
         g.log_tokens = (request_id_var.set(g.request_id),
                         run_id_var.set(run_id if isinstance(run_id, str) and is_run_id(run_id)
                                        else None))
+
+    @app.before_request
+    def _whole_body_within_the_limit() -> None:
+        # A body without Content-Length (chunked) is read here, to one byte past the
+        # limit: werkzeug would stop at the limit without a word, and the request
+        # would go on with its body cut short.
+        environ = request.environ
+        if environ.get("HTTP_TRANSFER_ENCODING") and environ.get("wsgi.input_terminated"):
+            body = environ["wsgi.input"].read(settings.max_body_bytes + 1)
+            if len(body) > settings.max_body_bytes:
+                raise RequestEntityTooLarge()
+            environ["wsgi.input"] = io.BytesIO(body)
 
     @app.teardown_request
     def _forget_ids(_: BaseException | None) -> None:

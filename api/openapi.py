@@ -242,8 +242,9 @@ class ErrorSchema(Schema):
         "description": "A stable machine word: `VALIDATION_FAILED`, `UNAUTHORIZED`, "
                        "`NOT_FOUND`, `ENDPOINT_NOT_FOUND`, `METHOD_NOT_ALLOWED`, "
                        "`RUN_NOT_STOPPABLE`, `WALLET_INSUFFICIENT_FUNDS`, `RATE_LIMITED`, "
-                       "`IDEMPOTENCY_KEY_REUSED`, `PAYLOAD_TOO_LARGE`, "
-                       "`UNSUPPORTED_MEDIA_TYPE`, `SERVICE_UNAVAILABLE`, `INTERNAL`."})
+                       "`IDEMPOTENCY_KEY_REUSED`, `PAYLOAD_TOO_LARGE`, `URI_TOO_LONG`, "
+                       "`HEADERS_TOO_LARGE`, `UNSUPPORTED_MEDIA_TYPE`, `SERVICE_UNAVAILABLE`, "
+                       "`INTERNAL`."})
     errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()),
                          metadata={"description": "Each failing field's path and its messages."})
 
