@@ -137,6 +137,7 @@ class Runner:
             path_params=parts["pathParams"], attempt=claim.attempt,
             deadline_at=claim.deadline_at, state=claim.provider_state,
             max_results=endpoint.price.max_results,
+            stop_requested=lambda: self._stop_requested(claim),
         )
         if claim.status == "STOPPING":
             return self._stopped(claim, adapter, request)
@@ -168,6 +169,13 @@ class Runner:
         if isinstance(result, Pending):
             return self._follow(claim, result)
         return self._delivered(claim, result)
+
+    def _stop_requested(self, claim: store.Claim) -> bool:
+        try:
+            with reading(self.pool) as conn:
+                return store.run_status(conn, claim.run_id, claim.caller) == "STOPPING"
+        except DatabaseUnavailable:
+            return False
 
     def _follow(self, claim: store.Claim, pending: Pending) -> str:
         delay = self._within_deadline(claim, pending.check_after)

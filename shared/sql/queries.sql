@@ -161,9 +161,14 @@ WITH ended AS (
       AND status IN ('RUNNING', 'STOPPING')
     RETURNING id, status, caller, cost_micros, hold_micros
 ), attempt AS (
+    -- The attempt of a run stopped meanwhile ended STOPPED, whatever it brought back.
     UPDATE attempts
-    SET ended_at = now(), outcome = %(outcome)s, http_status = %(http_status)s,
-        message = %(message)s
+    SET ended_at = now(),
+        outcome = CASE WHEN (SELECT status FROM ended) = 'STOPPED' THEN 'STOPPED'
+                       ELSE %(outcome)s END,
+        http_status = %(http_status)s,
+        message = CASE WHEN (SELECT status FROM ended) = 'STOPPED' AND %(outcome)s <> 'STOPPED'
+                       THEN 'stopped on request; the answer was discarded' ELSE %(message)s END
     WHERE run_id = %(run_id)s AND number = %(number)s AND ended_at IS NULL
       AND EXISTS (SELECT 1 FROM ended)
 )
