@@ -46,7 +46,7 @@ class CommandError(Exception):
 def _user(value: str) -> str:
     if value.startswith("USER#"):
         value = value[len("USER#"):]
-    if not USER_PATTERN.match(value):
+    if not USER_PATTERN.fullmatch(value):
         raise argparse.ArgumentTypeError(
             "a user ID is 1-128 letters, digits or _ . : @ - (e.g. user_abc123)")
     return value

@@ -64,7 +64,7 @@ class MonidCelery(Celery):
                 pool.open(wait=False)
                 self._runner = Runner(
                     settings=settings, pool=pool, catalog=self.monid_catalog,
-                    adapters=make_adapters(settings),
+                    adapters=make_adapters(settings, self.monid_catalog),
                     publish=lambda run_id, countdown: enqueue_run(self, run_id, countdown),
                     name=f"{self.lease_prefix}{os.getpid()}",
                 )
