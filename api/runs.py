@@ -170,7 +170,7 @@ def get_run(run_id: str) -> Response:
             with reading(svc.pool) as conn:
                 return store.run_status(conn, run_id, caller.caller) in store.END_STATUSES
 
-        svc.waiter.wait(run_id, wait, ended)
+        svc.waiter.wait(run_id, wait, ended, caller.caller)
         with reading(svc.pool) as conn:
             run = store.get_run(conn, run_id, caller.caller)
         if run is None:
