@@ -254,6 +254,16 @@ class ReadinessChecksSchema(Schema):
     broker = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
 
 
+class IndexSchema(Schema):
+    name = fields.String(required=True, metadata={"example": "monid-runs"})
+    docs = fields.String(required=True, metadata={"description": "This API's documentation.",
+                                                   "example": "/docs"})
+    openapi = fields.String(required=True, metadata={"description": "This document.",
+                                                      "example": "/openapi.json"})
+    health = fields.String(required=True, metadata={"example": "/healthz"})
+    readiness = fields.String(required=True, metadata={"example": "/readyz"})
+
+
 class HealthSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok"]))
 
@@ -732,6 +742,14 @@ def build_document(max_body_bytes: int, served_paths: Collection[str]) -> dict[s
             "200": answers.ok("A page of endpoints.", EndpointListSchema),
             **answers.errors(400, *V1_ERRORS, described=bad_page),
         },
+    })})
+
+    spec.path(path="/", operations={"get": public({
+        "operationId": "index",
+        "summary": "Where to start: links to the documentation",
+        "responses": {"200": answers.ok("Links to `/docs` and `/openapi.json` (also in a "
+                                        "`Link` header).", IndexSchema),
+                      **answers.errors(405, 500)},
     })})
 
     spec.path(path="/healthz", operations={"get": public({

@@ -87,7 +87,7 @@ def start_run() -> ResponseReturnValue:
     endpoint = svc.catalog.find(body["provider"], body["endpoint"])
     if endpoint is None:
         raise ApiError(404, "ENDPOINT_NOT_FOUND",
-                       f"no endpoint {body['endpoint']!r} for provider {body['provider']!r}")
+                       svc.catalog.not_found_message(body["provider"], body["endpoint"]))
     problems = validate_input(endpoint, body["input"])
     if problems:
         raise validation_failed(problems)

@@ -7,9 +7,10 @@ with every problem listed, so a broken catalog stops start-up.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
@@ -278,6 +279,23 @@ class Catalog:
 
     def all(self) -> list[Endpoint]:
         return sorted(self.endpoints.values(), key=lambda e: (e.provider, e.path))
+
+    def not_found_message(self, provider: str, path: str) -> str:
+        """Why (provider, path) names no endpoint, for the caller: an unknown provider
+        or an unknown endpoint of a known one, with the closest name there is."""
+        see = "See GET /v1/endpoints for every provider and endpoint."
+        if provider not in self.provider_names:
+            return (f"unknown provider {provider!r} (asked for endpoint {path!r})"
+                    f"{_did_you_mean(provider, self.provider_names)} {see}")
+        paths = [p for (name, p) in self.endpoints if name == provider]
+        return f"provider {provider!r} has no endpoint {path!r}{_did_you_mean(path, paths)} {see}"
+
+
+def _did_you_mean(given: str, known: Iterable[str]) -> str:
+    known = list(known)
+    same_but_case = [k for k in known if k.lower() == given.lower()]
+    close = same_but_case or difflib.get_close_matches(given, known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else "."
 
 
 def _schema_problems(schema: Any, where: str) -> list[str]:
