@@ -139,10 +139,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     database_url = _url(env, "DATABASE_URL", ("postgresql", "postgres"))
     redis_url = _url(env, "REDIS_URL", ("redis", "rediss", "unix"))
     worker_concurrency = _int(env, "WORKER_CONCURRENCY", 200, 1, 10_000)
-    catalog_raw = env.get("CATALOG_DIR", "").strip()
-    catalog_dir = Path(catalog_raw) if catalog_raw else DEFAULT_CATALOG_DIR
-    if not catalog_dir.is_dir():
-        raise SettingsError("CATALOG_DIR", f"is malformed: {str(catalog_dir)!r} is not a directory")
+    catalog_dir = load_catalog_dir(env)
     log_level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
     # prometheus_client reads this variable too: under this name or no other.
     multiproc_raw = env.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
@@ -195,6 +192,17 @@ def load_database_url(env: Mapping[str, str] | None = None) -> str | None:
     if not env.get("DATABASE_URL", "").strip():
         return None
     return _url(env, "DATABASE_URL", ("postgresql", "postgres"))
+
+
+def load_catalog_dir(env: Mapping[str, str] | None = None) -> Path:
+    """CATALOG_DIR alone (checked), or the built-in catalog: for commands that need no
+    other setting."""
+    env = os.environ if env is None else env
+    raw = env.get("CATALOG_DIR", "").strip()
+    catalog_dir = Path(raw) if raw else DEFAULT_CATALOG_DIR
+    if not catalog_dir.is_dir():
+        raise SettingsError("CATALOG_DIR", f"is malformed: {str(catalog_dir)!r} is not a directory")
+    return catalog_dir
 
 
 def load_settings_or_exit(env: Mapping[str, str] | None = None) -> Settings:

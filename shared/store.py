@@ -76,6 +76,13 @@ def revoke_api_key(conn: Conn, key_id: int, user_id: str | None = None) -> ApiKe
     return ApiKey(**row) if row else None
 
 
+def user_known(conn: Conn, user_id: str) -> bool:
+    """Whether the user has a key or a wallet."""
+    row = conn.execute(query("user_known"), {"user_id": user_id,
+                                             "caller": f"USER#{user_id}"}).fetchone()
+    return bool(row and row["known"])
+
+
 # --- runs -------------------------------------------------------------------
 
 
