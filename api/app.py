@@ -6,7 +6,6 @@ import io
 import logging
 import time
 
-import redis
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -19,7 +18,7 @@ from shared.catalog import Catalog, load_catalog
 from shared.db import make_pool
 from shared.ids import is_run_id, sane_request_id
 from shared.logs import request_id_var, run_id_var
-from shared.queue import RunPublisher
+from shared.queue import RunPublisher, make_redis
 from shared.settings import Settings
 
 log = logging.getLogger("monid.api")
@@ -37,7 +36,7 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
     pool = make_pool(settings.database_url, min_size=1, max_size=settings.db_pool_size,
                      name="monid-web", timeout=settings.db_pool_timeout_seconds)
     pool.open(wait=False)
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+    client = make_redis(settings, socket_connect_timeout=1, socket_timeout=1)
     app.extensions["monid"] = Services(
         settings=settings,
         catalog=catalog or load_catalog(settings.catalog_dir),

@@ -12,14 +12,16 @@ import json
 import logging
 import os
 import socket
+import ssl
 import threading
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from celery import Celery
 
-from shared.settings import Settings
+from shared.settings import FlowerSettings, Settings
 
 log = logging.getLogger("monid.queue")
 TASK_RUN = "monid.run"
@@ -28,6 +30,27 @@ QUEUE = "runs"
 
 class PublishFailed(Exception):
     """The broker did not take the message; the run stays in PostgreSQL."""
+
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
+              "required": ssl.CERT_REQUIRED}
+
+
+def redis_tls(settings: Settings | FlowerSettings) -> dict[str, Any] | None:
+    """The TLS options of a rediss:// REDIS_URL (None for plain redis://), as both
+    redis-py and Celery's `broker_use_ssl` (kombu, Flower) take them: every client of
+    Redis checks its certificate the one way REDIS_SSL_CERT_REQS says."""
+    if urlsplit(settings.redis_url).scheme != "rediss":
+        return None
+    options: dict[str, Any] = {"ssl_cert_reqs": _CERT_REQS[settings.redis_ssl_cert_reqs]}
+    if settings.redis_ssl_ca_certs is not None:
+        options["ssl_ca_certs"] = str(settings.redis_ssl_ca_certs)
+    return options
+
+
+def make_redis(settings: Settings, **options: Any) -> redis.Redis:
+    """A redis-py client of REDIS_URL, with its TLS policy; it connects on first use."""
+    return redis.Redis.from_url(settings.redis_url, **(redis_tls(settings) or {}), **options)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -44,6 +67,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "retry_on_timeout": True,
             "health_check_interval": 25,
         },
+        # Without it kombu would not check a rediss:// certificate at all.
+        "broker_use_ssl": redis_tls(settings),
         "broker_connection_retry_on_startup": True,
         # One pooled producer per thread that may publish at once: with Celery's
         # default of 10, the web's 64 threads queued for a producer.
@@ -63,6 +88,22 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # per publish would cost the web a second Redis write on every accepted run.
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
+        "enable_utc": True,
+    }
+
+
+def flower_config(settings: FlowerSettings) -> dict[str, Any]:
+    """What Flower's Celery app needs: the broker (with its TLS policy) and the queue."""
+    return {
+        "broker_url": settings.redis_url,
+        "broker_use_ssl": redis_tls(settings),
+        "broker_transport_options": {"socket_connect_timeout": 3, "socket_timeout": 10,
+                                     "socket_keepalive": True, "retry_on_timeout": True,
+                                     "health_check_interval": 25},
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_default_queue": QUEUE,
+        "accept_content": ["json"],
         "enable_utc": True,
     }
 

@@ -67,6 +67,11 @@ class Settings:
     # Where gunicorn's workers keep their metrics for /metrics to add up; None
     # outside gunicorn (one process, one plain registry).
     metrics_multiproc_dir: Path | None = None
+    # How a rediss:// REDIS_URL's certificate is checked: "required" (verified against
+    # the system's CAs, or REDIS_SSL_CA_CERTS), "optional" or "none" (not checked: for
+    # managed Redis whose certificate is self-signed).
+    redis_ssl_cert_reqs: str = "required"
+    redis_ssl_ca_certs: Path | None = None
 
 
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
@@ -121,6 +126,15 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if raw not in choices:
         raise SettingsError(name, f"is malformed: use one of {', '.join(choices)}")
     return raw
+
+
+def _file(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not Path(raw).is_file():
+        raise SettingsError(name, f"is malformed: {raw!r} is not a file")
+    return Path(raw)
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -182,7 +196,73 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_key_cache_seconds=_float(env, "API_KEY_CACHE_SECONDS", 2.0, 0.0, 300.0),
         metrics_cache_seconds=_float(env, "METRICS_CACHE_SECONDS", 5.0, 0.0, 300.0),
         metrics_multiproc_dir=Path(multiproc_raw) if multiproc_raw else None,
+        redis_ssl_cert_reqs=_choice(env, "REDIS_SSL_CERT_REQS", "required",
+                                    ("none", "optional", "required")),
+        redis_ssl_ca_certs=_file(env, "REDIS_SSL_CA_CERTS"),
     )
+
+
+@dataclass(frozen=True)
+class FlowerSettings:
+    """What Flower needs: the broker, and how it is locked. Flower reads its own
+    options (FLOWER_BASIC_AUTH, FLOWER_AUTH, ...) itself; they are checked here so that
+    it never starts open by mistake."""
+
+    redis_url: str
+    redis_ssl_cert_reqs: str
+    redis_ssl_ca_certs: Path | None
+    port: int
+    address: str
+    basic_auth: str = field(repr=False)
+    oauth: bool
+    unauthenticated: bool
+
+    @property
+    def authenticated(self) -> bool:
+        return bool(self.basic_auth) or self.oauth
+
+
+OAUTH_VARIABLES = ("FLOWER_OAUTH2_KEY", "FLOWER_OAUTH2_SECRET", "FLOWER_OAUTH2_REDIRECT_URI")
+
+
+def load_flower_settings(env: Mapping[str, str] | None = None) -> FlowerSettings:
+    env = os.environ if env is None else env
+    basic_auth = env.get("FLOWER_BASIC_AUTH", "").strip()
+    for pair in basic_auth.split(",") if basic_auth else ():
+        user, colon, password = pair.partition(":")
+        if not (user.strip() and colon and password):
+            raise SettingsError("FLOWER_BASIC_AUTH", "is malformed: expected user:password "
+                                                     "(several separated by commas)")
+    oauth = bool(env.get("FLOWER_AUTH", "").strip())
+    if oauth:
+        for name in OAUTH_VARIABLES:
+            if not env.get(name, "").strip():
+                raise SettingsError(name, "is not set: FLOWER_AUTH (OAuth) needs it")
+    settings = FlowerSettings(
+        redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
+        redis_ssl_cert_reqs=_choice(env, "REDIS_SSL_CERT_REQS", "required",
+                                    ("none", "optional", "required")),
+        redis_ssl_ca_certs=_file(env, "REDIS_SSL_CA_CERTS"),
+        port=_int(env, "FLOWER_PORT", 5555, 1, 65535),
+        address=env.get("FLOWER_ADDRESS", "").strip() or "127.0.0.1",
+        basic_auth=basic_auth,
+        oauth=oauth,
+        unauthenticated=_bool(env, "FLOWER_UNAUTHENTICATED", False),
+    )
+    if not settings.authenticated and not settings.unauthenticated:
+        raise SettingsError("FLOWER_BASIC_AUTH", "is not set: Flower shows every caller's runs "
+                            "and can stop workers, so it does not start without a login (set "
+                            "FLOWER_BASIC_AUTH=user:password, or FLOWER_AUTH for OAuth, or "
+                            "FLOWER_UNAUTHENTICATED=true where nobody else can reach it)")
+    return settings
+
+
+def load_flower_settings_or_exit(env: Mapping[str, str] | None = None) -> FlowerSettings:
+    try:
+        return load_flower_settings(env)
+    except SettingsError as exc:
+        print(f"monid: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def load_database_url(env: Mapping[str, str] | None = None) -> str | None:
