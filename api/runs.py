@@ -30,7 +30,7 @@ from shared.db import reading, transaction
 from shared.ids import is_run_id, new_run_id
 from shared.logs import run_id_var
 from shared.money import micros_to_dollars
-from shared.queue import PublishFailed
+from shared.queue import PublishFailed, task_name
 
 log = logging.getLogger("monid.api")
 MAX_WAIT_SECONDS = 60
@@ -132,7 +132,7 @@ def start_run() -> ResponseReturnValue:
         return replayed
     # The run is stored: it is published without holding up the answer, and should
     # that fail, the sweeper publishes runs that no worker claimed.
-    svc.publisher.publish_soon(run_id)
+    svc.publisher.publish_soon(run_id, task_name(endpoint.provider, endpoint.path))
     metrics.note_run_accepted(endpoint.provider)
     log.info("run accepted", extra={"provider": endpoint.provider, "endpoint": endpoint.path})
     return jsonify(answer), 202, {"Location": f"/v1/runs/{run_id}"}

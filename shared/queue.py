@@ -28,6 +28,13 @@ TASK_RUN = "monid.run"
 QUEUE = "runs"
 
 
+def task_name(provider: str, endpoint: str) -> str:
+    """What a run's task is called in Flower and the worker's logs (Celery's `shadow`
+    name), so that its provider and endpoint show at a glance: `monid.run demo /echo`.
+    The task itself is always `monid.run`, with the run ID as its one argument."""
+    return f"{TASK_RUN} {provider} {endpoint}"
+
+
 class PublishFailed(Exception):
     """The broker did not take the message; the run stays in PostgreSQL."""
 
@@ -151,7 +158,7 @@ class RunPublisher:
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self._reply_to = str(uuid.uuid4())
         self._template = self._envelope()
-        self._pending: list[str] = []
+        self._pending: list[tuple[str, str | None]] = []
         self._sending = 0
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -159,12 +166,14 @@ class RunPublisher:
         self._closed = False
         self._flush_at_exit = False
 
-    def message(self, run_id: str) -> bytes:
-        """The message for a run ID (a ULID: nothing in it needs escaping in JSON)."""
+    def message(self, run_id: str, shadow: str | None = None) -> bytes:
+        """The message for a run ID (a ULID: nothing in it needs escaping in JSON), with
+        the name its task shows (see `task_name`)."""
         task_id = str(uuid.uuid4())
         body = base64.b64encode(_BODY_TEMPLATE.replace(_RUN, run_id).encode()).decode("ascii")
         return (self._template.replace(_TASK, task_id).replace(_BODY, body)
-                .replace(_RUN, run_id).replace(_TAG, str(uuid.uuid4())).encode())
+                .replace(_QUOTED_SHADOW, json.dumps(shadow)).replace(_RUN, run_id)
+                .replace(_TAG, str(uuid.uuid4())).encode())
 
     def _envelope(self) -> str:
         """The message with placeholders, made once: building each from a dict took
@@ -174,7 +183,7 @@ class RunPublisher:
             "content-encoding": "utf-8",
             "content-type": "application/json",
             "headers": {
-                "lang": "py", "task": TASK_RUN, "id": _TASK, "shadow": None, "eta": None,
+                "lang": "py", "task": TASK_RUN, "id": _TASK, "shadow": _SHADOW, "eta": None,
                 "expires": None, "group": None, "group_index": None, "retries": 0,
                 "timelimit": [None, None], "root_id": _TASK, "parent_id": None,
                 "argsrepr": repr([_RUN]), "kwargsrepr": "{}", "origin": self._origin,
@@ -188,17 +197,17 @@ class RunPublisher:
             },
         })
 
-    def publish(self, run_id: str) -> None:
+    def publish(self, run_id: str, shadow: str | None = None) -> None:
         """Publish the run's ID; raises PublishFailed if Redis does not take it."""
         try:
-            self.client.lpush(QUEUE, self.message(run_id))
+            self.client.lpush(QUEUE, self.message(run_id, shadow))
         except redis.RedisError as exc:
             raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
 
-    def publish_soon(self, run_id: str) -> None:
+    def publish_soon(self, run_id: str, shadow: str | None = None) -> None:
         """Publish the run's ID from the background thread, without waiting."""
         with self._changed:
-            self._pending.append(run_id)
+            self._pending.append((run_id, shadow))
             if self._thread is None or self._thread_pid != os.getpid() or self._closed:
                 self._start()
             self._changed.notify_all()
@@ -240,7 +249,8 @@ class RunPublisher:
                 del self._pending[:self.MAX_BATCH]
                 self._sending += len(batch)
             try:
-                self.client.lpush(QUEUE, *(self.message(run_id) for run_id in batch))
+                self.client.lpush(QUEUE, *(self.message(run_id, shadow)
+                                           for run_id, shadow in batch))
             except Exception as exc:  # redis raises many kinds; all mean "not published"
                 log.warning("publish failed; the sweeper will publish the runs",
                             extra={"runs": len(batch), "error": f"{type(exc).__name__}: {exc}"})
@@ -252,15 +262,20 @@ class RunPublisher:
 
 # Placeholders of the message template: no JSON, hostname or ULID contains them.
 _TASK, _RUN, _BODY, _TAG = "@@task-id@@", "@@run-id@@", "@@body@@", "@@delivery-tag@@"
+_SHADOW = "@@shadow@@"
+_QUOTED_SHADOW = json.dumps(_SHADOW)  # replaced by a JSON string, or null
 _BODY_TEMPLATE = json.dumps(
     [[_RUN], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
 
 
-def enqueue_run(app: Celery, run_id: str, countdown: float | None = None) -> None:
-    """Publish the run's ID; raises PublishFailed if the broker does not take it."""
+def enqueue_run(app: Celery, run_id: str, countdown: float | None = None, *,
+                shadow: str | None = None, task_id: str | None = None, retries: int = 0) -> None:
+    """Publish the run's ID; raises PublishFailed if the broker does not take it.
+    `task_id` and `retries` make the message a retry of that task (Flower shows it so)."""
     try:
         # No retry here: a message that does not go out is published by the
         # sweeper, and retrying would hold the request that waits on it.
-        app.send_task(TASK_RUN, args=[run_id], queue=QUEUE, countdown=countdown, retry=False)
+        app.send_task(TASK_RUN, args=[run_id], queue=QUEUE, countdown=countdown, retry=False,
+                      shadow=shadow, task_id=task_id, retries=retries)
     except Exception as exc:  # kombu and redis raise many kinds; all mean "not published"
         raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc

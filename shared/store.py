@@ -287,6 +287,18 @@ def end_run(conn: Conn, claim: Claim, attempt: AttemptEnd, *, status: str, outpu
 
 
 @dataclass(frozen=True)
+class RunEnd:
+    status: str
+    error: Any
+
+
+def get_run_end(conn: Conn, run_id: str) -> RunEnd | None:
+    """A run's status and error, for monitors (whoever's run it is)."""
+    row = conn.execute(query("get_run_end"), {"run_id": run_id}).fetchone()
+    return RunEnd(row["status"], row["error"]) if row else None
+
+
+@dataclass(frozen=True)
 class HandedBack:
     due: datetime
     status: str  # STOPPING when a stop was asked meanwhile

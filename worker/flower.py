@@ -25,9 +25,12 @@ def make_flower_app(settings: FlowerSettings) -> Celery:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = load_flower_settings_or_exit()
-    # Flower reads every FLOWER_* variable as one of its options and stops at one it
-    # does not know: this one is ours, and has been read.
-    os.environ.pop("FLOWER_UNAUTHENTICATED", None)
+    # Flower reads every FLOWER_* variable as one of its options: it stops at one it
+    # does not know (FLOWER_UNAUTHENTICATED is ours, and has been read), and takes an
+    # empty one at its word (an empty FLOWER_BASIC_AUTH would be a login nobody has).
+    for name in [n for n in os.environ if n.startswith("FLOWER_")]:
+        if name == "FLOWER_UNAUTHENTICATED" or not os.environ[name].strip():
+            del os.environ[name]
     args = list(sys.argv[1:] if argv is None else argv)
     code = make_flower_app(settings).start(
         ["flower", f"--address={settings.address}", f"--port={settings.port}", *args])

@@ -61,12 +61,14 @@ def backoff_seconds(attempt: int, *, base: float, cap: float, retry_after: float
 class Runner:
     def __init__(self, *, settings: Settings, pool: ConnectionPool, catalog: Catalog,
                  adapters: Mapping[str, Adapter], publish: Publish,
-                 name: str | None = None) -> None:
+                 name: str | None = None, publish_retry: Publish | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.catalog = catalog
         self.adapters = adapters
         self.publish = publish
+        # How a retry's message goes out (as a retry of the same task, in the worker).
+        self.publish_retry = publish_retry or publish
         self.name = name or worker_name()
         # Leases this process holds now, renewed by the heartbeat.
         self._held: dict[uuid.UUID, str] = {}
@@ -259,7 +261,7 @@ class Runner:
         if handed.status == "STOPPING":  # a stop was asked meanwhile: carry it out now
             self._publish_quietly(claim.run_id, None)
         elif publish:
-            self._publish_quietly(claim.run_id, delay)
+            self._publish_quietly(claim.run_id, delay, self.publish_retry)
         return "retry"
 
     @staticmethod
@@ -294,9 +296,10 @@ class Runner:
                 time.sleep(pause)
                 pause = min(pause * 2, 3.0)
 
-    def _publish_quietly(self, run_id: str, countdown: float | None) -> None:
+    def _publish_quietly(self, run_id: str, countdown: float | None,
+                         publish: Publish | None = None) -> None:
         try:
-            self.publish(run_id, countdown)
+            (publish or self.publish)(run_id, countdown)
         except Exception as exc:  # the sweeper publishes due runs that nobody woke
             log.warning("publish failed; the sweeper will publish the run",
                         extra={"error": str(exc)})

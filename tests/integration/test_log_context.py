@@ -11,9 +11,13 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from psycopg_pool import ConnectionPool
 
-from shared.logs import JsonFormatter
-from tests.helpers import auth
+from shared.logs import JsonFormatter, run_id_var
+from shared.settings import Settings
+from tests.helpers import CATALOG, auth, insert_demo_run
+from worker.providers import make_adapters
+from worker.runner import Runner
 
 
 class JsonLines(logging.Handler):
@@ -87,3 +91,22 @@ def test_the_request_id_is_not_inherited_either(client: FlaskClient, lines: Json
     one, two = request_lines(lines.entries)
     assert one["requestId"] == "trace-one"
     assert two["requestId"] != "trace-one"
+
+
+def test_a_task_carries_its_run_id_and_leaves_none_behind(settings: Settings,
+                                                          db: ConnectionPool,
+                                                          lines: JsonLines) -> None:
+    runner = Runner(settings=settings, pool=db, catalog=CATALOG, adapters=make_adapters(settings),
+                    publish=lambda *_: None, name="test")
+    first = insert_demo_run(db, "/echo", {"n": 1})
+    second = insert_demo_run(db, "/echo", {"n": 2})
+    assert runner.run(first) == "completed"
+    assert run_id_var.get() is None
+    logging.getLogger("monid.worker").info("between tasks")
+    assert runner.run(second) == "completed"
+    assert runner.run(second) == "skipped"  # a second delivery: nothing to claim
+    by_message = [(e["msg"], e.get("runId")) for e in lines.entries]
+    assert ("between tasks", None) in by_message
+    assert by_message.count(("run ended", first)) == 1
+    assert by_message.count(("run ended", second)) == 1
+    assert ("nothing to claim", second) in by_message

@@ -10,7 +10,14 @@ import fakeredis
 import pytest
 import redis
 
-from shared.queue import QUEUE, TASK_RUN, PublishFailed, RunPublisher, make_publisher
+from shared.queue import (
+    QUEUE,
+    TASK_RUN,
+    PublishFailed,
+    RunPublisher,
+    make_publisher,
+    task_name,
+)
 from shared.settings import load_settings
 
 RUN_ID = "01JABCDEFGHJKMNPQRSTVWXYZ0"
@@ -19,7 +26,7 @@ VARYING_HEADERS = {"id", "root_id", "origin"}
 VARYING_PROPERTIES = {"correlation_id", "reply_to", "delivery_tag"}
 
 
-def _celery_message() -> dict[str, Any]:
+def _celery_message(shadow: str | None = None) -> dict[str, Any]:
     """What `send_task` puts on the queue, caught at the transport."""
     settings = load_settings({"DATABASE_URL": "postgresql://u@127.0.0.1/x",
                               "REDIS_URL": "redis://127.0.0.1:6379/0"})
@@ -27,15 +34,17 @@ def _celery_message() -> dict[str, Any]:
     app.conf.broker_url = "memory://"
     with app.producer_or_acquire() as producer:
         channel = producer.channel
-        app.send_task(TASK_RUN, args=[RUN_ID], queue=QUEUE, retry=False)
+        app.send_task(TASK_RUN, args=[RUN_ID], queue=QUEUE, retry=False, shadow=shadow)
         raw = channel._get(QUEUE)  # the memory transport keeps the envelope as a dict
     app.close()
     return raw if isinstance(raw, dict) else json.loads(raw)
 
 
-def test_message_matches_celerys() -> None:
-    ours = json.loads(RunPublisher(fakeredis.FakeRedis()).message(RUN_ID))
-    theirs = _celery_message()
+@pytest.mark.parametrize("shadow", [None, task_name("demo", "/echo")])
+def test_message_matches_celerys(shadow: str | None) -> None:
+    ours = json.loads(RunPublisher(fakeredis.FakeRedis()).message(RUN_ID, shadow))
+    theirs = _celery_message(shadow)
+    assert ours["headers"]["shadow"] == shadow
     assert set(ours) == set(theirs)
     for field in ("content-encoding", "content-type"):
         assert ours[field] == theirs[field]
@@ -113,3 +122,15 @@ def test_close_sends_what_is_pending_and_the_publisher_can_go_on() -> None:
     publisher.publish_soon(RUN_ID)
     assert publisher.flush(timeout=10)
     assert client.llen(QUEUE) == 4
+
+
+def test_publish_soon_names_each_task_after_its_provider_and_endpoint() -> None:
+    client = fakeredis.FakeRedis()
+    publisher = RunPublisher(client)
+    publisher.publish_soon(RUN_ID, task_name("github", "/repos/get"))
+    publisher.publish_soon(RUN_ID)
+    assert publisher.flush(timeout=10)
+    first, second = (json.loads(m) for m in reversed(client.lrange(QUEUE, 0, -1)))
+    assert first["headers"]["shadow"] == "monid.run github /repos/get"
+    assert second["headers"]["shadow"] is None
+    assert first["headers"]["task"] == second["headers"]["task"] == TASK_RUN
