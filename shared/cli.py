@@ -2,6 +2,7 @@
 
     monidctl up [--workers N] [--no-flower]
     monidctl migrate
+    monidctl flower
     monidctl keys create --user USER [--label NAME] [--test]
     monidctl keys list --user USER
     monidctl keys revoke KEY_ID_OR_KEY
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -252,6 +254,17 @@ def cmd_catalog_sync(args: argparse.Namespace) -> None:
     _sync_catalog(load_catalog(directory), directory)
 
 
+def cmd_flower(args: argparse.Namespace) -> None:
+    from shared.localrun import FLOWER_USER, flower_login
+
+    env, password = flower_login()
+    if password:
+        print(f"Flower login: user {FLOWER_USER}, password {password} (shown only now)",
+              flush=True)
+    argv = [sys.executable, "-m", "worker.flower", *args.flower_args]
+    os.execve(sys.executable, argv, {**os.environ, **env})
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     from shared.localrun import run_local
 
@@ -286,6 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes to start (1-8, default 1)")
     p.add_argument("--no-flower", action="store_true", help="do not start Flower")
     p.set_defaults(func=cmd_up)
+
+    p = _command(commands, "flower", "run Flower on this machine, on 127.0.0.1",
+                 "It needs only REDIS_URL (and REDIS_SSL_CERT_REQS for a platform's TLS Redis), "
+                 "so it can watch a deployment whose platform gives HTTP to `web` alone. It "
+                 "listens on FLOWER_PORT (5555) and asks for FLOWER_BASIC_AUTH's login, or a "
+                 "password made now and printed once.")
+    p.add_argument("flower_args", nargs=argparse.REMAINDER,
+                   help="Flower's own options, passed on (e.g. --max_tasks=50000)")
+    p.set_defaults(func=cmd_flower)
 
     keys_parser = _command(commands, "keys", "make, list and revoke API keys")
     key_commands = keys_parser.add_subparsers(dest="keys_command", required=True,

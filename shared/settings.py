@@ -274,6 +274,13 @@ def load_database_url(env: Mapping[str, str] | None = None) -> str | None:
     return _url(env, "DATABASE_URL", ("postgresql", "postgres"))
 
 
+def load_local_ports(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """PORT and FLOWER_PORT alone (checked), for `monidctl up` to look at before it
+    starts anything."""
+    env = os.environ if env is None else env
+    return _int(env, "PORT", 8000, 1, 65535), _int(env, "FLOWER_PORT", 5555, 1, 65535)
+
+
 def load_catalog_dir(env: Mapping[str, str] | None = None) -> Path:
     """CATALOG_DIR alone (checked), or the built-in catalog: for commands that need no
     other setting."""
