@@ -45,8 +45,11 @@ class Watched:
         return run_id
 
     def tasks_of(self, run_id: str) -> list[dict[str, Any]]:
-        tasks = requests.get(f"{self.flower}/api/tasks", auth=AUTH, timeout=5).json()
-        return [t for t in tasks.values() if run_id in str(t.get("args"))]
+        """The run's tasks, found as the README says: by searching for its run ID."""
+        tasks = requests.get(f"{self.flower}/api/tasks", params={"search": run_id}, auth=AUTH,
+                             timeout=5).json()
+        assert all(run_id in str(t.get("args")) for t in tasks.values())
+        return list(tasks.values())
 
     def task_in(self, run_id: str, state: str, timeout: float = 30) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

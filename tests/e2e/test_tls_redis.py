@@ -6,6 +6,8 @@ default, not checked with `none`."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,7 +21,7 @@ import requests
 
 from tests.e2e.test_end_to_end import poll_until_ended
 from tests.helpers import KeyMaker
-from tests.processes import Process, free_port, start_web, start_worker, wait_http
+from tests.processes import ROOT, Process, free_port, start_web, start_worker, wait_http
 
 FLOWER_AUTH = ("ops", "tls-flower-password")
 
@@ -164,3 +166,40 @@ def test_the_certificate_is_verified_by_default(base_env: dict[str, str], e2e_ke
         worker.stop()
         web.stop()
     assert "certificate verify failed" in web.output().lower()
+
+
+def test_monidctl_flower_watches_a_deployment_from_the_operators_machine(
+        base_env: dict[str, str], tls_redis: TlsRedis, tmp_path: Path) -> None:
+    """The README's way to Flower where the platform gives HTTP to `web` alone: on the
+    operator's machine, with nothing but the deployment's REDIS_URL (TLS, self-signed)."""
+    worker = start_worker(tls_env(base_env, tls_redis, REDIS_SSL_CERT_REQS="none"), tmp_path,
+                          concurrency=2)
+    port = free_port()
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- flower:start -->\n```bash\n(.*?)```\n<!-- flower:end -->", readme,
+                      re.S)
+    assert block, "the README has no Flower block"
+    # The README's line as written; `heroku config:get REDIS_URL` answers the TLS Redis.
+    script = (f"heroku() {{ echo {shlex.quote(tls_redis.url)}; }}\n"
+              f"PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH\n{block.group(1)}")
+    flower = Process("monidctl-flower", ["bash", "-euo", "pipefail", "-c", script],
+                     {"FLOWER_PORT": str(port), "DATABASE_URL": "", "REDIS_URL": "",
+                      "FLOWER_BASIC_AUTH": ""}, tmp_path)
+    try:
+        flower.wait_for_output("(shown only now)", timeout=30)
+        found = re.search(r"Flower login: user (\w+), password (\S+) \(shown only now\)",
+                          flower.output())
+        assert found, flower.output()
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/healthcheck", flower)
+        assert requests.get(f"{base}/api/workers", timeout=5).status_code == 401
+        login = (found.group(1), found.group(2))
+        deadline = time.monotonic() + 20
+        workers: dict[str, object] = {}
+        while not workers and time.monotonic() < deadline:
+            workers = requests.get(f"{base}/api/workers?refresh=1", auth=login, timeout=10).json()
+            time.sleep(0.5)
+        assert workers, "Flower on the operator's machine saw no worker"
+    finally:
+        flower.stop()
+        worker.stop()
