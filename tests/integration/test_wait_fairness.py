@@ -62,9 +62,9 @@ def test_one_caller_may_use_every_free_slot(waits: Waits) -> None:
 
 
 def test_a_new_caller_takes_a_slot_from_the_caller_holding_the_most(waits: Waits) -> None:
-    for n in range(4):
+    for n in range(4):  # one after the other: a0 is the oldest wait, then a1, ...
         waits.start(f"a{n}", "USER#a")
-    waits.settle({"USER#a": 4})
+        waits.settle({"USER#a": n + 1})
     waits.start("b0", "USER#b")
     waited, took = waits.ended("a0")  # a's oldest wait is answered at once
     assert waited is True and took < 2
