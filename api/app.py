@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
 
-import redis
 from flask import Flask, Response, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from api import errors, metrics, openapi
 from api.keycache import KeyCache
@@ -16,9 +17,9 @@ from api.services import Services
 from api.waiting import RunWaiter
 from shared.catalog import Catalog, load_catalog
 from shared.db import make_pool
-from shared.ids import sane_request_id
-from shared.logs import request_id_var
-from shared.queue import RunPublisher
+from shared.ids import is_run_id, sane_request_id
+from shared.logs import request_id_var, run_id_var
+from shared.queue import RunPublisher, make_redis
 from shared.scheduling import concurrency_limits
 from shared.settings import Settings
 
@@ -41,7 +42,7 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
     pool = make_pool(settings.database_url, min_size=1, max_size=settings.db_pool_size,
                      name="monid-web", timeout=settings.db_pool_timeout_seconds)
     pool.open(wait=False)
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+    client = make_redis(settings, socket_connect_timeout=1, socket_timeout=1)
     app.extensions["monid"] = Services(
         settings=settings,
         catalog=catalog,
@@ -59,7 +60,34 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
     def _start() -> None:
         g.started = time.perf_counter()
         g.request_id = sane_request_id(request.headers.get("x-request-id"))
-        request_id_var.set(g.request_id)
+        # A thread serves one request after another: each starts with its own IDs, and
+        # the run ID only of the run its URL names (a new run sets its own).
+        run_id = (request.view_args or {}).get("run_id")
+        g.log_tokens = (request_id_var.set(g.request_id),
+                        run_id_var.set(run_id if isinstance(run_id, str) and is_run_id(run_id)
+                                       else None))
+
+    @app.before_request
+    def _whole_body_within_the_limit() -> None:
+        # A body without Content-Length (chunked) is read here, to one byte past the
+        # limit: werkzeug would stop at the limit without a word, and the request
+        # would go on with its body cut short.
+        environ = request.environ
+        if environ.get("HTTP_TRANSFER_ENCODING") and environ.get("wsgi.input_terminated"):
+            body = environ["wsgi.input"].read(settings.max_body_bytes + 1)
+            if len(body) > settings.max_body_bytes:
+                raise RequestEntityTooLarge()
+            environ["wsgi.input"] = io.BytesIO(body)
+
+    @app.teardown_request
+    def _forget_ids(_: BaseException | None) -> None:
+        tokens = g.pop("log_tokens", None)
+        if tokens is not None:
+            request_id_var.reset(tokens[0])
+            run_id_var.reset(tokens[1])
+        else:  # the request failed before it began (no before_request ran)
+            request_id_var.set(None)
+            run_id_var.set(None)
 
     @app.after_request
     def _finish(response: Response) -> Response:

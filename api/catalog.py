@@ -143,7 +143,7 @@ def inspect() -> Response:
             entry = get_endpoint(conn, body["provider"], body["endpoint"])
     if entry is None:
         raise ApiError(404, "ENDPOINT_NOT_FOUND",
-                       f"no endpoint {body['endpoint']!r} for provider {body['provider']!r}")
+                       services().catalog.not_found_message(body["provider"], body["endpoint"]))
     return jsonify(card_json(entry))
 
 

@@ -19,10 +19,17 @@ _HTTP_CODES = {
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
     413: "PAYLOAD_TOO_LARGE",
+    414: "URI_TOO_LONG",
     415: "UNSUPPORTED_MEDIA_TYPE",
     429: "RATE_LIMITED",
+    431: "HEADERS_TOO_LARGE",
     503: "SERVICE_UNAVAILABLE",
 }
+
+
+def error_code_for(status: int) -> str:
+    """The envelope's errorCode for an HTTP status that has no more precise one."""
+    return _HTTP_CODES.get(status, "INTERNAL" if status >= 500 else "VALIDATION_FAILED")
 
 
 class ApiError(Exception):
@@ -73,9 +80,7 @@ def init_app(app: Flask) -> None:
             413: f"request body is over the limit of {app.config['MAX_CONTENT_LENGTH']} bytes",
         }
         message = messages.get(status) or exc.description or exc.name
-        return error_response(status, _HTTP_CODES.get(status, "INTERNAL" if status >= 500
-                                                      else "VALIDATION_FAILED"),
-                              message, headers=headers)
+        return error_response(status, error_code_for(status), message, headers=headers)
 
     @app.errorhandler(DatabaseUnavailable)
     def _database_down(exc: DatabaseUnavailable) -> Response:

@@ -43,7 +43,8 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
 
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.web_concurrency
-worker_class = "gthread"
+# gunicorn's threaded worker, answering what gunicorn refuses itself in the envelope.
+worker_class = "api.gunicorn_worker.EnvelopeThreadWorker"
 threads = _settings.web_threads
 keepalive = 75
 graceful_timeout = 25

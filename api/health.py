@@ -10,6 +10,14 @@ from shared.db import DatabaseUnavailable, reading
 blueprint = Blueprint("health", __name__)
 
 
+@blueprint.get("/")
+def index() -> tuple[Response, int, dict[str, str]]:
+    """Where to start: the API's documentation and its description."""
+    return jsonify({"name": "monid-runs", "docs": "/docs", "openapi": "/openapi.json",
+                    "health": "/healthz", "readiness": "/readyz"}), 200, {
+        "Link": '</docs>; rel="service-doc", </openapi.json>; rel="service-desc"'}
+
+
 @blueprint.get("/healthz")
 def healthz() -> Response:
     return jsonify({"status": "ok"})

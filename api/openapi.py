@@ -281,8 +281,9 @@ class ErrorSchema(Schema):
         "description": "A stable machine word: `VALIDATION_FAILED`, `UNAUTHORIZED`, "
                        "`NOT_FOUND`, `ENDPOINT_NOT_FOUND`, `METHOD_NOT_ALLOWED`, "
                        "`RUN_NOT_STOPPABLE`, `WALLET_INSUFFICIENT_FUNDS`, `RATE_LIMITED`, "
-                       "`IDEMPOTENCY_KEY_REUSED`, `PAYLOAD_TOO_LARGE`, "
-                       "`UNSUPPORTED_MEDIA_TYPE`, `SERVICE_UNAVAILABLE`, `INTERNAL`."})
+                       "`IDEMPOTENCY_KEY_REUSED`, `PAYLOAD_TOO_LARGE`, `URI_TOO_LONG`, "
+                       "`HEADERS_TOO_LARGE`, `UNSUPPORTED_MEDIA_TYPE`, `SERVICE_UNAVAILABLE`, "
+                       "`INTERNAL`."})
     errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()),
                          metadata={"description": "Each failing field's path and its messages."})
 
@@ -290,6 +291,16 @@ class ErrorSchema(Schema):
 class ReadinessChecksSchema(Schema):
     database = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
     broker = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+
+
+class IndexSchema(Schema):
+    name = fields.String(required=True, metadata={"example": "monid-runs"})
+    docs = fields.String(required=True, metadata={"description": "This API's documentation.",
+                                                   "example": "/docs"})
+    openapi = fields.String(required=True, metadata={"description": "This document.",
+                                                      "example": "/openapi.json"})
+    health = fields.String(required=True, metadata={"example": "/healthz"})
+    readiness = fields.String(required=True, metadata={"example": "/readyz"})
 
 
 class HealthSchema(Schema):
@@ -818,6 +829,14 @@ def build_document(max_body_bytes: int, served_paths: Collection[str]) -> dict[s
             "200": answers.ok("A page of endpoints.", EndpointListSchema),
             **answers.errors(400, *V1_ERRORS, described=bad_page),
         },
+    })})
+
+    spec.path(path="/", operations={"get": public({
+        "operationId": "index",
+        "summary": "Where to start: links to the documentation",
+        "responses": {"200": answers.ok("Links to `/docs` and `/openapi.json` (also in a "
+                                        "`Link` header).", IndexSchema),
+                      **answers.errors(405, 500)},
     })})
 
     spec.path(path="/healthz", operations={"get": public({

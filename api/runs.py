@@ -30,7 +30,7 @@ from shared.db import reading, transaction
 from shared.ids import is_run_id, new_run_id
 from shared.logs import run_id_var
 from shared.money import micros_to_dollars
-from shared.queue import PublishFailed
+from shared.queue import PublishFailed, task_name
 from shared.scheduling import priority_for
 
 log = logging.getLogger("monid.api")
@@ -88,7 +88,7 @@ def start_run() -> ResponseReturnValue:
     endpoint = svc.catalog.find(body["provider"], body["endpoint"])
     if endpoint is None:
         raise ApiError(404, "ENDPOINT_NOT_FOUND",
-                       f"no endpoint {body['endpoint']!r} for provider {body['provider']!r}")
+                       svc.catalog.not_found_message(body["provider"], body["endpoint"]))
     problems = validate_input(endpoint, body["input"])
     if problems:
         raise validation_failed(problems)
@@ -135,7 +135,8 @@ def start_run() -> ResponseReturnValue:
     # The run is stored: it is published without holding up the answer, and should
     # that fail, the sweeper publishes runs that no worker claimed. A caller with a
     # backlog gets a lower priority: it does not hold up callers with a few runs.
-    svc.publisher.publish_soon(run_id, priority_for(accepted.open_runs))
+    svc.publisher.publish_soon(run_id, priority_for(accepted.open_runs),
+                               task_name(endpoint.provider, endpoint.path))
     metrics.note_run_accepted(endpoint.provider)
     log.info("run accepted", extra={"provider": endpoint.provider, "endpoint": endpoint.path})
     return jsonify(answer), 202, {"Location": f"/v1/runs/{run_id}"}
@@ -173,7 +174,7 @@ def get_run(run_id: str) -> Response:
             with reading(svc.pool) as conn:
                 return store.run_status(conn, run_id, caller.caller) in store.END_STATUSES
 
-        svc.waiter.wait(run_id, wait, ended)
+        svc.waiter.wait(run_id, wait, ended, caller.caller)
         with reading(svc.pool) as conn:
             run = store.get_run(conn, run_id, caller.caller)
         if run is None:

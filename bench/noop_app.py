@@ -21,7 +21,7 @@ from celery import Celery
 
 from bench.common import NOOP_COUNT, NOOP_LATENCY, TASK_NOOP
 from shared.logs import configure_logging
-from shared.queue import worker_config
+from shared.queue import make_redis, worker_config
 from shared.settings import load_settings_or_exit
 
 settings = load_settings_or_exit()
@@ -38,7 +38,7 @@ def _redis() -> redis.Redis:
     if _client is None:
         with _lock:
             if _client is None:
-                _client = redis.Redis.from_url(settings.redis_url)
+                _client = make_redis(settings)
     return _client
 
 

@@ -1,7 +1,8 @@
 """`monidctl`: the operator's command line.
 
-    monidctl up [--workers N]
+    monidctl up [--workers N] [--no-flower]
     monidctl migrate
+    monidctl flower
     monidctl keys create --user USER [--label NAME] [--test]
     monidctl keys list --user USER
     monidctl keys revoke KEY_ID_OR_KEY
@@ -18,7 +19,6 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from decimal import Decimal
 from pathlib import Path
 
 from psycopg_pool import ConnectionPool
@@ -27,16 +27,14 @@ from shared import keys, store
 from shared.catalog import Catalog, CatalogError, load_catalog
 from shared.catalog.sync import sync_catalog
 from shared.db import DatabaseUnavailable, make_pool, migrate, transaction
-from shared.money import MICROS_PER_DOLLAR, dollars_to_micros
-from shared.settings import (
-    DEFAULT_CATALOG_DIR,
-    SettingsError,
-    load_database_url,
-    load_settings_or_exit,
-)
+from shared.embedded import EmbeddedUnavailable
+from shared.money import MICROS_PER_DOLLAR, format_usd, parse_usd
+from shared.settings import SettingsError, load_catalog_dir, load_database_url
 from shared.timefmt import iso
 
 USER_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+MAX_CREDIT_MICROS = 1_000_000 * MICROS_PER_DOLLAR
+MAX_ENTRIES = 1000
 
 
 class CommandError(Exception):
@@ -46,7 +44,7 @@ class CommandError(Exception):
 def _user(value: str) -> str:
     if value.startswith("USER#"):
         value = value[len("USER#"):]
-    if not USER_PATTERN.match(value):
+    if not USER_PATTERN.fullmatch(value):
         raise argparse.ArgumentTypeError(
             "a user ID is 1-128 letters, digits or _ . : @ - (e.g. user_abc123)")
     return value
@@ -72,14 +70,24 @@ def _database_url() -> str:
     raise SystemExit(2)
 
 
+def _catalog_dir(given: Path | None = None) -> Path:
+    if given is not None:
+        return given
+    try:
+        return load_catalog_dir()
+    except SettingsError as exc:
+        print(f"monid: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def cmd_migrate(args: argparse.Namespace) -> None:
-    settings = load_settings_or_exit()
-    catalog = load_catalog(settings.catalog_dir)  # a broken catalog fails before any change
-    applied = migrate(settings.database_url)
+    directory = _catalog_dir()
+    catalog = load_catalog(directory)  # a broken catalog fails before any change
+    applied = migrate(_database_url())
     for migration in applied:
         print(f"applied {migration.version:04d}_{migration.name}")
     print(f"database is up to date ({len(applied)} migration(s) applied now)")
-    _sync_catalog(catalog, settings.catalog_dir)
+    _sync_catalog(catalog, directory)
 
 
 def _with_conn(action: str) -> ConnectionPool:
@@ -109,8 +117,11 @@ def cmd_keys_list(args: argparse.Namespace) -> None:
     try:
         with transaction(pool) as conn:
             found = store.list_api_keys(conn, args.user)
+            known = bool(found) or store.user_known(conn, args.user)
     finally:
         pool.close()
+    if not known:
+        raise CommandError(_unknown_user(args.user))
     if not found:
         print(f"no keys for USER#{args.user}")
         return
@@ -120,8 +131,14 @@ def cmd_keys_list(args: argparse.Namespace) -> None:
               f"{iso(k.revoked_at) or '-':<24}  {k.label or ''}")
 
 
+def _unknown_user(user: str) -> str:
+    return (f"no user {user}: it has no key and no wallet here (make its first key with "
+            f"`monidctl keys create --user {user}`)")
+
+
 def cmd_keys_revoke(args: argparse.Namespace) -> None:
     target: str = args.key
+    owner = f" of USER#{args.user}" if args.user else ""
     pool = _with_conn("keys")
     try:
         with transaction(pool) as conn:
@@ -130,33 +147,51 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
             elif keys.key_mode(target):
                 found = store.find_api_key(conn, keys.hash_key(target))
                 if found is None:
-                    raise CommandError("no such key")
+                    raise CommandError(
+                        "no such key here: it was not made on this database (check "
+                        "DATABASE_URL), or it is mistyped; `monidctl keys list --user USER` "
+                        "shows a user's keys by ID")
                 key_id = found.id
             else:
-                raise CommandError("give the key's ID (from 'keys list') or the whole key")
+                raise CommandError("give the key's ID (from 'keys list') or the whole key "
+                                   "(monid_live_... or monid_test_...)")
             revoked = store.revoke_api_key(conn, key_id, args.user)
     finally:
         pool.close()
     if revoked is None:
-        raise CommandError(f"no key {target}" + (f" of USER#{args.user}" if args.user else ""))
+        raise CommandError(f"no key with ID {target}{owner}; `monidctl keys list --user USER` "
+                           "shows a user's keys and their IDs")
     print(f"revoked key {revoked.id} ({revoked.key_prefix}...) of {revoked.caller}; web "
           "processes refuse it within API_KEY_CACHE_SECONDS (2 s by default)")
 
 
 def _amount(value: str) -> int:
     try:
-        micros = dollars_to_micros(value)
+        micros = parse_usd(value)
     except ValueError:
-        raise argparse.ArgumentTypeError("an amount in USD, e.g. 10.00") from None
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an amount in USD: digits with at most 6 after the point, "
+            "e.g. 10.00") from None
     if micros <= 0:
-        raise argparse.ArgumentTypeError("the amount must be more than 0")
-    if micros > 1_000_000 * MICROS_PER_DOLLAR:
-        raise argparse.ArgumentTypeError("at most 1,000,000.00 USD at once")
+        raise argparse.ArgumentTypeError("the amount must be more than 0 USD")
+    if micros > MAX_CREDIT_MICROS:
+        raise argparse.ArgumentTypeError(
+            f"at most {format_usd(MAX_CREDIT_MICROS)} USD at once")
     return micros
 
 
+def _entries(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if not 0 <= count <= MAX_ENTRIES:
+        raise argparse.ArgumentTypeError(f"a number of entries from 0 to {MAX_ENTRIES}")
+    return count
+
+
 def _usd(micros: int) -> str:
-    return f"{Decimal(micros) / MICROS_PER_DOLLAR:,.6f} USD"
+    return f"{format_usd(micros)} USD"
 
 
 def cmd_wallet_credit(args: argparse.Namespace) -> None:
@@ -164,6 +199,8 @@ def cmd_wallet_credit(args: argparse.Namespace) -> None:
     pool = _with_conn("wallet")
     try:
         with transaction(pool) as conn:
+            if not store.user_known(conn, args.user):
+                raise CommandError(_unknown_user(args.user))
             wallet = store.credit_wallet(conn, caller, args.amount, args.note)
     finally:
         pool.close()
@@ -177,6 +214,8 @@ def cmd_wallet_show(args: argparse.Namespace) -> None:
     pool = _with_conn("wallet")
     try:
         with transaction(pool) as conn:
+            if not store.user_known(conn, args.user):
+                raise CommandError(_unknown_user(args.user))
             wallet = store.get_wallet(conn, caller)
             entries = store.list_ledger_entries(conn, caller, args.entries)
     finally:
@@ -187,12 +226,11 @@ def cmd_wallet_show(args: argparse.Namespace) -> None:
         print(f"{'ENTRY':>8}  {'WHEN':<24}  {'KIND':<7}  {'AMOUNT (USD)':>16}  RUN / NOTE")
     for e in entries:
         print(f"{e.id:>8}  {iso(e.created_at):<24}  {e.kind:<7}  "
-              f"{Decimal(e.amount_micros) / MICROS_PER_DOLLAR:>16,.6f}  {e.run_id or e.note or ''}")
+              f"{format_usd(e.amount_micros):>16}  {e.run_id or e.note or ''}")
 
 
 def cmd_catalog_check(args: argparse.Namespace) -> None:
-    raw = os.environ.get("CATALOG_DIR", "").strip()
-    directory = args.dir or (raw and Path(raw)) or DEFAULT_CATALOG_DIR
+    directory = _catalog_dir(args.dir)
     catalog = load_catalog(directory)
     for endpoint in catalog.all():
         print(f"{endpoint.provider:<12} {endpoint.path:<40} {endpoint.price.type:<10} "
@@ -212,8 +250,19 @@ def _sync_catalog(catalog: Catalog, directory: Path) -> None:
 
 
 def cmd_catalog_sync(args: argparse.Namespace) -> None:
-    directory = args.dir or load_settings_or_exit().catalog_dir
+    directory = _catalog_dir(args.dir)
     _sync_catalog(load_catalog(directory), directory)
+
+
+def cmd_flower(args: argparse.Namespace) -> None:
+    from shared.localrun import FLOWER_USER, flower_login
+
+    env, password = flower_login()
+    if password:
+        print(f"Flower login: user {FLOWER_USER}, password {password} (shown only now)",
+              flush=True)
+    argv = [sys.executable, "-m", "worker.flower", *args.flower_args]
+    os.execve(sys.executable, argv, {**os.environ, **env})
 
 
 def cmd_up(args: argparse.Namespace) -> None:
@@ -224,55 +273,89 @@ def cmd_up(args: argparse.Namespace) -> None:
         raise SystemExit(code)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="monidctl", description="Operate a monid-runs backend.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _command(group: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+             summary: str, details: str = "") -> argparse.ArgumentParser:
+    """A subcommand: `summary` in its parent's list, and with `details` on its own --help."""
+    return group.add_parser(name, help=summary, description=summary[0].upper() + summary[1:]
+                            + "." + (f" {details}" if details else ""))
 
-    p = commands.add_parser("migrate", help="apply the database migrations not yet applied, "
-                            "then sync the catalog")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="monidctl", description="Operate a monid-runs backend. Commands that use the "
+        "database read DATABASE_URL, or find the embedded one `monidctl up` keeps in ./.monid.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _command(commands, "migrate", "apply the database migrations not yet applied, then "
+                 "sync the catalog", "Safe to run twice, and from two places at once. Needs "
+                 "only the database (DATABASE_URL, or ./.monid) and reads CATALOG_DIR.")
     p.set_defaults(func=cmd_migrate)
 
-    p = commands.add_parser("up", help="run everything here until Ctrl-C (embedded PostgreSQL "
-                                       "and Redis when DATABASE_URL / REDIS_URL are unset)")
+    p = _command(commands, "up", "run everything here until Ctrl-C",
+                 "Web, worker(s) with the sweeper, and Flower; with DATABASE_URL and REDIS_URL "
+                 "unset, an embedded PostgreSQL and Redis (the `local` extra) with their data "
+                 "in ./.monid. One `up` per folder; logs in ./.monid/logs.")
     p.add_argument("--workers", type=int, default=1, choices=range(1, 9), metavar="N",
                    help="worker processes to start (1-8, default 1)")
     p.add_argument("--no-flower", action="store_true", help="do not start Flower")
     p.set_defaults(func=cmd_up)
 
-    keys_parser = commands.add_parser("keys", help="make, list and revoke API keys")
-    key_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
-    p = key_commands.add_parser("create", help="make a key; it is printed on the last line")
+    p = _command(commands, "flower", "run Flower on this machine, on 127.0.0.1",
+                 "It needs only REDIS_URL (and REDIS_SSL_CERT_REQS for a platform's TLS Redis), "
+                 "so it can watch a deployment whose platform gives HTTP to `web` alone. It "
+                 "listens on FLOWER_PORT (5555) and asks for FLOWER_BASIC_AUTH's login, or a "
+                 "password made now and printed once.")
+    p.add_argument("flower_args", nargs=argparse.REMAINDER,
+                   help="Flower's own options, passed on (e.g. --max_tasks=50000)")
+    p.set_defaults(func=cmd_flower)
+
+    keys_parser = _command(commands, "keys", "make, list and revoke API keys")
+    key_commands = keys_parser.add_subparsers(dest="keys_command", required=True,
+                                              metavar="COMMAND")
+    p = _command(key_commands, "create", "make a key; it is printed on the last line",
+                 "Only its hash is stored: the key is shown this once.")
     p.add_argument("--user", required=True, type=_user, help="the user ID, e.g. user_abc123")
     p.add_argument("--label", help="a name to recognise the key by")
     p.add_argument("--test", action="store_true", help="make a monid_test_ key")
     p.set_defaults(func=cmd_keys_create)
-    p = key_commands.add_parser("list", help="list a user's keys (never the secrets)")
-    p.add_argument("--user", required=True, type=_user)
+    p = _command(key_commands, "list", "list a user's keys (never the secrets)")
+    p.add_argument("--user", required=True, type=_user, help="the user ID")
     p.set_defaults(func=cmd_keys_list)
-    p = key_commands.add_parser("revoke", help="revoke a key by its ID or the key itself")
+    p = _command(key_commands, "revoke", "revoke a key by its ID or the key itself",
+                 "Web processes refuse it within API_KEY_CACHE_SECONDS.")
     p.add_argument("key", help="the key's ID (from 'keys list') or the whole key")
     p.add_argument("--user", type=_user, help="only revoke if the key is this user's")
     p.set_defaults(func=cmd_keys_revoke)
 
-    wallet_parser = commands.add_parser("wallet", help="credit and read prepaid wallets")
-    wallet_commands = wallet_parser.add_subparsers(dest="wallet_command", required=True)
-    p = wallet_commands.add_parser("credit", help="add funds; prints the new balance")
-    p.add_argument("--user", required=True, type=_user)
-    p.add_argument("--amount", required=True, type=_amount, help="USD, e.g. 10.00")
+    wallet_parser = _command(commands, "wallet", "credit and read prepaid wallets")
+    wallet_commands = wallet_parser.add_subparsers(dest="wallet_command", required=True,
+                                                   metavar="COMMAND")
+    p = _command(wallet_commands, "credit", "add funds to a user's wallet; prints the new "
+                 "balance", "The user must have a key (or a wallet) already.")
+    p.add_argument("--user", required=True, type=_user, help="the user ID")
+    p.add_argument("--amount", required=True, type=_amount,
+                   help="USD, with at most 6 decimals (a micro-dollar), e.g. 10.00; at most "
+                        f"{format_usd(MAX_CREDIT_MICROS)}")
     p.add_argument("--note", help="why, for the ledger")
     p.set_defaults(func=cmd_wallet_credit)
-    p = wallet_commands.add_parser("show", help="balance, held, and the last ledger entries")
-    p.add_argument("--user", required=True, type=_user)
-    p.add_argument("--entries", type=int, default=10, help="how many entries (default 10)")
+    p = _command(wallet_commands, "show", "balance, held, and the last ledger entries")
+    p.add_argument("--user", required=True, type=_user, help="the user ID")
+    p.add_argument("--entries", type=_entries, default=10,
+                   help=f"how many entries, 0-{MAX_ENTRIES} (default 10)")
     p.set_defaults(func=cmd_wallet_show)
 
-    catalog_parser = commands.add_parser("catalog", help="work with the catalog files")
-    catalog_commands = catalog_parser.add_subparsers(dest="catalog_command", required=True)
-    p = catalog_commands.add_parser("check", help="validate the catalog files")
-    p.add_argument("--dir", type=Path, help="the catalog folder")
+    catalog_parser = _command(commands, "catalog", "check the catalog files and load them")
+    catalog_commands = catalog_parser.add_subparsers(dest="catalog_command", required=True,
+                                                     metavar="COMMAND")
+    p = _command(catalog_commands, "check", "validate the catalog files",
+                 "Needs nothing but the files: run it before you deploy.")
+    p.add_argument("--dir", type=Path, help="the catalog folder (default: CATALOG_DIR, or the "
+                                            "built-in catalog)")
     p.set_defaults(func=cmd_catalog_check)
-    p = catalog_commands.add_parser("sync", help="copy the catalog files into the database")
-    p.add_argument("--dir", type=Path, help="the catalog folder")
+    p = _command(catalog_commands, "sync", "copy the catalog files into the database",
+                 "`migrate` does it too.")
+    p.add_argument("--dir", type=Path, help="the catalog folder (default: CATALOG_DIR, or the "
+                                            "built-in catalog)")
     p.set_defaults(func=cmd_catalog_sync)
     return parser
 
@@ -281,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (CommandError, CatalogError, SettingsError) as exc:
+    except (CommandError, CatalogError, SettingsError, EmbeddedUnavailable) as exc:
         print(f"monidctl: {exc}", file=sys.stderr)
         return 1
     except DatabaseUnavailable as exc:

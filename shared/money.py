@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 MICROS_PER_DOLLAR = 1_000_000
 _MICRO = Decimal("0.000001")
+# An amount an operator types: digits, and at most six after the point (a
+# micro-dollar); no sign, no exponent, no thousands separators.
+_TYPED_USD = re.compile(r"([0-9]{1,13})(?:\.([0-9]{1,6}))?")
 
 
 def dollars_to_micros(amount: str | int | float | Decimal) -> int:
@@ -35,3 +39,22 @@ def cost_micros(price_type: str, amount_micros: int, flat_fee_micros: int | None
         return amount_micros
     counted = result_count if max_results is None else min(result_count, max_results)
     return (flat_fee_micros or 0) + amount_micros * max(0, counted)
+
+
+def parse_usd(text: str) -> int:
+    """An amount typed in dollars (`10`, `10.5`, `0.000001`), exactly, as micro-dollars;
+    ValueError for anything else (`1e3`, `-5`, `1,000`, a seventh decimal)."""
+    match = _TYPED_USD.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"not an amount in USD: {text!r}")
+    whole, fraction = match.group(1), (match.group(2) or "")
+    return int(whole) * MICROS_PER_DOLLAR + int(fraction.ljust(6, "0"))
+
+
+def format_usd(micros: int) -> str:
+    """Micro-dollars for people: two decimals, more only when the amount has them
+    (`10.00`, `0.0025`, `1,234.000001`)."""
+    sign = "-" if micros < 0 else ""
+    whole, fraction = divmod(abs(micros), MICROS_PER_DOLLAR)
+    digits = f"{fraction:06d}".rstrip("0").ljust(2, "0")
+    return f"{sign}{whole:,}.{digits}"

@@ -12,15 +12,17 @@ import json
 import logging
 import os
 import socket
+import ssl
 import threading
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from celery import Celery
 
 from shared.broker import Transport as BrokerTransport
-from shared.settings import Settings
+from shared.settings import FlowerSettings, Settings
 
 log = logging.getLogger("monid.queue")
 TASK_RUN = "monid.run"
@@ -41,8 +43,36 @@ def queue_key(priority: int) -> str:
 QUEUE_KEYS = tuple(queue_key(step) for step in PRIORITY_STEPS)
 
 
+def task_name(provider: str, endpoint: str) -> str:
+    """What a run's task is called in Flower and the worker's logs (Celery's `shadow`
+    name), so that its provider and endpoint show at a glance: `monid.run demo /echo`.
+    The task itself is always `monid.run`, with the run ID as its one argument."""
+    return f"{TASK_RUN} {provider} {endpoint}"
+
+
 class PublishFailed(Exception):
     """The broker did not take the message; the run stays in PostgreSQL."""
+
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
+              "required": ssl.CERT_REQUIRED}
+
+
+def redis_tls(settings: Settings | FlowerSettings) -> dict[str, Any] | None:
+    """The TLS options of a rediss:// REDIS_URL (None for plain redis://), as both
+    redis-py and Celery's `broker_use_ssl` (kombu, Flower) take them: every client of
+    Redis checks its certificate the one way REDIS_SSL_CERT_REQS says."""
+    if urlsplit(settings.redis_url).scheme != "rediss":
+        return None
+    options: dict[str, Any] = {"ssl_cert_reqs": _CERT_REQS[settings.redis_ssl_cert_reqs]}
+    if settings.redis_ssl_ca_certs is not None:
+        options["ssl_ca_certs"] = str(settings.redis_ssl_ca_certs)
+    return options
+
+
+def make_redis(settings: Settings, **options: Any) -> redis.Redis:
+    """A redis-py client of REDIS_URL, with its TLS policy; it connects on first use."""
+    return redis.Redis.from_url(settings.redis_url, **(redis_tls(settings) or {}), **options)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -62,6 +92,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "priority_steps": list(PRIORITY_STEPS),
             "sep": PRIORITY_SEPARATOR,
         },
+        # Without it kombu would not check a rediss:// certificate at all.
+        "broker_use_ssl": redis_tls(settings),
         "broker_connection_retry_on_startup": True,
         # One pooled producer per thread that may publish at once: with Celery's
         # default of 10, the web's 64 threads queued for a producer.
@@ -81,6 +113,22 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # per publish would cost the web a second Redis write on every accepted run.
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
+        "enable_utc": True,
+    }
+
+
+def flower_config(settings: FlowerSettings) -> dict[str, Any]:
+    """What Flower's Celery app needs: the broker (with its TLS policy) and the queue."""
+    return {
+        "broker_url": settings.redis_url,
+        "broker_use_ssl": redis_tls(settings),
+        "broker_transport_options": {"socket_connect_timeout": 3, "socket_timeout": 10,
+                                     "socket_keepalive": True, "retry_on_timeout": True,
+                                     "health_check_interval": 25},
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_default_queue": QUEUE,
+        "accept_content": ["json"],
         "enable_utc": True,
     }
 
@@ -129,7 +177,7 @@ class RunPublisher:
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self._reply_to = str(uuid.uuid4())
         self._template = self._envelope()
-        self._pending: list[tuple[str, int]] = []
+        self._pending: list[tuple[str, int, str | None]] = []
         self._sending = 0
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -137,12 +185,14 @@ class RunPublisher:
         self._closed = False
         self._flush_at_exit = False
 
-    def message(self, run_id: str, priority: int = 0) -> bytes:
-        """The message for a run ID (a ULID: nothing in it needs escaping in JSON)."""
+    def message(self, run_id: str, priority: int = 0, shadow: str | None = None) -> bytes:
+        """The message for a run ID (a ULID: nothing in it needs escaping in JSON), with
+        its priority and the name its task shows (see `task_name`)."""
         task_id = str(uuid.uuid4())
         body = base64.b64encode(_BODY_TEMPLATE.replace(_RUN, run_id).encode()).decode("ascii")
         return (self._template.replace(_TASK, task_id).replace(_BODY, body)
-                .replace(_RUN, run_id).replace(_TAG, str(uuid.uuid4()))
+                .replace(_QUOTED_SHADOW, json.dumps(shadow)).replace(_RUN, run_id)
+                .replace(_TAG, str(uuid.uuid4()))
                 .replace(_PRIORITY_JSON, str(max(0, min(9, priority)))).encode())
 
     def _envelope(self) -> str:
@@ -153,7 +203,7 @@ class RunPublisher:
             "content-encoding": "utf-8",
             "content-type": "application/json",
             "headers": {
-                "lang": "py", "task": TASK_RUN, "id": _TASK, "shadow": None, "eta": None,
+                "lang": "py", "task": TASK_RUN, "id": _TASK, "shadow": _SHADOW, "eta": None,
                 "expires": None, "group": None, "group_index": None, "retries": 0,
                 "timelimit": [None, None], "root_id": _TASK, "parent_id": None,
                 "argsrepr": repr([_RUN]), "kwargsrepr": "{}", "origin": self._origin,
@@ -167,17 +217,17 @@ class RunPublisher:
             },
         })
 
-    def publish(self, run_id: str, priority: int = 0) -> None:
+    def publish(self, run_id: str, priority: int = 0, shadow: str | None = None) -> None:
         """Publish the run's ID; raises PublishFailed if Redis does not take it."""
         try:
-            self.client.lpush(queue_key(priority), self.message(run_id, priority))
+            self.client.lpush(queue_key(priority), self.message(run_id, priority, shadow))
         except redis.RedisError as exc:
             raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
 
-    def publish_soon(self, run_id: str, priority: int = 0) -> None:
+    def publish_soon(self, run_id: str, priority: int = 0, shadow: str | None = None) -> None:
         """Publish the run's ID from the background thread, without waiting."""
         with self._changed:
-            self._pending.append((run_id, priority))
+            self._pending.append((run_id, priority, shadow))
             if self._thread is None or self._thread_pid != os.getpid() or self._closed:
                 self._start()
             self._changed.notify_all()
@@ -229,11 +279,12 @@ class RunPublisher:
                     self._changed.notify_all()
 
 
-    def _send(self, batch: list[tuple[str, int]]) -> None:
+    def _send(self, batch: list[tuple[str, int, str | None]]) -> None:
         """One LPUSH per priority list, in one round trip; order kept within each."""
         by_key: dict[str, list[bytes]] = {}
-        for run_id, priority in batch:
-            by_key.setdefault(queue_key(priority), []).append(self.message(run_id, priority))
+        for run_id, priority, shadow in batch:
+            by_key.setdefault(queue_key(priority), []).append(
+                self.message(run_id, priority, shadow))
         if len(by_key) == 1:
             [(key, messages)] = by_key.items()
             self.client.lpush(key, *messages)
@@ -248,17 +299,21 @@ class RunPublisher:
 _TASK, _RUN, _BODY, _TAG = "@@task-id@@", "@@run-id@@", "@@body@@", "@@delivery-tag@@"
 _PRIORITY = "@@priority@@"
 _PRIORITY_JSON = json.dumps(_PRIORITY)  # a number in the message, not a string
+_SHADOW = "@@shadow@@"
+_QUOTED_SHADOW = json.dumps(_SHADOW)  # replaced by a JSON string, or null
 _BODY_TEMPLATE = json.dumps(
     [[_RUN], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
 
 
 def enqueue_run(app: Celery, run_id: str, countdown: float | None = None,
-                priority: int = 0) -> None:
-    """Publish the run's ID; raises PublishFailed if the broker does not take it."""
+                priority: int = 0, *, shadow: str | None = None, task_id: str | None = None,
+                retries: int = 0) -> None:
+    """Publish the run's ID; raises PublishFailed if the broker does not take it.
+    `task_id` and `retries` make the message a retry of that task (Flower shows it so)."""
     try:
         # No retry here: a message that does not go out is published by the
         # sweeper, and retrying would hold the request that waits on it.
         app.send_task(TASK_RUN, args=[run_id], queue=QUEUE, countdown=countdown, retry=False,
-                      priority=priority)
+                      priority=priority, shadow=shadow, task_id=task_id, retries=retries)
     except Exception as exc:  # kombu and redis raise many kinds; all mean "not published"
         raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc

@@ -82,6 +82,11 @@ class Settings:
     # A run's `output` holds its whole result up to this size; past it, the first
     # items that fit, and the run says its output is truncated.
     max_inline_output_bytes: int = 256 * 1024
+    # How a rediss:// REDIS_URL's certificate is checked: "required" (verified against
+    # the system's CAs, or REDIS_SSL_CA_CERTS), "optional" or "none" (not checked: for
+    # managed Redis whose certificate is self-signed).
+    redis_ssl_cert_reqs: str = "required"
+    redis_ssl_ca_certs: Path | None = None
 
 
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
@@ -138,6 +143,15 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return raw
 
 
+def _file(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not Path(raw).is_file():
+        raise SettingsError(name, f"is malformed: {raw!r} is not a file")
+    return Path(raw)
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -179,10 +193,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     database_url = _url(env, "DATABASE_URL", ("postgresql", "postgres"))
     redis_url = _url(env, "REDIS_URL", ("redis", "rediss", "unix"))
     worker_concurrency = _int(env, "WORKER_CONCURRENCY", 200, 1, 10_000)
-    catalog_raw = env.get("CATALOG_DIR", "").strip()
-    catalog_dir = Path(catalog_raw) if catalog_raw else DEFAULT_CATALOG_DIR
-    if not catalog_dir.is_dir():
-        raise SettingsError("CATALOG_DIR", f"is malformed: {str(catalog_dir)!r} is not a directory")
+    catalog_dir = load_catalog_dir(env)
     log_level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
     # prometheus_client reads this variable too: under this name or no other.
     multiproc_raw = env.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
@@ -234,7 +245,73 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_result_items=_int(env, "MAX_RESULT_ITEMS", 100_000, 1, 10_000_000),
         max_inline_output_bytes=_int(env, "MAX_INLINE_OUTPUT_BYTES", 256 * 1024, 0,
                                      16 * 1024 * 1024),
+        redis_ssl_cert_reqs=_choice(env, "REDIS_SSL_CERT_REQS", "required",
+                                    ("none", "optional", "required")),
+        redis_ssl_ca_certs=_file(env, "REDIS_SSL_CA_CERTS"),
     )
+
+
+@dataclass(frozen=True)
+class FlowerSettings:
+    """What Flower needs: the broker, and how it is locked. Flower reads its own
+    options (FLOWER_BASIC_AUTH, FLOWER_AUTH, ...) itself; they are checked here so that
+    it never starts open by mistake."""
+
+    redis_url: str
+    redis_ssl_cert_reqs: str
+    redis_ssl_ca_certs: Path | None
+    port: int
+    address: str
+    basic_auth: str = field(repr=False)
+    oauth: bool
+    unauthenticated: bool
+
+    @property
+    def authenticated(self) -> bool:
+        return bool(self.basic_auth) or self.oauth
+
+
+OAUTH_VARIABLES = ("FLOWER_OAUTH2_KEY", "FLOWER_OAUTH2_SECRET", "FLOWER_OAUTH2_REDIRECT_URI")
+
+
+def load_flower_settings(env: Mapping[str, str] | None = None) -> FlowerSettings:
+    env = os.environ if env is None else env
+    basic_auth = env.get("FLOWER_BASIC_AUTH", "").strip()
+    for pair in basic_auth.split(",") if basic_auth else ():
+        user, colon, password = pair.partition(":")
+        if not (user.strip() and colon and password):
+            raise SettingsError("FLOWER_BASIC_AUTH", "is malformed: expected user:password "
+                                                     "(several separated by commas)")
+    oauth = bool(env.get("FLOWER_AUTH", "").strip())
+    if oauth:
+        for name in OAUTH_VARIABLES:
+            if not env.get(name, "").strip():
+                raise SettingsError(name, "is not set: FLOWER_AUTH (OAuth) needs it")
+    settings = FlowerSettings(
+        redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
+        redis_ssl_cert_reqs=_choice(env, "REDIS_SSL_CERT_REQS", "required",
+                                    ("none", "optional", "required")),
+        redis_ssl_ca_certs=_file(env, "REDIS_SSL_CA_CERTS"),
+        port=_int(env, "FLOWER_PORT", 5555, 1, 65535),
+        address=env.get("FLOWER_ADDRESS", "").strip() or "127.0.0.1",
+        basic_auth=basic_auth,
+        oauth=oauth,
+        unauthenticated=_bool(env, "FLOWER_UNAUTHENTICATED", False),
+    )
+    if not settings.authenticated and not settings.unauthenticated:
+        raise SettingsError("FLOWER_BASIC_AUTH", "is not set: Flower shows every caller's runs "
+                            "and can stop workers, so it does not start without a login (set "
+                            "FLOWER_BASIC_AUTH=user:password, or FLOWER_AUTH for OAuth, or "
+                            "FLOWER_UNAUTHENTICATED=true where nobody else can reach it)")
+    return settings
+
+
+def load_flower_settings_or_exit(env: Mapping[str, str] | None = None) -> FlowerSettings:
+    try:
+        return load_flower_settings(env)
+    except SettingsError as exc:
+        print(f"monid: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def load_database_url(env: Mapping[str, str] | None = None) -> str | None:
@@ -244,6 +321,24 @@ def load_database_url(env: Mapping[str, str] | None = None) -> str | None:
     if not env.get("DATABASE_URL", "").strip():
         return None
     return _url(env, "DATABASE_URL", ("postgresql", "postgres"))
+
+
+def load_local_ports(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """PORT and FLOWER_PORT alone (checked), for `monidctl up` to look at before it
+    starts anything."""
+    env = os.environ if env is None else env
+    return _int(env, "PORT", 8000, 1, 65535), _int(env, "FLOWER_PORT", 5555, 1, 65535)
+
+
+def load_catalog_dir(env: Mapping[str, str] | None = None) -> Path:
+    """CATALOG_DIR alone (checked), or the built-in catalog: for commands that need no
+    other setting."""
+    env = os.environ if env is None else env
+    raw = env.get("CATALOG_DIR", "").strip()
+    catalog_dir = Path(raw) if raw else DEFAULT_CATALOG_DIR
+    if not catalog_dir.is_dir():
+        raise SettingsError("CATALOG_DIR", f"is malformed: {str(catalog_dir)!r} is not a directory")
+    return catalog_dir
 
 
 def load_settings_or_exit(env: Mapping[str, str] | None = None) -> Settings:

@@ -77,6 +77,13 @@ def revoke_api_key(conn: Conn, key_id: int, user_id: str | None = None) -> ApiKe
     return ApiKey(**row) if row else None
 
 
+def user_known(conn: Conn, user_id: str) -> bool:
+    """Whether the user has a key or a wallet."""
+    row = conn.execute(query("user_known"), {"user_id": user_id,
+                                             "caller": f"USER#{user_id}"}).fetchone()
+    return bool(row and row["known"])
+
+
 # --- runs -------------------------------------------------------------------
 
 
@@ -262,10 +269,13 @@ class Woken:
     run_id: str
     caller: str
     open_runs: int
+    provider: str = ""
+    endpoint: str = ""
 
 
 def woken_runs(rows: Any) -> tuple[Woken, ...]:
-    return tuple(Woken(r["id"], r["caller"], r["open_runs"]) for r in rows or ())
+    return tuple(Woken(r["id"], r["caller"], r["open_runs"], r["provider"], r["endpoint"])
+                 for r in rows or ())
 
 
 def claim_run(conn: Conn, run_id: str, *, worker: str, lease_seconds: int,
@@ -340,6 +350,18 @@ def end_run(conn: Conn, claim: Claim, attempt: AttemptEnd, *, status: str, outpu
     if row is None:
         return None
     return Ended(row["status"], woken_runs(row["woken"]))
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    status: str
+    error: Any
+
+
+def get_run_end(conn: Conn, run_id: str) -> RunEnd | None:
+    """A run's status and error, for monitors (whoever's run it is)."""
+    row = conn.execute(query("get_run_end"), {"run_id": run_id}).fetchone()
+    return RunEnd(row["status"], row["error"]) if row else None
 
 
 @dataclass(frozen=True)
@@ -433,6 +455,8 @@ def end_unheld_run(conn: Conn, run_id: str, *, status: str, error: Any, outcome:
 class ToPublish:
     run_id: str
     open_runs: int  # its caller's, for the message's priority
+    provider: str = ""
+    endpoint: str = ""
 
 
 def take_runs_to_publish(conn: Conn, *, grace_seconds: float, limit: int) -> list[ToPublish]:
@@ -442,7 +466,8 @@ def take_runs_to_publish(conn: Conn, *, grace_seconds: float, limit: int) -> lis
     open_runs = {c["caller"]: c["open_runs"]
                  for c in conn.execute(query("count_open_runs"), {"callers": callers})} \
         if callers else {}
-    return [ToPublish(r["id"], open_runs.get(r["caller"], 0)) for r in rows]
+    return [ToPublish(r["id"], open_runs.get(r["caller"], 0), r["provider"], r["endpoint"])
+            for r in rows]
 
 
 @dataclass(frozen=True)

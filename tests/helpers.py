@@ -20,10 +20,13 @@ ROOT = Path(__file__).resolve().parent.parent
 CATALOG = load_catalog(DEFAULT_CATALOG_DIR)
 
 
-def monidctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run `monidctl` as an operator would, with these variables on top of ours."""
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, text=True,
-                          capture_output=True, env={**os.environ, **env}, timeout=60)
+def monidctl(*args: str, env: dict[str, str], cwd: Path = ROOT,
+             unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """Run `monidctl` as an operator would, in `cwd`, with these variables on top of ours
+    and those of `unset` removed."""
+    full_env = {k: v for k, v in {**os.environ, **env}.items() if k not in unset}
+    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=cwd, text=True,
+                          capture_output=True, env=full_env, timeout=120)
 
 
 def auth(key: str) -> dict[str, str]:

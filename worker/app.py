@@ -12,7 +12,8 @@ import uuid
 from typing import Any
 
 import psycopg
-from celery import Celery, Task
+from celery import Celery, Task, current_task
+from celery.exceptions import Retry
 from celery.signals import (
     worker_process_init,
     worker_ready,
@@ -23,7 +24,8 @@ from psycopg.rows import dict_row
 
 from shared import store
 from shared.catalog import Catalog, load_catalog
-from shared.db import DatabaseUnavailable, make_pool
+from shared.db import DatabaseUnavailable, make_pool, reading
+from shared.logs import run_id_var
 from shared.queue import TASK_RUN, enqueue_run, worker_config
 from shared.scheduling import Limits, concurrency_limits
 from shared.settings import Settings, SettingsError
@@ -32,6 +34,31 @@ from worker.runner import Runner
 from worker.sweeper import Background, Sweeper
 
 log = logging.getLogger("monid.worker")
+
+
+class RunFailed(Exception):
+    """A run this task ended FAILED or TIMED_OUT. Raised so that monitors (Flower) show
+    the task failed, with the run's error; the task's `throws` makes it an expected
+    error, its message is acknowledged as after a success (task_acks_on_failure_or_timeout),
+    and nothing retries it: the run has ended."""
+
+    def __init__(self, status: str, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+
+
+class RunRetrying(Exception):
+    """The reason monitors are given for a retry of a run's task."""
+
+
+def _same_task(run_id: str) -> Any:
+    """The request of the task running now in this thread, if it is `run_id`'s."""
+    task = current_task
+    request = getattr(task, "request", None) if task else None
+    if request is None or not request.id or list(request.args or ()) != [run_id]:
+        return None
+    return request
 
 
 class MonidCelery(Celery):
@@ -66,19 +93,52 @@ class MonidCelery(Celery):
                 pool.open(wait=False)
                 self._runner = Runner(
                     settings=settings, pool=pool, catalog=self.monid_catalog,
-                    adapters=make_adapters(settings),
-                    publish=lambda run_id, countdown, priority: enqueue_run(
-                        self, run_id, countdown, priority),
+                    adapters=make_adapters(settings, self.monid_catalog),
+                    publish=self.publish_next, publish_retry=self.publish_retry,
                     name=f"{self.lease_prefix}{os.getpid()}", limits=self.monid_limits,
                 )
             return self._runner
+
+    def publish_next(self, run_id: str, countdown: float | None, priority: int = 0,
+                     shadow: str | None = None) -> None:
+        """The run's next message, under the name given, or the name its task has now
+        (provider, endpoint)."""
+        request = _same_task(run_id)
+        enqueue_run(self, run_id, countdown, priority,
+                    shadow=shadow or (request.shadow if request else None))
+
+    def publish_retry(self, run_id: str, countdown: float | None, priority: int = 0,
+                      shadow: str | None = None) -> None:
+        """A retry's message: the same task again, one retry more, as Celery's own
+        retry publishes it (the task then raises Retry, and Flower shows a retry)."""
+        request = _same_task(run_id)
+        if request is None:
+            enqueue_run(self, run_id, countdown, priority, shadow=shadow)
+            return
+        request.monid_retry_in = countdown
+        enqueue_run(self, run_id, countdown, priority, shadow=request.shadow,
+                    task_id=request.id, retries=(request.retries or 0) + 1)
+
+    def run_failed(self, run_id: str, outcome: str) -> RunFailed:
+        """Why the run failed, from its stored error."""
+        status, code, message = outcome.upper(), "UNKNOWN", "see the run's error"
+        try:
+            with reading(self.runner().pool) as conn:
+                ended = store.get_run_end(conn, run_id)
+            if ended is not None and isinstance(ended.error, dict):
+                status = ended.status
+                code = str(ended.error.get("code") or code)
+                message = str(ended.error.get("message") or message)
+        except DatabaseUnavailable:
+            pass
+        return RunFailed(status, code, message)
 
     def sweeper(self) -> Sweeper:
         runner = self.runner()
         return Sweeper(settings=self.monid_settings, pool=runner.pool, catalog=runner.catalog,
                        adapters=runner.adapters, limits=self.monid_limits,
-                       publish=lambda run_id, priority: enqueue_run(self, run_id,
-                                                                    priority=priority))
+                       publish=lambda run_id, priority, shadow: enqueue_run(
+                           self, run_id, priority=priority, shadow=shadow))
 
     def start_background(self) -> None:
         runner = self.runner()
@@ -140,15 +200,29 @@ def make_celery(settings: Settings, *, catalog: Catalog | None = None) -> MonidC
     app.monid_limits = limits
     app.monid_instance = uuid.uuid4().hex[:12]
 
-    @app.task(name=TASK_RUN, bind=True, ignore_result=True)
+    # A run that ends FAILED or TIMED_OUT raises RunFailed: an expected error (`throws`:
+    # logged without a traceback), acknowledged like a success, never retried.
+    @app.task(name=TASK_RUN, bind=True, ignore_result=True, throws=(RunFailed,),
+              acks_on_failure_or_timeout=True, autoretry_for=(), max_retries=None)
     def run_task(self: Task, run_id: str) -> str:
+        token = run_id_var.set(run_id)
         try:
-            return app.runner().run(run_id)
+            outcome = app.runner().run(run_id)
         except DatabaseUnavailable as exc:
             # The run is safe in PostgreSQL; ask again once the database is back.
             log.warning("database unavailable; the task will be retried",
-                        extra={"runId": run_id, "error": str(exc)})
+                        extra={"error": str(exc)})
             raise self.retry(countdown=5, max_retries=None) from exc
+        finally:
+            run_id_var.reset(token)
+        if outcome in ("failed", "timed_out"):
+            raise app.run_failed(run_id, outcome)
+        retry_in = getattr(self.request, "monid_retry_in", None)
+        if outcome == "retry" and retry_in is not None:
+            # Its message is out already (publish_retry): this only tells monitors.
+            raise Retry(exc=RunRetrying(f"a transient failure; the next attempt is due in "
+                                        f"{retry_in:.1f} s"), when=retry_in)
+        return outcome
 
     @worker_process_init.connect(weak=False)
     def _child_started(**_: Any) -> None:

@@ -20,6 +20,7 @@ from shared.catalog import Catalog, split_input
 from shared.db import DatabaseUnavailable, reading, transaction
 from shared.logs import run_id_var
 from shared.money import cost_micros
+from shared.queue import task_name
 from shared.scheduling import Limits, SlotLimits, priority_for
 from shared.settings import Settings
 from worker.providers.base import (
@@ -42,8 +43,9 @@ from worker.results import ResultWriter, StopAsked
 log = logging.getLogger("monid.worker")
 T = TypeVar("T")
 
-# Publish a run's ID: (run ID, countdown or None, priority).
-Publish = Callable[[str, float | None, int], None]
+# Publish a run's ID: (run ID, countdown or None, priority, the name its task shows or
+# None for the name of the task at hand).
+Publish = Callable[[str, float | None, int, str | None], None]
 
 # How long the runner keeps trying to write a result while PostgreSQL is away,
 # before leaving the run to the sweeper (the lease expires, the attempt is LOST).
@@ -68,12 +70,15 @@ def backoff_seconds(attempt: int, *, base: float, cap: float, retry_after: float
 class Runner:
     def __init__(self, *, settings: Settings, pool: ConnectionPool, catalog: Catalog,
                  adapters: Mapping[str, Adapter], publish: Publish,
-                 name: str | None = None, limits: Limits | None = None) -> None:
+                 name: str | None = None, limits: Limits | None = None,
+                 publish_retry: Publish | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.catalog = catalog
         self.adapters = adapters
         self.publish = publish
+        # How a retry's message goes out (as a retry of the same task, in the worker).
+        self.publish_retry = publish_retry or publish
         self.name = name or worker_name()
         self.limits = limits or Limits()
         self.results = ResultWriter(settings=settings, pool=pool)
@@ -153,6 +158,7 @@ class Runner:
             deadline_at=claim.deadline_at, state=claim.provider_state,
             max_results=claim.max_results if claim.price_type == "PER_RESULT" else None,
             max_charge_micros=claim.hold_micros,
+            stop_requested=lambda: self._stop_requested(claim),
         )
         if claim.status == "STOPPING":
             return self._stopped(claim, adapter, request)
@@ -199,6 +205,13 @@ class Runner:
             return self._timed_out(claim, adapter, request)
         assert isinstance(result, Pending)
         return self._follow(claim, result)
+
+    def _stop_requested(self, claim: store.Claim) -> bool:
+        try:
+            with reading(self.pool) as conn:
+                return store.run_status(conn, claim.run_id, claim.caller) == "STOPPING"
+        except DatabaseUnavailable:
+            return False
 
     def _follow(self, claim: store.Claim, pending: Pending) -> str:
         delay = self._within_deadline(claim, pending.check_after)
@@ -304,7 +317,7 @@ class Runner:
         if handed.status == "STOPPING":  # a stop was asked meanwhile: carry it out now
             self._publish_quietly(claim.run_id, None)
         elif publish:
-            self._publish_quietly(claim.run_id, delay)
+            self._publish_quietly(claim.run_id, delay, publish=self.publish_retry)
         return "retry"
 
     @staticmethod
@@ -330,7 +343,8 @@ class Runner:
     def _publish_woken(self, woken: tuple[store.Woken, ...]) -> None:
         """Runs that waited for a slot this run freed go back to the queue."""
         for run in woken:
-            self._publish_quietly(run.run_id, None, priority_for(run.open_runs))
+            self._publish_quietly(run.run_id, None, priority_for(run.open_runs),
+                                  shadow=task_name(run.provider, run.endpoint))
 
     def _write(self, write: Callable[[store.Conn], T]) -> T:
         """Write a result, waiting out a short PostgreSQL outage. Every write given is one
@@ -348,9 +362,10 @@ class Runner:
                 time.sleep(pause)
                 pause = min(pause * 2, 3.0)
 
-    def _publish_quietly(self, run_id: str, countdown: float | None, priority: int = 0) -> None:
+    def _publish_quietly(self, run_id: str, countdown: float | None, priority: int = 0, *,
+                         shadow: str | None = None, publish: Publish | None = None) -> None:
         try:
-            self.publish(run_id, countdown, priority)
+            (publish or self.publish)(run_id, countdown, priority, shadow)
         except Exception as exc:  # the sweeper publishes due runs that nobody woke
             log.warning("publish failed; the sweeper will publish the run",
                         extra={"error": str(exc)})

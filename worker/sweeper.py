@@ -32,6 +32,7 @@ from shared import store
 from shared.catalog import Catalog, split_input
 from shared.db import DatabaseUnavailable, reading
 from shared.logs import run_id_var
+from shared.queue import task_name
 from shared.scheduling import Limits, priority_for
 from shared.settings import Settings
 from worker.providers.base import Adapter, ProviderCall
@@ -67,13 +68,14 @@ class SweepReport:
 
 class Sweeper:
     def __init__(self, *, settings: Settings, pool: ConnectionPool, catalog: Catalog,
-                 adapters: Mapping[str, Adapter], publish: Callable[[str, int], None],
+                 adapters: Mapping[str, Adapter],
+                 publish: Callable[[str, int, str | None], None],
                  limits: Limits | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.catalog = catalog
         self.adapters = adapters
-        # Publish a run's ID with a priority.
+        # Publish a run's ID with a priority and the name its task shows.
         self.publish = publish
         self.limits = limits or Limits()
 
@@ -118,7 +120,8 @@ class Sweeper:
                 conn, grace_seconds=self.settings.sweep_grace_seconds, limit=BATCH)
         for item in due:
             try:
-                self.publish(item.run_id, priority_for(item.open_runs))
+                self.publish(item.run_id, priority_for(item.open_runs),
+                             task_name(item.provider, item.endpoint))
                 report.published.append(item.run_id)
             except Exception as exc:  # the next sweep tries again after the grace
                 log.warning("publish failed", extra={"runId": item.run_id, "error": str(exc)})
@@ -133,7 +136,8 @@ class Sweeper:
             for run in woken:
                 report.woken.append(run.run_id)
                 try:
-                    self.publish(run.run_id, priority_for(run.open_runs))
+                    self.publish(run.run_id, priority_for(run.open_runs),
+                                 task_name(run.provider, run.endpoint))
                 except Exception as exc:
                     log.warning("publish failed", extra={"runId": run.run_id,
                                                          "error": str(exc)})

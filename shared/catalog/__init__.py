@@ -7,21 +7,95 @@ with every problem listed, so a broken catalog stops start-up.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, ValidationError
 
 from shared.money import dollars_to_micros
 
 # How an adapter is named in the catalog; the worker maps each to its code.
 ADAPTERS = ("demo", "apify", "http")
+# What a path parameter may not be: it would leave a gap in the path, or name the
+# segment itself or its parent (HTTP clients resolve `.` and `..` away).
+BAD_PATH_PARAMS = frozenset({"", ".", ".."})
+
+
+@lru_cache(maxsize=1024)
+def ecma_pattern(pattern: str) -> re.Pattern[str]:
+    """A JSON Schema `pattern` compiled as ECMA-262 reads it: there, `$` matches only at
+    the very end of the text; in Python it matches before a final newline too, so
+    `^[a-z]+$` would let "abc\\n" through. Each `$` outside a character class
+    becomes `\\Z`."""
+    out: list[str] = []
+    in_class = False
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            out.append(pattern[index:index + 2])
+            index += 2
+            continue
+        if in_class:
+            if char == "]" and out[-1] not in ("[", "[^"):
+                in_class = False
+        elif char == "[":
+            in_class = True
+            if pattern.startswith("[^", index):
+                out.append("[^")
+                index += 2
+                continue
+        elif char == "$":
+            char = r"\Z"
+        out.append(char)
+        index += 1
+    return re.compile("".join(out))
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not ecma_pattern(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(validator: Any, patterns: Mapping[str, Any], instance: Any,
+                        schema: Any) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for name, value in instance.items():
+            if ecma_pattern(pattern).search(name):
+                yield from validator.descend(value, subschema, path=name, schema_path=pattern)
+
+
+def _additional_properties(validator: Any, allowed: Any, instance: Any,
+                           schema: Mapping[str, Any]) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    known = schema.get("properties", {})
+    patterns = [ecma_pattern(p) for p in schema.get("patternProperties", {})]
+    extras = [name for name in instance
+              if name not in known and not any(p.search(name) for p in patterns)]
+    if validator.is_type(allowed, "object"):
+        for name in extras:
+            yield from validator.descend(instance[name], allowed, path=name)
+    elif allowed is False and extras:
+        verb = "was" if len(extras) == 1 else "were"
+        yield ValidationError("Additional properties are not allowed ("
+                              + ", ".join(repr(name) for name in extras) + f" {verb} unexpected)")
+
+
+# Draft 2020-12, with patterns matched as the JSON Schema specification says.
+Validator = validators.extend(Draft202012Validator, {
+    "pattern": _pattern, "patternProperties": _pattern_properties,
+    "additionalProperties": _additional_properties})
 COMPOSITE_PARTS = ("body", "queryParams", "pathParams")
 
 _PRICE_SCHEMA = {
@@ -80,7 +154,7 @@ FILE_SCHEMA: dict[str, Any] = {
         },
     },
 }
-_FILE_VALIDATOR = Draft202012Validator(FILE_SCHEMA)
+_FILE_VALIDATOR = Validator(FILE_SCHEMA)
 
 # What each adapter needs to know to call an endpoint: the endpoint's `call`.
 CALL_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -133,7 +207,7 @@ CALL_SCHEMAS: dict[str, dict[str, Any]] = {
         },
     },
 }
-_CALL_VALIDATORS = {name: Draft202012Validator(schema) for name, schema in CALL_SCHEMAS.items()}
+_CALL_VALIDATORS = {name: Validator(schema) for name, schema in CALL_SCHEMAS.items()}
 _TEMPLATE_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -200,7 +274,7 @@ class Endpoint:
     max_attempts: int
     adapter: str
     call: Mapping[str, Any]
-    validators: Mapping[str, Draft202012Validator] = field(repr=False, compare=False)
+    validators: Mapping[str, Any] = field(repr=False, compare=False)
     example_input: Mapping[str, Any] | None = None
     max_concurrent: int | None = None
 
@@ -217,6 +291,23 @@ class Catalog:
 
     def all(self) -> list[Endpoint]:
         return sorted(self.endpoints.values(), key=lambda e: (e.provider, e.path))
+
+    def not_found_message(self, provider: str, path: str) -> str:
+        """Why (provider, path) names no endpoint, for the caller: an unknown provider
+        or an unknown endpoint of a known one, with the closest name there is."""
+        see = "See GET /v1/endpoints for every provider and endpoint."
+        if provider not in self.provider_names:
+            return (f"unknown provider {provider!r} (asked for endpoint {path!r})"
+                    f"{_did_you_mean(provider, self.provider_names)} {see}")
+        paths = [p for (name, p) in self.endpoints if name == provider]
+        return f"provider {provider!r} has no endpoint {path!r}{_did_you_mean(path, paths)} {see}"
+
+
+def _did_you_mean(given: str, known: Iterable[str]) -> str:
+    known = list(known)
+    same_but_case = [k for k in known if k.lower() == given.lower()]
+    close = same_but_case or difflib.get_close_matches(given, known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else "."
 
 
 def _schema_problems(schema: Any, where: str) -> list[str]:
@@ -291,7 +382,7 @@ def _load_file(path: Path, problems: list[str],
                 max_attempts=raw.get("maxAttempts", DEFAULT_MAX_ATTEMPTS),
                 adapter=data["adapter"],
                 call=raw.get("call", {}),
-                validators={part: Draft202012Validator(s) for part, s in schemas.items()},
+                validators={part: Validator(s) for part, s in schemas.items()},
                 example_input=raw.get("exampleInput"),
                 max_concurrent=raw.get("maxConcurrent"),
             )
@@ -388,7 +479,7 @@ def _field_errors(error: ValidationError, prefix: str) -> list[tuple[str, str]]:
         known = set(error.schema.get("properties", {}))
         patterns = error.schema.get("patternProperties", {})
         extra = [k for k in instance if k not in known
-                 and not any(re.search(p, k) for p in patterns)]
+                 and not any(ecma_pattern(p).search(k) for p in patterns)]
         return [(f"{base}.{name}", "is not allowed") for name in extra] or [(base, error.message)]
     return [(base, _message(error))]
 
@@ -412,6 +503,10 @@ def validate_input(endpoint: Endpoint, value: Mapping[str, Any]) -> dict[str, li
                     bucket.append(message)
     for path, message in _cap_problems(endpoint, value, composite):
         errors.setdefault(path, [message])
+    for name, given in parts["pathParams"].items():
+        if isinstance(given, (str, int, float)) and str(given) in BAD_PATH_PARAMS:
+            errors.setdefault(f"input.pathParams.{name}", []).append(
+                "must not be empty, '.' or '..'")
     return dict(sorted(errors.items()))
 
 

@@ -187,7 +187,7 @@ def decode_endpoint_cursor(cursor: str) -> tuple[str, str]:
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeEncodeError):
         raise ValueError("not a cursor from this API") from None
     if not (isinstance(provider, str) and isinstance(path, str)
-            and _PROVIDER.match(provider) and _PATH.match(path)):
+            and _PROVIDER.fullmatch(provider) and _PATH.fullmatch(path)):
         raise ValueError("not a cursor from this API")
     return provider, path
 

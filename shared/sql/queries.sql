@@ -157,9 +157,14 @@ WITH ended AS (
       AND status IN ('RUNNING', 'STOPPING')
     RETURNING id, status, caller, provider, endpoint, cost_micros, hold_micros
 ), attempt AS (
+    -- The attempt of a run stopped meanwhile ended STOPPED, whatever it brought back.
     UPDATE attempts
-    SET ended_at = now(), outcome = %(outcome)s, http_status = %(http_status)s,
-        message = %(message)s
+    SET ended_at = now(),
+        outcome = CASE WHEN (SELECT status FROM ended) = 'STOPPED' THEN 'STOPPED'
+                       ELSE %(outcome)s END,
+        http_status = %(http_status)s,
+        message = CASE WHEN (SELECT status FROM ended) = 'STOPPED' AND %(outcome)s <> 'STOPPED'
+                       THEN 'stopped on request; the answer was discarded' ELSE %(message)s END
     WHERE run_id = %(run_id)s AND number = %(number)s AND ended_at IS NULL
       AND EXISTS (SELECT 1 FROM ended)
 )
@@ -339,7 +344,7 @@ UPDATE runs r
 SET last_published_at = now()
 FROM due
 WHERE r.id = due.id
-RETURNING r.id, r.caller;
+RETURNING r.id, r.caller, r.provider, r.endpoint;
 
 -- name: count_open_runs
 -- Each caller's runs not yet ended, counted up to 101 (enough for a priority).
@@ -361,7 +366,7 @@ ORDER BY 1, 2;
 
 -- name: wake_waiting_runs
 -- Hand runs waiting for a slot back to the queue, as many as it has room for.
-SELECT id, caller, open_runs
+SELECT id, caller, open_runs, provider, endpoint
 FROM monid_wake(%(slot)s, %(caller)s, %(provider)s, %(endpoint)s, %(limit)s, %(wanted)s);
 
 -- name: hand_back_runs

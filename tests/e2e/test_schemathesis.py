@@ -152,7 +152,7 @@ def runner(fuzzed_api: FuzzedApi) -> Runner:
     return Runner(settings=fuzzed_api.settings, pool=fuzzed_api.pool,
                   catalog=load_catalog(fuzzed_api.settings.catalog_dir),
                   adapters={"demo": make_adapters(fuzzed_api.settings)["demo"]},
-                  publish=lambda run_id, countdown: None, name="schemathesis-worker")
+                  publish=lambda *_: None, name="schemathesis-worker")
 
 
 def test_a_run_through_its_life(api_schema: Any, fuzzed_api: FuzzedApi,

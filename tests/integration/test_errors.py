@@ -489,3 +489,13 @@ def test_database_unreachable_is_503_on_v1_routes(app_without_database: Flask,
     assert_envelope(resp, 503, "SERVICE_UNAVAILABLE")
     assert resp.headers["x-request-id"] == "db-down-1"
     assert "postgres" not in resp.get_data(as_text=True).lower()
+
+
+def test_the_root_links_to_the_docs(client: FlaskClient) -> None:
+    answer = client.get("/")
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert body["docs"] == "/docs" and body["openapi"] == "/openapi.json"
+    assert '</docs>; rel="service-doc"' in answer.headers["Link"]
+    assert client.get(body["docs"]).status_code == 200
+    assert client.get(body["openapi"]).status_code == 200

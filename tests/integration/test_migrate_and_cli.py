@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import threading
 import time
@@ -139,21 +140,116 @@ def test_wallet_credit_and_show(base_env: dict[str, str], client: FlaskClient) -
     credited = monidctl("wallet", "credit", "--user", "user_money", "--amount", "10.00",
                         "--note", "welcome", env=base_env)
     assert credited.returncode == 0, credited.stderr
-    assert "balance 10.000000 USD" in credited.stdout
-    again = monidctl("wallet", "credit", "--user", "user_money", "--amount", "0.0000015",
-                     env=base_env)  # half-even to the micro-dollar: 2 micro-dollars
-    assert "balance 10.000002 USD" in again.stdout
+    assert "balance 10.00 USD" in credited.stdout  # two decimals...
+    again = monidctl("wallet", "credit", "--user", "user_money", "--amount", "0.000002",
+                     env=base_env)
+    assert "balance 10.000002 USD" in again.stdout  # ...and more only when needed
     balance = client.get("/v1/wallet/balance", headers={"Authorization": f"Bearer {key}"})
     assert balance.get_json()["balance"] == {"value": 10.000002, "currency": "USD"}
     shown = monidctl("wallet", "show", "--user", "user_money", env=base_env)
     assert shown.returncode == 0
-    assert "balance 10.000002 USD, held 0.000000 USD" in shown.stdout
+    assert "balance 10.000002 USD, held 0.00 USD" in shown.stdout
     assert "CREDIT" in shown.stdout and "welcome" in shown.stdout
 
 
-@pytest.mark.parametrize("amount", ["0", "-5", "abc", "nan", "2000000"])
+@pytest.mark.parametrize("amount", ["0", "-5", "abc", "nan", "2000000", "1e3", "0.0000015",
+                                    "1,000", "inf", "10."])
 def test_wallet_credit_refuses_a_bad_amount(base_env: dict[str, str], amount: str) -> None:
     done = monidctl("wallet", "credit", "--user", "user_money", "--amount", amount,
                     env=base_env)
     assert done.returncode == 2
-    assert "amount" in done.stderr
+    assert "--amount" in done.stderr
+    assert "USD" in done.stderr.splitlines()[-1]  # says what an amount looks like
+
+
+def test_migrate_needs_only_the_database(empty_database: str) -> None:
+    done = monidctl("migrate", env={"DATABASE_URL": empty_database}, unset=("REDIS_URL",))
+    assert done.returncode == 0, done.stderr
+    assert "applied 0001_initial" in done.stdout and "synced" in done.stdout
+
+
+def test_unknown_users_are_named_as_such(base_env: dict[str, str]) -> None:
+    for args in (("wallet", "show", "--user", "user_nobody"),
+                 ("wallet", "credit", "--user", "user_nobody", "--amount", "5"),
+                 ("keys", "list", "--user", "user_nobody")):
+        done = monidctl(*args, env=base_env)
+        assert done.returncode == 1, args
+        assert done.stderr.strip().splitlines() == [
+            "monidctl: no user user_nobody: it has no key and no wallet here (make its first "
+            "key with `monidctl keys create --user user_nobody`)"], args
+    made = monidctl("keys", "create", "--user", "user_somebody", env=base_env)
+    assert made.returncode == 0
+    shown = monidctl("wallet", "show", "--user", "user_somebody", env=base_env)
+    assert shown.returncode == 0 and "balance 0.00 USD" in shown.stdout
+
+
+def test_unknown_keys_say_what_to_do(base_env: dict[str, str]) -> None:
+    by_id = monidctl("keys", "revoke", "999999", env=base_env)
+    assert by_id.returncode == 1
+    assert "no key with ID 999999" in by_id.stderr and "keys list --user" in by_id.stderr
+    whole = monidctl("keys", "revoke", "monid_live_" + "Q" * 32, env=base_env)
+    assert whole.returncode == 1
+    assert "no such key here" in whole.stderr and "DATABASE_URL" in whole.stderr
+    neither = monidctl("keys", "revoke", "laptop", env=base_env)
+    assert neither.returncode == 1 and "the key's ID" in neither.stderr
+
+
+@pytest.mark.parametrize("entries", ["-1", "1001", "ten"])
+def test_wallet_show_refuses_a_bad_number_of_entries(base_env: dict[str, str],
+                                                     entries: str) -> None:
+    done = monidctl("wallet", "show", "--user", "user_money", "--entries", entries,
+                    env=base_env)
+    assert done.returncode == 2
+    assert "--entries" in done.stderr and "from 0 to 1000" in done.stderr
+    assert "Traceback" not in done.stderr and "database" not in done.stderr
+
+
+def leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+                  ) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += leaf_commands(sub, (*path, name))
+    return found or [(path, parser)]
+
+
+def test_every_command_has_help_text() -> None:
+    from shared.cli import build_parser
+
+    leaves = leaf_commands(build_parser())
+    assert {" ".join(path) for path, _ in leaves} >= {
+        "migrate", "up", "keys create", "keys list", "keys revoke", "wallet credit",
+        "wallet show", "catalog check", "catalog sync"}
+    for path, parser in leaves:
+        assert parser.description and len(parser.description) > 20, path
+        for action in parser._actions:
+            assert action.help, (path, action.dest)
+    for path in (("up",), ("migrate",)):
+        done = monidctl(*path, "--help", env={})
+        assert done.returncode == 0
+        assert build_parser()._subparsers is not None
+        assert done.stdout.split("\n\n")[1].strip(), done.stdout  # a description
+
+
+def test_migrate_and_catalog_sync_find_the_embedded_database(tmp_path: Path) -> None:
+    pytest.importorskip("pgserver")
+    from shared.embedded import start_postgres
+
+    server = start_postgres(tmp_path / ".monid" / "postgres")
+    try:
+        migrated = monidctl("migrate", env={}, cwd=tmp_path,
+                            unset=("DATABASE_URL", "REDIS_URL"))
+        assert migrated.returncode == 0, migrated.stderr
+        assert "applied 0001_initial" in migrated.stdout
+        synced = monidctl("catalog", "sync", env={}, cwd=tmp_path,
+                          unset=("DATABASE_URL", "REDIS_URL"))
+        assert synced.returncode == 0, synced.stderr
+        assert "synced" in synced.stdout
+        for done in (migrated, synced):
+            assert "XDG_RUNTIME_DIR" not in done.stderr + done.stdout
+        with psycopg.connect(server.database_url("monid")) as conn:
+            row = conn.execute("SELECT count(*) FROM catalog_endpoints").fetchone()
+        assert row is not None and row[0] > 0
+    finally:
+        server.stop()

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from psycopg_pool import ConnectionPool
@@ -50,7 +51,7 @@ class Driver:
         self.published: list[tuple[str, float | None]] = []
         self.runner = Runner(settings=settings, pool=pool, catalog=catalog,
                              adapters=make_adapters(settings),
-                             publish=lambda run_id, c, _p: self.published.append((run_id, c)),
+                             publish=lambda run_id, c, *_: self.published.append((run_id, c)),
                              name="test")
 
     def start(self, provider: str, endpoint: str, input: dict[str, Any]) -> str:
@@ -250,7 +251,11 @@ def test_http_maps_path_and_query_params(driver: Driver, api: FakeJsonApi) -> No
     echoed = driver.run(run_id).output
     assert echoed["method"] == "GET" and echoed["path"] == "/repos/pallets/flask"
     assert echoed["body"] is None
-    assert echoed["headers"]["authorization"] == f"Bearer {SECRETS['GITHUB_TOKEN']}"
+    # The provider got the token; the run (which its caller reads) never stores it.
+    sent = api.last_call("GET", "/repos/pallets/flask")
+    assert sent is not None
+    assert sent.headers["authorization"] == f"Bearer {SECRETS['GITHUB_TOKEN']}"
+    assert echoed["headers"]["authorization"] == "Bearer [REDACTED]"
 
     run_id = driver.start("github", "/search/repositories",
                           {"queryParams": {"q": "celery language:python", "sort": "stars"}})
@@ -270,7 +275,9 @@ def test_http_get_endpoints_send_flat_input_as_the_query(driver: Driver,
     assert echoed["path"] == "/v5/person/enrich"
     assert echoed["query"] == {"email": "ada@example.com", "min_likelihood": "6",
                                "pretty": "true"}
-    assert echoed["headers"]["x-api-key"] == SECRETS["PDL_API_KEY"]
+    assert echoed["headers"]["x-api-key"] == "[REDACTED]"  # sent, and never stored
+    sent = api.last_call("GET", "/v5/person/enrich")
+    assert sent is not None and sent.headers["x-api-key"] == SECRETS["PDL_API_KEY"]
 
 
 def test_a_transient_failure_then_success_shows_every_attempt(driver: Driver,
@@ -406,3 +413,56 @@ def test_a_missing_secret_fails_as_a_platform_error(base_env: dict[str, str],
     assert run.error == {"source": "platform", "code": "PROVIDER_NOT_CONFIGURED",
                          "message": "the provider's secret is not configured: set EXA_API_KEY"}
     assert api.count() == 0
+
+
+# --- secrets echoed back ------------------------------------------------------------
+
+
+def test_secrets_an_answer_echoes_are_never_stored(driver: Driver, api: FakeJsonApi,
+                                                   db: ConnectionPool) -> None:
+    run_id = driver.start("exa", "/search", {"query": "AI"})
+    assert driver.drive(run_id) == ["completed"]
+    stored = driver.run(run_id)
+    assert stored.output["headers"]["x-api-key"] == "[REDACTED]"
+    with transaction(db) as conn:
+        row = conn.execute("SELECT r.*, (SELECT json_agg(a) FROM attempts a WHERE a.run_id = r.id)"
+                           " AS attempts FROM runs r WHERE r.id = %s", (run_id,)).fetchone()
+    assert SECRETS["EXA_API_KEY"] not in json.dumps(row, default=str)
+
+
+def test_secrets_in_error_bodies_and_messages_are_never_stored(
+        driver: Driver, api: FakeJsonApi, db: ConnectionPool) -> None:
+    token = SECRETS["GITHUB_TOKEN"]
+    # A final 4xx, and a 5xx that outlasts the retries, both quoting the token (once
+    # percent-encoded, as a URL would carry it).
+    api.fail_next(1, status=401, body={"message": f"bad credentials: Bearer {token}",
+                                       "url": f"https://x/?t={quote(token, safe='')}"})
+    run_id = driver.start("github", "/repos/get",
+                          {"pathParams": {"owner": "pallets", "repo": "flask"}})
+    assert driver.drive(run_id) == ["completed"]
+    assert driver.run(run_id).provider_response == {
+        "httpStatus": 401, "error": {"message": "bad credentials: Bearer [REDACTED]",
+                                     "url": "https://x/?t=[REDACTED]"}}
+    api.fail_next(10, status=503, body={"echo": {"authorization": f"Bearer {token}"}})
+    run_id = driver.start("github", "/repos/get",
+                          {"pathParams": {"owner": "pallets", "repo": "flask"}})
+    driver.drive(run_id)
+    failed = driver.run(run_id)
+    assert failed.status == "FAILED"
+    with transaction(db) as conn:
+        rows = conn.execute("SELECT r.provider_response, r.error, a.message FROM runs r"
+                            " JOIN attempts a ON a.run_id = r.id WHERE r.id = %s",
+                            (run_id,)).fetchall()
+    assert rows and token not in json.dumps(rows, default=str)
+    assert "[REDACTED]" in json.dumps(rows)
+
+
+def test_a_dot_segment_path_parameter_never_reaches_the_provider(driver: Driver,
+                                                                 api: FakeJsonApi) -> None:
+    # Refused at accept time; a run stored all the same is not sent on.
+    run_id = driver.start("github", "/repos/get", {"pathParams": {"owner": "pallets",
+                                                                   "repo": ".."}})
+    assert driver.drive(run_id) == ["completed"]
+    assert driver.run(run_id).provider_response["error"] == (
+        "input.pathParams.repo must not be empty, '.' or '..'")
+    assert api.calls == []

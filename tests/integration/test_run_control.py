@@ -176,7 +176,27 @@ def test_a_synchronous_call_in_flight_has_its_answer_discarded(
     run = read(web, funded, run_id)
     assert run["status"] == "STOPPED" and run["output"] is None
     assert run["cost"] == {"value": 0, "currency": "USD"}
+    assert [a["outcome"] for a in run["attempts"]] == ["STOPPED"]  # not the discarded OK
     assert ledger(db, run_id) == {"HOLD": 250_000, "CHARGE": 0, "RELEASE": 250_000}
+
+
+def test_a_sleeping_demo_run_stops_at_once_and_its_attempt_reads_stopped(
+        web: FlaskClient, funded: str, runner: Runner, db: ConnectionPool) -> None:
+    run_id = start(web, funded, "demo", "/sleep", {"seconds": 30}).get_json()["runId"]
+    outcome: list[str] = []
+    worker = threading.Thread(target=lambda: outcome.append(runner.run(run_id)))
+    worker.start()
+    deadline = time.monotonic() + 5
+    while read(web, funded, run_id)["startedAt"] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    asked = time.monotonic()
+    assert stop(web, funded, run_id).status_code == 202
+    worker.join(timeout=10)
+    assert outcome == ["stopped"]
+    assert time.monotonic() - asked < 2.0  # not the whole 30 s sleep
+    run = read(web, funded, run_id)
+    assert run["status"] == "STOPPED" and run["output"] is None
+    assert [a["outcome"] for a in run["attempts"]] == ["STOPPED"]
 
 
 def test_a_followed_apify_run_is_aborted(web: FlaskClient, funded: str, runner: Runner,

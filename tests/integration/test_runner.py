@@ -50,7 +50,7 @@ def adapter() -> CountingAdapter:
 def runner(settings: Settings, db: ConnectionPool, adapter: CountingAdapter,
            published: list[tuple[str, float | None]]) -> Runner:
     return Runner(settings=settings, pool=db, catalog=CATALOG, adapters={"demo": adapter},
-                  publish=lambda run_id, countdown, _p: published.append((run_id, countdown)),
+                  publish=lambda run_id, countdown, *_: published.append((run_id, countdown)),
                   name="test-worker")
 
 

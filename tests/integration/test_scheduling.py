@@ -68,7 +68,8 @@ def sweeper(settings: Settings, db: ConnectionPool, limits: Limits,
             published: list[tuple[str, int]] | None = None) -> Sweeper:
     sink = published if published is not None else []
     return Sweeper(settings=settings, pool=db, catalog=CATALOG, adapters={"demo": DemoAdapter()},
-                   limits=limits, publish=lambda run_id, priority: sink.append((run_id, priority)))
+                   limits=limits,
+                   publish=lambda run_id, priority, _name: sink.append((run_id, priority)))
 
 
 # --- deadlines and the queue limit ----------------------------------------------------------
@@ -251,7 +252,7 @@ def test_the_runner_parks_a_run_and_publishes_the_one_it_frees(
     published: list[tuple[str, float | None, int]] = []
     runner = Runner(settings=settings, pool=db, catalog=CATALOG,
                     adapters={"demo": DemoAdapter()}, limits=limits,
-                    publish=lambda run_id, countdown, priority: published.append(
+                    publish=lambda run_id, countdown, priority, _name: published.append(
                         (run_id, countdown, priority)))
     first, second = start(db, A), start(db, A)
     # A second worker holds the caller's one slot.
@@ -388,7 +389,7 @@ def test_a_delivered_result_hands_back_the_run_waiting_for_its_slot(
 
     runner = Runner(settings=settings, pool=db, catalog=CATALOG,
                     adapters={"demo": ParksAnotherRunMeanwhile()}, limits=limits,
-                    publish=lambda run_id, countdown, priority: published.append(
+                    publish=lambda run_id, countdown, priority, _name: published.append(
                         (run_id, countdown, priority)))
     assert runner.run(first) == "completed"
     assert parked == [store.Waiting(waiting, "caller")]

@@ -404,3 +404,26 @@ def test_database_unreachable_answers_503_in_the_envelope_quickly(
 
     assert_error(resp, 503, "SERVICE_UNAVAILABLE")
     assert elapsed < 10, f"503 took {elapsed:.1f}s"
+
+
+@pytest.mark.parametrize(("provider", "endpoint", "message"), [
+    ("dmeo", "/echo", "unknown provider 'dmeo' (asked for endpoint '/echo'); did you mean "
+                      "'demo'? See GET /v1/endpoints for every provider and endpoint."),
+    ("Demo", "/echo", "unknown provider 'Demo' (asked for endpoint '/echo'); did you mean "
+                      "'demo'? See GET /v1/endpoints for every provider and endpoint."),
+    ("zzzzzz", "/echo", "unknown provider 'zzzzzz' (asked for endpoint '/echo'). "
+                        "See GET /v1/endpoints for every provider and endpoint."),
+    ("demo", "/ecoh", "provider 'demo' has no endpoint '/ecoh'; did you mean '/echo'? "
+                      "See GET /v1/endpoints for every provider and endpoint."),
+    ("demo", "/qqqqqqqq", "provider 'demo' has no endpoint '/qqqqqqqq'. "
+                          "See GET /v1/endpoints for every provider and endpoint."),
+])
+def test_not_found_says_which_part_is_unknown_and_what_is_close(
+        client: FlaskClient, key: str, provider: str, endpoint: str, message: str) -> None:
+    for path in ("/v1/run", "/v1/inspect"):
+        body: dict[str, Any] = {"provider": provider, "endpoint": endpoint}
+        if path == "/v1/run":
+            body["input"] = {}
+        resp = client.post(path, json=body, headers={"Authorization": f"Bearer {key}"})
+        assert_error(resp, 404, "ENDPOINT_NOT_FOUND")
+        assert resp.get_json()["message"] == message

@@ -558,3 +558,69 @@ def test_a_concurrency_limit_must_be_a_positive_integer(tmp_path: Path, limit: A
     message = broken(tmp_path, raw)
     assert "acme.json" in message and "maxConcurrent" in message
     assert "\n" not in message
+# --- patterns and path parameters --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "valid"), [
+    ("en", True), ("en\n", False), ("\nen", False), ("eng", False), ("e\nn", False)])
+def test_patterns_match_the_whole_text_as_json_schema_says(search: Endpoint, value: str,
+                                                           valid: bool) -> None:
+    # `$` is the very end of the text (ECMA-262), not "before a final newline" (Python).
+    errors = validate_input(search, {"searchTerms": ["AI"], "lang": value})
+    assert (errors == {}) is valid, errors
+    if not valid:
+        assert errors == {"input.lang": ["must match the pattern ^[a-z]{2}$"]}
+
+
+@pytest.mark.parametrize(("pattern", "text", "matches"), [
+    ("^[$a]+$", "$a", True),         # a `$` in a class is a dollar sign
+    ("^[^$]+$", "a$", False),
+    ("^a\\$$", "a$", True),           # an escaped `$` too
+    ("^a\\$$", "a$\n", False),
+    ("^[]$]$", "]", True),
+    ("^(x|y)$", "y\n", False),
+])
+def test_only_a_bare_dollar_means_the_end(pattern: str, text: str, matches: bool) -> None:
+    from shared.catalog import ecma_pattern
+
+    assert bool(ecma_pattern(pattern).search(text)) is matches
+
+
+def test_pattern_properties_match_the_whole_name_too(tmp_path: Path) -> None:
+    schema = {"type": "object", "patternProperties": {"^x_[a-z]+$": {"type": "integer"}},
+              "additionalProperties": False}
+    endpoint = load_one(tmp_path, provider_json(endpoint_json(inputSchema=schema))
+                        ).find("acme", "/search")
+    assert endpoint is not None
+    assert validate_input(endpoint, {"x_ok": 1}) == {}
+    assert validate_input(endpoint, {"x_ok\n": 1}) == {"input.x_ok\n": ["is not allowed"]}
+
+
+def test_an_endpoint_path_with_a_final_newline_is_refused(tmp_path: Path) -> None:
+    message = broken(tmp_path, provider_json(endpoint_json("/search\n")))
+    assert "endpoints/0/path" in message
+
+
+@pytest.mark.parametrize("bad", [".", "..", ""])
+def test_dot_segments_and_empty_path_parameters_are_refused(tmp_path: Path, bad: str) -> None:
+    endpoint = load_one(tmp_path, provider_json(endpoint_json(
+        "/repos/get", inputSchema={"type": "object"},
+        pathParamsSchema={"type": "object", "required": ["owner", "repo"],
+                          "properties": {"owner": {"type": "string"},
+                                         "repo": {"type": "string"}}},
+        call={"method": "GET", "baseUrl": "https://api.example.com",
+              "path": "/repos/{owner}/{repo}"}))).find("acme", "/repos/get")
+    assert endpoint is not None
+    good = {"pathParams": {"owner": "octocat", "repo": "hello.world"}}
+    assert validate_input(endpoint, good) == {}
+    bad_input = {"pathParams": {"owner": "octocat", "repo": bad}}
+    assert validate_input(endpoint, bad_input) == {
+        "input.pathParams.repo": ["must not be empty, '.' or '..'"]}
+
+
+def test_the_github_endpoint_refuses_a_parent_segment(demo: Catalog) -> None:
+    endpoint = demo.find("github", "/repos/get")
+    assert endpoint is not None
+    # Its own pattern allows dots in a repository's name; `..` would reach /repos/{owner}.
+    errors = validate_input(endpoint, {"pathParams": {"owner": "octocat", "repo": ".."}})
+    assert errors == {"input.pathParams.repo": ["must not be empty, '.' or '..'"]}

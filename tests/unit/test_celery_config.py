@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 import pytest
 
 from shared.catalog import load_catalog
-from shared.queue import QUEUE, TASK_RUN
-from shared.settings import DEFAULT_CATALOG_DIR, SettingsError, load_settings
+from shared.queue import QUEUE, TASK_RUN, make_redis, redis_tls
+from shared.settings import (
+    DEFAULT_CATALOG_DIR,
+    SettingsError,
+    load_flower_settings,
+    load_settings,
+)
 from worker.app import make_celery
+from worker.flower import make_flower_app
 
 ENV = {"DATABASE_URL": "postgresql://u@127.0.0.1:5432/db", "REDIS_URL": "redis://127.0.0.1:1/0"}
 
@@ -53,3 +62,22 @@ def test_messages_carry_only_the_run_id() -> None:
     assert sent[0]["name"] == TASK_RUN
     assert sent[0]["args"] == ["01JGXYZABCDEFGHJKMNPQRSTVW"]
     assert "kwargs" not in sent[0]
+
+
+def test_every_redis_client_follows_the_one_tls_policy(tmp_path: Path) -> None:
+    plain = load_settings(ENV)
+    assert redis_tls(plain) is None and make_celery(plain).conf.broker_use_ssl is None
+    tls = {**ENV, "REDIS_URL": "rediss://127.0.0.1:1/0"}
+    required = load_settings(tls)
+    assert redis_tls(required) == {"ssl_cert_reqs": ssl.CERT_REQUIRED}  # by default
+    assert make_celery(required).conf.broker_use_ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    ca = tmp_path / "ca.pem"
+    ca.write_text("pem")
+    relaxed = load_settings({**tls, "REDIS_SSL_CERT_REQS": "none", "REDIS_SSL_CA_CERTS": str(ca)})
+    assert redis_tls(relaxed) == {"ssl_cert_reqs": ssl.CERT_NONE, "ssl_ca_certs": str(ca)}
+    client = make_redis(relaxed)
+    assert client.connection_pool.connection_kwargs["ssl_cert_reqs"] == ssl.CERT_NONE
+    flower = load_flower_settings({"REDIS_URL": "rediss://127.0.0.1:1/0",
+                                   "REDIS_SSL_CERT_REQS": "optional",
+                                   "FLOWER_BASIC_AUTH": "a:b"})
+    assert make_flower_app(flower).conf.broker_use_ssl == {"ssl_cert_reqs": ssl.CERT_OPTIONAL}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +16,7 @@ from worker.providers.base import (
     ProviderResult,
     TransientError,
 )
-from worker.providers.demo import DemoAdapter
+from worker.providers.demo import STOP_CHECK_SECONDS, DemoAdapter
 from worker.results import result_items
 
 RUN_ID = "01JGXYZABCDEFGHJKMNPQRSTVW"
@@ -166,6 +167,22 @@ def test_sleep_past_the_deadline_returns_at_once(adapter: DemoAdapter) -> None:
     started = time.monotonic()
     adapter.call(call("sleep", {"seconds": 30}, deadline_in=-5))
     assert time.monotonic() - started < 0.5
+
+
+def test_a_stop_cuts_the_sleep_short(adapter: DemoAdapter) -> None:
+    asked = time.monotonic() + 0.3
+    checks: list[float] = []
+
+    def stop_requested() -> bool:
+        checks.append(time.monotonic())
+        return time.monotonic() >= asked
+
+    request = dataclasses.replace(call("sleep", {"seconds": 30}), stop_requested=stop_requested)
+    started = time.monotonic()
+    adapter.call(request)
+    assert time.monotonic() - started < 0.3 + STOP_CHECK_SECONDS + 0.2
+    # Looked now and then, not in a tight loop.
+    assert 2 <= len(checks) <= 4
 
 
 # --- anything else --------------------------------------------------------------------------

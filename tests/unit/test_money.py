@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from shared.money import MICROS_PER_DOLLAR, cost_micros, dollars_to_micros, micros_to_dollars
+from shared.money import (
+    MICROS_PER_DOLLAR,
+    cost_micros,
+    dollars_to_micros,
+    format_usd,
+    micros_to_dollars,
+    parse_usd,
+)
 
 # --- dollars_to_micros ------------------------------------------------------------
 
@@ -160,3 +167,33 @@ def test_per_result_costs_flat_fee_plus_amount_times_count(
     amount: int, flat_fee: int | None, count: int, max_results: int | None, expected: int
 ) -> None:
     assert cost_micros("PER_RESULT", amount, flat_fee, count, max_results) == expected
+
+
+# --- amounts typed and printed by operators ----------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "micros"), [
+    ("10", 10_000_000), ("10.00", 10_000_000), ("0.5", 500_000), ("0.000001", 1),
+    (" 1.25 ", 1_250_000), ("1000000", 1_000_000_000_000), ("007.1", 7_100_000),
+])
+def test_typed_amounts_are_read_exactly(text: str, micros: int) -> None:
+    assert parse_usd(text) == micros
+
+
+@pytest.mark.parametrize("text", [
+    "1e3", "1E3", "-5", "+5", "1,000", "0.0000015", "10.", ".5", "", "abc", "nan", "inf",
+    "1_000", "10 USD", "$10", "١٢",
+])
+def test_anything_else_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_usd(text)
+
+
+@pytest.mark.parametrize(("micros", "text"), [
+    (0, "0.00"), (10_000_000, "10.00"), (10_500_000, "10.50"), (2_500, "0.0025"),
+    (1, "0.000001"), (1_234_000_001_000, "1,234,000.001"), (-2_500_000, "-2.50"),
+    (10_000_002, "10.000002"),
+])
+def test_amounts_print_with_two_decimals_or_as_many_as_they_have(micros: int,
+                                                                  text: str) -> None:
+    assert format_usd(micros) == text

@@ -18,6 +18,7 @@ from shared.queue import (
     RunPublisher,
     make_publisher,
     queue_key,
+    task_name,
 )
 from shared.settings import load_settings
 
@@ -27,7 +28,8 @@ VARYING_HEADERS = {"id", "root_id", "origin"}
 VARYING_PROPERTIES = {"correlation_id", "reply_to", "delivery_tag"}
 
 
-def _celery_message(priority: int | None = None) -> dict[str, Any]:
+def _celery_message(priority: int | None = None, shadow: str | None = None
+                    ) -> dict[str, Any]:
     """What `send_task` puts on the queue, caught at the transport."""
     settings = load_settings({"DATABASE_URL": "postgresql://u@127.0.0.1/x",
                               "REDIS_URL": "redis://127.0.0.1:6379/0"})
@@ -36,15 +38,18 @@ def _celery_message(priority: int | None = None) -> dict[str, Any]:
     app.conf.broker_transport = None
     with app.producer_or_acquire() as producer:
         channel = producer.channel
-        app.send_task(TASK_RUN, args=[RUN_ID], queue=QUEUE, retry=False, priority=priority)
+        app.send_task(TASK_RUN, args=[RUN_ID], queue=QUEUE, retry=False, priority=priority,
+                      shadow=shadow)
         raw = channel._get(QUEUE)  # the memory transport keeps the envelope as a dict
     app.close()
     return raw if isinstance(raw, dict) else json.loads(raw)
 
 
-def test_message_matches_celerys() -> None:
-    ours = json.loads(RunPublisher(fakeredis.FakeRedis()).message(RUN_ID))
-    theirs = _celery_message()
+@pytest.mark.parametrize("shadow", [None, task_name("demo", "/echo")])
+def test_message_matches_celerys(shadow: str | None) -> None:
+    ours = json.loads(RunPublisher(fakeredis.FakeRedis()).message(RUN_ID, shadow=shadow))
+    theirs = _celery_message(shadow=shadow)
+    assert ours["headers"]["shadow"] == shadow
     assert set(ours) == set(theirs)
     for field in ("content-encoding", "content-type"):
         assert ours[field] == theirs[field]
@@ -162,3 +167,13 @@ def test_the_broker_transport_turns_a_detached_connection_into_a_connection_erro
     connection.transport.client = None  # what closing the connection leaves behind
     with pytest.raises(redis.ConnectionError):
         channel._connparams()
+def test_publish_soon_names_each_task_after_its_provider_and_endpoint() -> None:
+    client = fakeredis.FakeRedis()
+    publisher = RunPublisher(client)
+    publisher.publish_soon(RUN_ID, shadow=task_name("github", "/repos/get"))
+    publisher.publish_soon(RUN_ID)
+    assert publisher.flush(timeout=10)
+    first, second = (json.loads(m) for m in reversed(client.lrange(QUEUE, 0, -1)))
+    assert first["headers"]["shadow"] == "monid.run github /repos/get"
+    assert second["headers"]["shadow"] is None
+    assert first["headers"]["task"] == second["headers"]["task"] == TASK_RUN

@@ -11,6 +11,7 @@ from shared.settings import (
     DEFAULT_CATALOG_DIR,
     Settings,
     SettingsError,
+    load_flower_settings,
     load_settings,
     load_settings_or_exit,
 )
@@ -316,3 +317,68 @@ def test_concurrency_settings_are_read() -> None:
     assert settings.queue_timeout_seconds == 60
     assert settings.provider_concurrency == {"apify": 25, "demo/sleep": 3}
     assert load_settings(env(CALLER_CONCURRENCY="0")).caller_concurrency == 0
+# --- Redis over TLS ---------------------------------------------------------------
+
+
+def test_the_redis_certificate_is_verified_unless_told_otherwise(tmp_path: Path) -> None:
+    assert load_settings(env()).redis_ssl_cert_reqs == "required"
+    assert load_settings(env()).redis_ssl_ca_certs is None
+    for policy in ("none", "optional", "required", " NONE "):
+        assert load_settings(env(REDIS_SSL_CERT_REQS=policy)).redis_ssl_cert_reqs == (
+            policy.strip().lower())
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert load_settings(env(REDIS_SSL_CA_CERTS=str(ca))).redis_ssl_ca_certs == ca
+
+
+@pytest.mark.parametrize(("values", "variable", "fragment"), [
+    (env(REDIS_SSL_CERT_REQS="off"), "REDIS_SSL_CERT_REQS", "use one of none, optional, required"),
+    (env(REDIS_SSL_CA_CERTS="/no/such/ca.pem"), "REDIS_SSL_CA_CERTS", "is not a file"),
+])
+def test_bad_tls_settings_name_the_variable(values: dict[str, str], variable: str,
+                                            fragment: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(values)
+    assert caught.value.variable == variable and fragment in caught.value.problem
+
+
+# --- Flower ------------------------------------------------------------------------
+
+
+def flower_env(**overrides: str) -> dict[str, str]:
+    return {"REDIS_URL": REDIS, **overrides}
+
+
+def test_flower_needs_only_redis_and_a_login() -> None:
+    settings = load_flower_settings(flower_env(FLOWER_BASIC_AUTH="ops:secret-word"))
+    assert settings.redis_url == REDIS and settings.authenticated
+    assert (settings.address, settings.port) == ("127.0.0.1", 5555)
+    assert "secret-word" not in repr(settings)
+    other = load_flower_settings(flower_env(FLOWER_BASIC_AUTH="a:b,c:d", FLOWER_PORT="6000",
+                                            FLOWER_ADDRESS="0.0.0.0"))
+    assert (other.address, other.port) == ("0.0.0.0", 6000)
+    oauth = load_flower_settings(flower_env(
+        FLOWER_AUTH=".*@example\\.com", FLOWER_OAUTH2_KEY="k", FLOWER_OAUTH2_SECRET="s",
+        FLOWER_OAUTH2_REDIRECT_URI="https://flower.example.com/login"))
+    assert oauth.authenticated and oauth.oauth
+    open_one = load_flower_settings(flower_env(FLOWER_UNAUTHENTICATED="true"))
+    assert not open_one.authenticated and open_one.unauthenticated
+
+
+@pytest.mark.parametrize(("values", "variable", "fragment"), [
+    (flower_env(), "FLOWER_BASIC_AUTH", "does not start without a login"),
+    (flower_env(FLOWER_UNAUTHENTICATED="false"), "FLOWER_BASIC_AUTH", "without a login"),
+    (flower_env(FLOWER_BASIC_AUTH="admin"), "FLOWER_BASIC_AUTH", "expected user:password"),
+    (flower_env(FLOWER_BASIC_AUTH="admin:"), "FLOWER_BASIC_AUTH", "expected user:password"),
+    (flower_env(FLOWER_BASIC_AUTH=":pw"), "FLOWER_BASIC_AUTH", "expected user:password"),
+    (flower_env(FLOWER_AUTH=".*", FLOWER_OAUTH2_KEY="k"), "FLOWER_OAUTH2_SECRET",
+     "FLOWER_AUTH (OAuth) needs it"),
+    (flower_env(FLOWER_UNAUTHENTICATED="maybe"), "FLOWER_UNAUTHENTICATED", "not true or false"),
+    (flower_env(FLOWER_BASIC_AUTH="a:b", FLOWER_PORT="0"), "FLOWER_PORT", "out of range"),
+    ({"FLOWER_BASIC_AUTH": "a:b"}, "REDIS_URL", "is not set"),
+])
+def test_flower_refuses_to_start_open_or_misconfigured(values: dict[str, str], variable: str,
+                                                       fragment: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_flower_settings(values)
+    assert caught.value.variable == variable and fragment in caught.value.problem

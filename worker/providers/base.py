@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass(frozen=True)
 class ProviderCall:
     """What an adapter gets: the run's input in composite form, the endpoint's call
-    spec, and the state it handed back last time (None for a fresh attempt)."""
+    spec, and the state it handed back last time (None for a fresh attempt).
+    `stop_requested()` says whether a stop was asked since (it reads the database: an
+    adapter that waits calls it now and then, not in a tight loop)."""
 
     run_id: str
     provider: str
@@ -28,6 +34,7 @@ class ProviderCall:
     max_results: int | None = None
     # What the run holds on the caller's wallet: the most it can be charged.
     max_charge_micros: int | None = None
+    stop_requested: Callable[[], bool] = field(default=_never, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from typing import Any
 from worker.providers.base import PermanentError, ProviderCall, ProviderResult, TransientError
 
 _TRANSIENT_STATUSES = {408, 429, 500, 502, 503, 504}
+# How often a sleeping demo run looks whether it was asked to stop.
+STOP_CHECK_SECONDS = 0.5
 
 
 class DemoAdapter:
@@ -22,7 +24,10 @@ class DemoAdapter:
         if action == "sleep":
             seconds = float(body.get("seconds", 0))
             remaining = (request.deadline_at - datetime.now(UTC)).total_seconds()
-            time.sleep(max(0.0, min(seconds, remaining)))
+            wake_at = time.monotonic() + max(0.0, min(seconds, remaining))
+            # A stop cuts the sleep short: the runner then ends the run STOPPED.
+            while (left := wake_at - time.monotonic()) > 0 and not request.stop_requested():
+                time.sleep(min(left, STOP_CHECK_SECONDS))
             return ProviderResult(output=body)
         if action == "fail":
             return self._fail(request, body)

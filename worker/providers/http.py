@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import httpx
 
+from shared.catalog import BAD_PATH_PARAMS
 from worker.providers.base import (
     PermanentError,
     PlatformError,
@@ -63,7 +64,10 @@ class HttpAdapter:
             name = match.group(1)
             if name not in path_params:
                 raise PermanentError(f"input.pathParams.{name} is required")
-            return quote(str(path_params[name]), safe="")
+            value = str(path_params[name])
+            if value in BAD_PATH_PARAMS:  # refused at accept time; never sent on
+                raise PermanentError(f"input.pathParams.{name} must not be empty, '.' or '..'")
+            return quote(value, safe="")
 
         return base + _PARAM.sub(fill, call.get("path", ""))
 

@@ -203,7 +203,8 @@ $$;
 -- message's priority).
 CREATE FUNCTION monid_wake(p_slot text, p_caller text, p_provider text, p_endpoint text,
                            p_limit integer, p_wanted integer)
-RETURNS TABLE (id text, caller text, open_runs integer)
+RETURNS TABLE (id text, caller text, open_runs integer, provider text,
+               endpoint text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -216,6 +217,8 @@ DECLARE
     oldest_turn timestamptz;
     woken jsonb := '{}';
     run_id text;
+    woken_provider text;
+    woken_endpoint text;
 BEGIN
     IF p_slot <> 'caller' THEN
         PERFORM monid_lock_slot(p_slot);  -- as the claims of the slot do
@@ -259,7 +262,8 @@ BEGIN
                          WHERE w.waiting_for = p_slot AND w.caller = chosen
                          ORDER BY w.id LIMIT 1)
           AND waiting_for = p_slot AND completed_at IS NULL
-        RETURNING runs.id INTO run_id;
+        RETURNING runs.id, runs.provider, runs.endpoint
+        INTO run_id, woken_provider, woken_endpoint;
         EXIT WHEN run_id IS NULL;
         woken := jsonb_set(woken, ARRAY[chosen],
                            to_jsonb(coalesce((woken ->> chosen)::integer, 0) + 1));
@@ -271,7 +275,8 @@ BEGIN
                             (SELECT count(*) FROM (SELECT 1 FROM runs o
                                                    WHERE o.caller = chosen
                                                      AND o.completed_at IS NULL
-                                                   LIMIT 101) open)::integer;
+                                                   LIMIT 101) open)::integer,
+                            woken_provider, woken_endpoint;
         run_id := NULL;
         room := room - 1;
     END LOOP;
@@ -285,7 +290,8 @@ $$;
 CREATE FUNCTION monid_wake_freed(p_caller text, p_provider text, p_endpoint text,
                                  p_caller_cap integer, p_provider_limit integer,
                                  p_endpoint_limit integer, p_provider_freed boolean)
-RETURNS TABLE (id text, caller text, open_runs integer)
+RETURNS TABLE (id text, caller text, open_runs integer, provider text,
+               endpoint text)
 LANGUAGE plpgsql AS $$
 BEGIN
     IF p_caller_cap > 0 THEN
