@@ -102,14 +102,13 @@ def start_run() -> ResponseReturnValue:
     # Idempotency-Key the accept is one statement (atomic on its own, one round trip).
     try:
         with (reading if key is None else transaction)(svc.pool) as conn:
-            accepted = store.insert_run(
+            created_at = store.insert_run(
                 conn, run_id=run_id, caller=caller.caller, api_key_id=caller.api_key_id,
                 endpoint=endpoint, input=body["input"], hold_micros=hold_micros,
                 max_results=max_results, in_flight_cap=svc.settings.max_runs_in_flight,
                 queue_timeout_seconds=svc.settings.queue_timeout_seconds)
             answer = accepted_json(run_id, caller.caller, endpoint.provider,
-                                   endpoint.provider_name, endpoint.path, price,
-                                   accepted.created_at)
+                                   endpoint.provider_name, endpoint.path, price, created_at)
             if key is not None:
                 store.claim_idempotency_key(conn, caller=caller.caller, key=key,
                                             request_hash=request_hash, run_id=run_id,
@@ -135,7 +134,7 @@ def start_run() -> ResponseReturnValue:
     # The run is stored: it is published without holding up the answer, and should
     # that fail, the sweeper publishes runs that no worker claimed. A caller with a
     # backlog gets a lower priority: it does not hold up callers with a few runs.
-    svc.publisher.publish_soon(run_id, priority_for(accepted.open_runs),
+    svc.publisher.publish_soon(run_id, priority_for(svc.recent_starts.note(caller.caller)),
                                task_name(endpoint.provider, endpoint.path))
     metrics.note_run_accepted(endpoint.provider)
     log.info("run accepted", extra={"provider": endpoint.provider, "endpoint": endpoint.path})

@@ -14,6 +14,7 @@ from api.keycache import KeyCache
 from api.waiting import RunWaiter
 from shared.catalog import Catalog
 from shared.queue import RunPublisher
+from shared.scheduling import RecentStarts
 from shared.settings import Settings
 from shared.store import ApiKey
 
@@ -27,6 +28,8 @@ class Services:
     redis: redis.Redis
     waiter: RunWaiter
     keys: KeyCache[ApiKey]
+    # The runs each caller started lately in this process, for their messages' priority.
+    recent_starts: RecentStarts = field(default_factory=RecentStarts)
     # Downloads read their batches from PostgreSQL this many at a time, so that they
     # never take every pooled connection, nor every core, from other requests.
     download_batches: threading.BoundedSemaphore = field(

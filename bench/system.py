@@ -31,7 +31,9 @@ import psycopg
 
 from bench.common import (
     ECHO_BODY,
+    CpuMeter,
     Report,
+    _cpu_of,
     flush,
     install_cleanup,
     log,
@@ -44,7 +46,7 @@ from bench.common import (
     start_load_web,
 )
 from bench.load import LoadResult, run_load
-from tests.processes import Process, free_port, start_worker, wait_http
+from tests.processes import Process, child_pids, free_port, start_worker, wait_http
 
 BENCH_REDIS_DB = 13
 
@@ -102,26 +104,42 @@ def naive_round(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             wait_http(f"{base}/healthz", web)
             worker.wait_for_output(" ready.", timeout=60)
             return _push(args, base, {"Content-Type": "application/json"},
-                         lambda: wait_all_ended(url, args.timeout, "naive_runs"))
+                         lambda: wait_all_ended(url, args.timeout, "naive_runs"), web, [worker])
         finally:
             worker.stop(timeout=40)
             web.stop(timeout=40)
 
 
+def _worker_cpu(workers: list[Process]) -> float:
+    """CPU seconds of the worker processes and their children (pool processes)."""
+    pids = [w.pid for w in workers]
+    pids += [c for pid in list(pids) for c in child_pids(pid)]
+    pids += [c for pid in list(pids) for c in child_pids(pid)]
+    return sum(_cpu_of(pid) for pid in set(pids))
+
+
 def _push(args: argparse.Namespace, base: str, headers: dict[str, str],
-          drain: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    started = time.time()
-    load: LoadResult = run_load(
-        f"{base}/v1/run", method="POST", body=json.dumps(ECHO_BODY).encode(), headers=headers,
-        connections=args.connections, duration=args.duration, expect=(202,))
-    pushed = time.time() - started
-    found = drain()
+          drain: Callable[[], dict[str, Any]], web: Process,
+          workers: list[Process]) -> dict[str, Any]:
+    worker_before = _worker_cpu(workers)
+    with CpuMeter(web.pid) as cpu:
+        started = time.time()
+        load: LoadResult = run_load(
+            f"{base}/v1/run", method="POST", body=json.dumps(ECHO_BODY).encode(),
+            headers=headers, connections=args.connections, duration=args.duration,
+            expect=(202,))
+        pushed = time.time() - started
+        found = drain()
+        worker_used = _worker_cpu(workers) - worker_before
     runs = found["runs"]
+    ms = {name: 1000 * used / max(runs, 1) for name, used in cpu.used.items()}
+    ms["worker"] = 1000 * worker_used / max(runs, 1)
+    ms["other"] -= ms["worker"]
     return {
         "accepted_per_s": runs / pushed,
         "completed_per_s": runs / (found["last_end"] - started),
         "runs": runs, "p50_ms": load.p50_ms, "p99_ms": load.p99_ms, "errors": load.errors,
-        "statuses": found["statuses"],
+        "statuses": found["statuses"], "cpu_ms": ms,
     }
 
 
@@ -138,16 +156,19 @@ def one_round(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         try:
             return _push(args, base, {"Authorization": f"Bearer {key}",
                                       "Content-Type": "application/json"},
-                         lambda: wait_all_ended(url, timeout=args.timeout))
+                         lambda: wait_all_ended(url, timeout=args.timeout), web, workers)
         finally:
             for proc in [*workers, web]:
                 proc.stop(timeout=40)
 
 
 def _line(who: str, result: dict[str, Any]) -> None:
+    cpu = ", ".join(f"{name} {ms:.2f}" for name, ms in result["cpu_ms"].items()
+                    if name in ("web", "worker", "postgres", "redis", "other"))
     log(f"{who}: {result['runs']:.0f} runs, accepted {result['accepted_per_s']:.1f}/s, "
         f"completed {result['completed_per_s']:.1f}/s, accept p50 {result['p50_ms']:.1f} ms "
-        f"p99 {result['p99_ms']:.1f} ms, errors {result['errors']}, {result['statuses']}")
+        f"p99 {result['p99_ms']:.1f} ms, errors {result['errors']}, {result['statuses']}; "
+        f"CPU ms/run: {cpu}")
 
 
 def main(argv: list[str] | None = None) -> Report:

@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from shared.db import query
-from shared.scheduling import SlotLimits
+from shared.scheduling import Freed
 from shared.store import Claim, Conn, Woken, _json, slot_params, woken_runs
 
 # The most fields of a run's items that are noted (the columns of its CSV).
@@ -72,7 +72,7 @@ class Delivered:
 def deliver_run(conn: Conn, claim: Claim, *, http_status: int, output: Any,
                 output_truncated: bool, item_count: int, item_fields: Sequence[FieldPath],
                 items_json: str, first_seq: int, provider_response: Any,
-                cost_micros: int, slots: SlotLimits | None = None) -> Delivered | None:
+                cost_micros: int, freed: Freed | None = None) -> Delivered | None:
     """End a delivered run and settle it in one statement, adding the items of
     `items_json` (a JSON array) from `first_seq` on, and noting the fields of its items;
     None when this attempt no longer holds the run."""
@@ -83,7 +83,7 @@ def deliver_run(conn: Conn, claim: Claim, *, http_status: int, output: Any,
             "item_count": item_count, "item_fields": _json([list(p) for p in item_fields]),
             "items": items_json, "first_seq": first_seq,
             "provider_response": _json(provider_response), "cost_micros": cost_micros,
-            "http_status": http_status, **slot_params(slots),
+            "http_status": http_status, **slot_params(freed),
         }).fetchone()
     except psycopg.errors.UniqueViolation as exc:
         raise ItemsAlreadyWritten(claim.run_id) from exc

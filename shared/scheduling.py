@@ -2,22 +2,27 @@
 
 Two mechanisms, both in every worker and web process, none a process of its own:
 
-- **Concurrency slots**, kept in PostgreSQL. A new attempt needs a free slot of
-  its caller (`CALLER_CONCURRENCY` runs of one caller worked on at once) and,
-  where the catalog or `PROVIDER_CONCURRENCY` gives one, of its provider and of
-  its endpoint. A claim that finds a slot full parks the run in PostgreSQL
-  (`runs.waiting_for`); whoever frees a slot hands the next waiting run back to
-  the queue, the waiting caller holding the fewest of the slot first, and the
-  sweeper fills any slot left free. See `monid_claim` and `monid_wake`
-  (migration 0009).
+- **Concurrency slots.** A worker process gives one caller at most
+  `CALLER_CONCURRENCY` of its threads at once, so every process always has threads
+  for other callers; a run over it waits, parked in PostgreSQL
+  (`runs.waiting_for`), and the process hands one back to the queue when it frees
+  a thread of that caller's. Providers and endpoints with a concurrency limit (the
+  catalog's `maxConcurrent`, `PROVIDER_CONCURRENCY`) have slots counted in
+  PostgreSQL, exactly, under an advisory lock; the run that frees one hands the
+  next waiting run back, to the waiting caller holding the fewest first. The
+  sweeper hands back what a dead worker left waiting. See `monid_claim` and
+  `monid_wake` (migration 0009).
 - **Message priorities** on Redis (kombu's priority lists, which a worker reads
-  in order): a run is published with a priority from its caller's open runs,
-  so a caller with a few runs is served before another caller's backlog.
+  in order): a run is published with a priority from how busy its caller is, so
+  a caller with a few runs is served before another caller's backlog.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from psycopg.types.json import Jsonb
@@ -25,42 +30,84 @@ from psycopg.types.json import Jsonb
 from shared.catalog import Catalog
 from shared.settings import Settings, SettingsError
 
-# Redis priorities, lowest first (kombu's default steps). A caller's open runs
-# (accepted, not ended) up to each bound get that priority: a few runs come first,
-# a backlog of more than 100 last. Counting stops at 101, so it stays cheap.
+# Redis priorities, lowest first (kombu's default steps). A caller's runs (those it
+# started in the last few seconds, or its open runs) up to each bound get that
+# priority: a few come first, a backlog of more than 100 last.
 PRIORITY_BOUNDS = ((3, 0), (30, 3), (100, 6))
 LOWEST_PRIORITY = 9
+# How long a web process remembers the runs a caller started, for their priority.
+RECENT_SECONDS = 10.0
 
 
-def priority_for(open_runs: int | None) -> int:
-    """The message priority of a run whose caller has `open_runs` open runs: 0 (first)
-    for a caller with a few, 9 for a caller with a backlog of over a hundred."""
+def priority_for(runs: int | None) -> int:
+    """The message priority of a run whose caller has `runs` runs going: 0 (first) for
+    a caller with a few, 9 for a caller with a backlog of over a hundred."""
     for bound, priority in PRIORITY_BOUNDS:
-        if (open_runs or 0) <= bound:
+        if (runs or 0) <= bound:
             return priority
     return LOWEST_PRIORITY
 
 
-@dataclass(frozen=True)
-class SlotLimits:
-    """The limits a run is under: its caller's, its provider's, its endpoint's (0: none)."""
+class RecentStarts:
+    """How many runs each caller started in this process in the last RECENT_SECONDS:
+    a flood shows at once, and the database is not asked. Counts past the
+    priorities' last bound are not kept."""
 
-    caller: int = 0
-    provider: int = 0
-    endpoint: int = 0
+    def __init__(self, window: float = RECENT_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self.clock = clock
+        self._starts: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+        self._swept = clock()
+
+    def note(self, caller: str) -> int:
+        """Count a start of `caller`'s; how many it made within the window, this one too."""
+        now = self.clock()
+        with self._lock:
+            starts = self._starts.get(caller)
+            if starts is None:
+                starts = self._starts[caller] = deque(maxlen=PRIORITY_BOUNDS[-1][0] + 1)
+            while starts and now - starts[0] > self.window:
+                starts.popleft()
+            starts.append(now)
+            count = len(starts)
+            if now - self._swept > self.window:  # callers gone quiet are forgotten
+                self._swept = now
+                for quiet in [c for c, s in self._starts.items() if now - s[-1] > self.window]:
+                    del self._starts[quiet]
+            return count
+
+
+@dataclass(frozen=True)
+class Freed:
+    """What a run lets go of when it ends or hands itself back, for the statement that
+    does it to hand back a run waiting for each: a thread of its caller's in a worker
+    process that had none left, and its provider's and endpoint's slots (their
+    limits; 0: none)."""
+
+    caller: bool = False
+    provider_limit: int = 0
+    endpoint_limit: int = 0
+
+    @property
+    def wake(self) -> bool:
+        return self.caller or self.provider_limit > 0 or self.endpoint_limit > 0
 
 
 @dataclass(frozen=True)
 class Limits:
     """Every concurrency limit of this deployment."""
 
+    # Threads of one worker process that one caller's runs may hold (0: no limit).
     caller: int = 0
     # By provider slug ("apify") and by provider and endpoint path ("apify/a/b").
     by_key: Mapping[str, int] = field(default_factory=dict)
 
-    def for_run(self, provider: str, endpoint: str) -> SlotLimits:
-        return SlotLimits(self.caller, self.by_key.get(provider, 0),
-                          self.by_key.get(provider + endpoint, 0))
+    def freed(self, provider: str, endpoint: str, *, caller: bool = False) -> Freed:
+        """What a run of this provider and endpoint frees (`caller`: also a thread of its
+        caller's in a worker process that had none left)."""
+        return Freed(caller, self.by_key.get(provider, 0), self.by_key.get(provider + endpoint, 0))
 
     def for_slot(self, slot: str) -> int:
         """The limit of a slot a run waits for (`caller`, `provider:<key>`,

@@ -59,7 +59,7 @@ class Settings:
     max_runs_in_flight: int
     # How long a run may wait to start before it ends TIMED_OUT (QUEUE_TIMEOUT).
     queue_timeout_seconds: int
-    # Runs of one caller that workers work on at once, across the fleet (0: no limit).
+    # Threads of one worker process that one caller's runs may hold at once (0: none).
     caller_concurrency: int
     # Concurrency limits of providers ("apify") and endpoints ("apify/path"), over
     # the catalog's own maxConcurrent.

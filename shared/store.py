@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,7 @@ from psycopg.types.json import Json
 from shared.catalog import Endpoint
 from shared.db import Row, query
 from shared.ids import is_run_id
-from shared.scheduling import Limits, SlotLimits
+from shared.scheduling import Freed, Limits
 
 Conn = psycopg.Connection[Row]
 END_STATUSES = frozenset({"COMPLETED", "FAILED", "STOPPED", "TIMED_OUT"})
@@ -129,16 +130,12 @@ class TooManyRunsInFlight(Exception):
     """The caller has as many runs in flight as it may have."""
 
 
-@dataclass(frozen=True)
-class Accepted:
-    created_at: datetime
-    open_runs: int  # the caller's runs not yet ended, this one included
 
 
 def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
                endpoint: Endpoint, input: Any, hold_micros: int = 0,
                max_results: int | None = None, in_flight_cap: int = 0,
-               queue_timeout_seconds: int = 900) -> Accepted:
+               queue_timeout_seconds: int = 900) -> datetime:
     """Insert a new RUNNING run and hold its price on the caller's wallet, in one
     statement; writes nothing and raises TooManyRunsInFlight when the caller has
     `in_flight_cap` runs in flight (0: no cap), InsufficientFunds when the wallet
@@ -178,7 +175,8 @@ def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
             raise TooManyRunsInFlight(caller)
         if not row["funded"]:
             raise InsufficientFunds(caller)
-        return Accepted(row["created_at"], row["open_runs"])
+        created_at: datetime = row["created_at"]
+        return created_at
     raise TooManyRunsInFlight(caller)
 
 
@@ -279,16 +277,22 @@ def woken_runs(rows: Any) -> tuple[Woken, ...]:
 
 
 def claim_run(conn: Conn, run_id: str, *, worker: str, lease_seconds: int,
-              limits: Limits | None = None) -> Claim | Waiting | None:
+              limits: Limits | None = None, full_callers: Sequence[str] = ()
+              ) -> Claim | Waiting | None:
     """Take the run for this worker (a new attempt, a check of its provider job, or a
-    stop to carry out); park it when a slot it needs is full; None when there is
-    nothing to take."""
+    stop to carry out); park it when a slot it needs is full (a provider's limit, or
+    its caller among `full_callers`, those this worker process has no thread left
+    for); None when there is nothing to take."""
     limits = limits or Limits()
     token = uuid.uuid4()
-    row = conn.execute(query("claim_run"), {
-        "run_id": run_id, "worker": worker, "lease_seconds": lease_seconds,
-        "lease_token": token, "caller_cap": limits.caller, "limits": limits.as_json(),
-    }).fetchone()
+    params = {"run_id": run_id, "worker": worker, "lease_seconds": lease_seconds,
+              "lease_token": token}
+    if limits.by_key or full_callers:
+        row = conn.execute(query("claim_run_or_wait"), {
+            **params, "full_callers": list(full_callers), "limits": limits.as_json(),
+        }).fetchone()
+    else:  # nothing to wait for: the plain claim, one UPDATE
+        row = conn.execute(query("claim_run"), params).fetchone()
     if row is None:
         return None
     if row["waiting_for"] is not None:
@@ -327,20 +331,20 @@ class Ended:
     woken: tuple[Woken, ...] = ()
 
 
-def slot_params(slots: SlotLimits | None) -> dict[str, int]:
-    slots = slots or SlotLimits()
-    return {"caller_cap": slots.caller, "provider_limit": slots.provider,
-            "endpoint_limit": slots.endpoint}
+def slot_params(freed: Freed | None) -> dict[str, Any]:
+    freed = freed or Freed()
+    return {"wake": freed.wake, "caller_freed": freed.caller,
+            "provider_limit": freed.provider_limit, "endpoint_limit": freed.endpoint_limit}
 
 
 def end_run(conn: Conn, claim: Claim, attempt: AttemptEnd, *, status: str, output: Any = None,
             result_count: int | None = None, provider_response: Any = None, error: Any = None,
-            cost_micros: int | None = None, slots: SlotLimits | None = None) -> Ended | None:
+            cost_micros: int | None = None, freed: Freed | None = None) -> Ended | None:
     """Give the run its end state and settle it, in one statement, and hand back a
-    run waiting for each slot it freed (`slots`: the limits it was under). None when
-    this attempt no longer holds the run."""
+    run waiting for each slot it `freed`. None when this attempt no longer holds the
+    run."""
     row = conn.execute(query("end_run"), {
-        **slot_params(slots),
+        **slot_params(freed),
         "run_id": claim.run_id, "lease_token": claim.lease_token, "number": claim.attempt,
         "status": status, "output": _json(output), "result_count": result_count,
         "provider_response": _json(provider_response), "error": _json(error),
@@ -373,12 +377,12 @@ class HandedBack:
 
 def schedule_retry(conn: Conn, claim: Claim, attempt: AttemptEnd, delay_seconds: float, *,
                    published: bool, malformed: bool = False,
-                   slots: SlotLimits | None = None) -> HandedBack | None:
+                   freed: Freed | None = None) -> HandedBack | None:
     """Hand the run back for a new attempt after a delay; its provider job, if any,
     is forgotten, and a run waiting for each slot it freed is handed back. None when
     this attempt no longer holds the run."""
     row = conn.execute(query("schedule_retry"), {
-        **slot_params(slots),
+        **slot_params(freed),
         "run_id": claim.run_id, "lease_token": claim.lease_token, "number": claim.attempt,
         "delay_seconds": delay_seconds, "outcome": attempt.outcome,
         "http_status": attempt.http_status, "message": attempt.message,
@@ -389,14 +393,14 @@ def schedule_retry(conn: Conn, claim: Claim, attempt: AttemptEnd, delay_seconds:
 
 
 def follow_run(conn: Conn, claim: Claim, provider_state: Any, delay_seconds: float, *,
-               published: bool, slots: SlotLimits | None = None) -> HandedBack | None:
+               published: bool, freed: Freed | None = None) -> HandedBack | None:
     """Keep the provider's job state and hand the run back until the next check (it
     keeps its provider's slot; a run waiting for its caller's is handed back). None
     when this attempt no longer holds the run."""
     row = conn.execute(query("follow_run"), {
         "run_id": claim.run_id, "lease_token": claim.lease_token,
         "provider_state": _json(provider_state), "delay_seconds": delay_seconds,
-        "published": published, "caller_cap": (slots or SlotLimits()).caller,
+        "published": published, "caller_freed": bool(freed and freed.caller),
     }).fetchone()
     return HandedBack(row["next_attempt_at"], row["status"], woken_runs(row["woken"])) \
         if row else None
@@ -477,6 +481,7 @@ class WaitingSlot:
     provider: str
     endpoint: str
     waiting: int
+    quiet_seconds: float  # since the last of them began to wait
 
 
 def find_waiting_slots(conn: Conn) -> list[WaitingSlot]:

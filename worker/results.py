@@ -26,7 +26,7 @@ from psycopg_pool import ConnectionPool
 
 from shared import results, store
 from shared.db import transaction
-from shared.scheduling import SlotLimits
+from shared.scheduling import Freed
 from shared.settings import Settings
 from worker.providers.base import (
     DeadlinePassed,
@@ -151,7 +151,7 @@ class ResultWriter:
 
     def write(self, claim: store.Claim, result: ProviderResult, *,
               cost_of: Callable[[int], int], write: Write[Any],
-              slots: SlotLimits | None = None) -> results.Delivered | None:
+              freed: Freed | None = None) -> results.Delivered | None:
         """Write the result as the run's items and end the run with it; returns how the
         run ended (STOPPED when a stop won, and the runs handed back from waiting for a
         slot it freed), None when this attempt no longer holds the run. Raises
@@ -208,7 +208,7 @@ class ResultWriter:
                         output_truncated=truncated, item_count=count,
                         item_fields=fields.paths, items_json=results.items_json(batch),
                         first_seq=count - len(batch),
-                        provider_response=response, cost_micros=cost, slots=slots)
+                        provider_response=response, cost_micros=cost, freed=freed)
 
                 if conn is None:  # all of it in one statement
                     delivered = write(deliver)

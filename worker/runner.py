@@ -21,7 +21,7 @@ from shared.db import DatabaseUnavailable, reading, transaction
 from shared.logs import run_id_var
 from shared.money import cost_micros
 from shared.queue import task_name
-from shared.scheduling import Limits, SlotLimits, priority_for
+from shared.scheduling import Freed, Limits, priority_for
 from shared.settings import Settings
 from worker.providers.base import (
     Adapter,
@@ -84,6 +84,9 @@ class Runner:
         self.results = ResultWriter(settings=settings, pool=pool)
         # Leases this process holds now, renewed by the heartbeat.
         self._held: dict[uuid.UUID, str] = {}
+        # New attempts this process works on now, by caller: a caller may have at most
+        # `limits.caller` of them (its runs over that wait for a thread of theirs).
+        self._threads_of: dict[str, int] = {}
         self._held_lock = threading.Lock()
 
     def held_leases(self) -> list[uuid.UUID]:
@@ -111,7 +114,7 @@ class Runner:
         with reading(self.pool) as conn:
             claim = store.claim_run(conn, run_id, worker=self.name,
                                     lease_seconds=self.settings.lease_seconds,
-                                    limits=self.limits)
+                                    limits=self.limits, full_callers=self._full_callers())
             state = None if claim else store.get_claim_state(conn, run_id)
         if isinstance(claim, store.Waiting):
             # Not an attempt: the run waits in PostgreSQL and is handed back to the
@@ -120,13 +123,39 @@ class Runner:
             return "waiting"
         if claim is None:
             return self._not_claimed(run_id, state)
+        counted = claim.new_attempt and self.limits.caller > 0
         with self._held_lock:
             self._held[claim.lease_token] = run_id
+            if counted:
+                self._threads_of[claim.caller] = self._threads_of.get(claim.caller, 0) + 1
         try:
             return self._attempt_logged(claim)
         finally:
             with self._held_lock:
                 self._held.pop(claim.lease_token, None)
+                if counted:
+                    left = self._threads_of[claim.caller] - 1
+                    if left:
+                        self._threads_of[claim.caller] = left
+                    else:
+                        del self._threads_of[claim.caller]
+
+    def _full_callers(self) -> list[str]:
+        """The callers this process has no thread left for."""
+        cap = self.limits.caller
+        if not cap:
+            return []
+        with self._held_lock:
+            return [caller for caller, n in self._threads_of.items() if n >= cap]
+
+    def _freed(self, claim: store.Claim) -> Freed:
+        """What the run lets go of as it ends or hands itself back: a thread of its
+        caller's that others of its runs may be waiting for (when this process had none
+        left for the caller), and its provider's and endpoint's slots."""
+        cap = self.limits.caller
+        with self._held_lock:
+            full = bool(cap) and claim.new_attempt and self._threads_of.get(claim.caller, 0) >= cap
+        return self.limits.freed(claim.provider, claim.endpoint, caller=full)
 
     def _attempt_logged(self, claim: store.Claim) -> str:
         log.info("attempt started" if claim.new_attempt else "checking the provider's job",
@@ -218,7 +247,7 @@ class Runner:
         publish = delay <= self.settings.long_wait_seconds
         handed = self._write(lambda conn: store.follow_run(conn, claim, dict(pending.state),
                                                            delay, published=publish,
-                                                           slots=self._slots(claim)))
+                                                           freed=self._freed(claim)))
         if handed is None:
             return "lost-lease"
         self._publish_woken(handed.woken)
@@ -250,7 +279,7 @@ class Runner:
                                    claim.flat_fee_micros, result_count, claim.max_results))
 
         ended = self.results.write(claim, result, cost_of=cost, write=self._write,
-                                   slots=self._slots(claim))
+                                   freed=self._freed(claim))
         if ended is None:
             log.warning("result discarded: this attempt no longer holds the run")
             return "lost-lease"
@@ -309,7 +338,7 @@ class Runner:
         handed = self._write(lambda conn: store.schedule_retry(conn, claim, attempt, delay,
                                                                published=publish,
                                                                malformed=malformed,
-                                                               slots=self._slots(claim)))
+                                                               freed=self._freed(claim)))
         if handed is None:
             return "lost-lease"
         self._publish_woken(handed.woken)
@@ -329,16 +358,13 @@ class Runner:
     def _end(self, claim: store.Claim, attempt: store.AttemptEnd, *, status: str,
              **fields: Any) -> str:
         ended = self._write(lambda conn: store.end_run(conn, claim, attempt, status=status,
-                                                       slots=self._slots(claim), **fields))
+                                                       freed=self._freed(claim), **fields))
         if ended is None:
             log.warning("result discarded: this attempt no longer holds the run")
             return "lost-lease"
         log.info("run ended", extra={"status": ended.status, "attempt": claim.attempt})
         self._publish_woken(ended.woken)
         return ended.status.lower()
-
-    def _slots(self, claim: store.Claim) -> SlotLimits:
-        return self.limits.for_run(claim.provider, claim.endpoint)
 
     def _publish_woken(self, woken: tuple[store.Woken, ...]) -> None:
         """Runs that waited for a slot this run freed go back to the queue."""

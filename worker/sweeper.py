@@ -128,11 +128,20 @@ class Sweeper:
                 break
 
     def _wake(self, conn: store.Conn, report: SweepReport) -> None:
-        """Fill every slot that has room with runs waiting for it. A run handed back
-        whose message goes astray is published again after the grace, like any."""
+        """Fill every provider's slot that has room with runs waiting for it, and hand
+        back runs waiting for a thread of their caller's that nothing has moved for the
+        grace (as many as one worker process gives a caller: a process that has none
+        left parks them again). What a worker that died, or a run this sweeper ended,
+        left waiting goes on. A run handed back whose message goes astray is published
+        again after the grace, like any."""
         for slot in store.find_waiting_slots(conn):
-            woken = store.wake_waiting_runs(conn, slot, limit=self.limits.for_slot(slot.slot),
-                                            wanted=min(slot.waiting, BATCH))
+            limit = self.limits.for_slot(slot.slot)
+            wanted = min(slot.waiting, BATCH)
+            if slot.slot == "caller" and limit:
+                if slot.quiet_seconds < self.settings.sweep_grace_seconds:
+                    continue  # its runs are parked and handed back as they go: leave them
+                wanted = min(wanted, limit)
+            woken = store.wake_waiting_runs(conn, slot, limit=limit, wanted=wanted)
             for run in woken:
                 report.woken.append(run.run_id)
                 try:

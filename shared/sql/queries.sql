@@ -25,33 +25,35 @@ RETURNING id, user_id, label, mode, key_prefix, key_hash, created_at, revoked_at
 -- name: insert_run
 -- Accept a run in one statement, so one round trip and atomic without a
 -- transaction: under a cap on the caller's runs in flight (cap 0: none), take a
--- number 0..cap-1 that none of its open runs holds (at random: concurrent accepts
--- seldom pick the same; the unique index runs_inflight_slot refuses the second
--- of two that do, and the caller tries again); hold the run's price on the wallet
--- (only if its available balance covers it; the wallet's row lock makes
--- concurrent holds wait for each other); insert the run and the ledger's HOLD
--- entry. Nothing is written when the caller has `cap` runs open, no number is
--- free, or the wallet falls short; the two flags say which. `open_runs` (counted
--- up to 101 or the cap) sets the message's priority.
-WITH used AS (
-    SELECT inflight_slot AS slot
-    FROM runs
-    WHERE %(cap)s > 0 AND caller = %(caller)s AND completed_at IS NULL
-      AND inflight_slot IS NOT NULL
-), open_runs AS (
-    SELECT count(*) AS n
-    FROM (SELECT 1 FROM runs WHERE caller = %(caller)s AND completed_at IS NULL
-          LIMIT greatest(%(cap)s, 101)) open
-), slot AS (
+-- number 0..cap-1 that none of its open runs holds (found by trying a few at random,
+-- each one probe of the unique index runs_inflight_slot; when those are all taken,
+-- by reading every number the caller's open runs hold), so that concurrent accepts
+-- seldom pick the same one, and the index refuses the second of two that do (the
+-- caller tries again); hold the run's price on the wallet (only if its available
+-- balance covers it; the wallet's row lock makes concurrent holds wait for each
+-- other); insert the run and the ledger's HOLD entry. Nothing is written when no
+-- number is free or the wallet falls short; the two flags say which.
+WITH tried AS (
+    SELECT probe.n AS slot
+    FROM (SELECT floor(random() * %(cap)s)::int AS n FROM generate_series(1, 4)) probe
+    WHERE %(cap)s > 0
+      AND NOT EXISTS (SELECT 1 FROM runs
+                      WHERE caller = %(caller)s AND inflight_slot = probe.n
+                        AND completed_at IS NULL)
+    LIMIT 1
+), searched AS (
     SELECT n AS slot
     FROM generate_series(0, %(cap)s - 1) n
-    WHERE n NOT IN (SELECT slot FROM used)
+    WHERE NOT EXISTS (SELECT 1 FROM tried)
+      AND n NOT IN (SELECT inflight_slot FROM runs
+                    WHERE caller = %(caller)s AND completed_at IS NULL
+                      AND inflight_slot IS NOT NULL)
     ORDER BY random()
     LIMIT 1
+), slot AS (
+    SELECT slot FROM tried UNION ALL SELECT slot FROM searched LIMIT 1
 ), under_cap AS (
-    -- Runs accepted while there was no cap hold no number: they count here.
-    SELECT %(cap)s = 0 OR ((SELECT n FROM open_runs) < %(cap)s AND EXISTS (SELECT 1 FROM slot))
-           AS ok
+    SELECT %(cap)s = 0 OR EXISTS (SELECT 1 FROM slot) AS ok
 ), held AS (
     UPDATE wallets
     SET held_micros = held_micros + %(hold_micros)s, updated_at = now()
@@ -80,7 +82,7 @@ WITH used AS (
     SELECT held.caller, run.id, 'HOLD', %(hold_micros)s FROM held, run
 )
 SELECT (SELECT ok FROM under_cap) AS under_cap, (SELECT ok FROM funded) AS funded,
-       (SELECT created_at FROM run) AS created_at, (SELECT n FROM open_runs) + 1 AS open_runs;
+       (SELECT created_at FROM run) AS created_at;
 
 -- name: get_run
 SELECT r.id, r.caller, r.provider, r.provider_name, r.endpoint, r.status, r.input, r.output,
@@ -122,10 +124,48 @@ ORDER BY id DESC
 LIMIT %(limit)s;
 
 -- name: claim_run
--- Take a run for this worker, or park it until a slot it needs is free
--- (`waiting_for` set): see monid_claim in migration 0009.
+-- Take a run with one guarded UPDATE, so a second delivery finds nothing. A run
+-- with no provider job yet starts a new attempt; a run following one (its
+-- provider_state is set) is taken for one more check within the same attempt. The
+-- endpoint's deadline starts with the run's first start; a run still waiting to
+-- start past its queue limit is not taken (the sweeper ends it). Where a run may
+-- have to wait for a slot, claim_run_or_wait does this instead.
+WITH claimed AS (
+    UPDATE runs
+    SET attempt_count = attempt_count + (provider_state IS NULL AND status = 'RUNNING')::int,
+        lease_token = %(lease_token)s,
+        lease_owner = %(worker)s,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        next_attempt_at = NULL,
+        waiting_for = NULL,
+        deadline_at = CASE WHEN started_at IS NULL AND deadline_seconds IS NOT NULL
+                           THEN now() + make_interval(secs => deadline_seconds)
+                           ELSE deadline_at END,
+        started_at = coalesce(started_at, now()),
+        updated_at = now()
+    WHERE id = %(run_id)s
+      AND lease_token IS NULL
+      AND ((status = 'RUNNING'
+            AND (provider_state IS NOT NULL OR attempt_count < max_attempts)
+            AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+            AND (started_at IS NOT NULL OR deadline_at > now()))
+           -- A stop was asked: take it at once, to carry the stop out.
+           OR status = 'STOPPING')
+    RETURNING id, caller, status, provider, endpoint, adapter, input, provider_state, attempt_count,
+              max_attempts, deadline_at, price_type, price_micros, flat_fee_micros,
+              malformed_answers, hold_micros, max_results,
+              (provider_state IS NULL AND status = 'RUNNING') AS new_attempt
+), attempt AS (
+    INSERT INTO attempts (run_id, number, lease_token, worker)
+    SELECT id, attempt_count, %(lease_token)s, %(worker)s FROM claimed WHERE new_attempt
+)
+SELECT NULL::text AS waiting_for, * FROM claimed;
+
+-- name: claim_run_or_wait
+-- Take a run, or park it until a slot it needs is free (`waiting_for` set): see
+-- monid_claim in migration 0009.
 SELECT * FROM monid_claim(%(run_id)s, %(lease_token)s, %(worker)s, %(lease_seconds)s,
-                          %(caller_cap)s, %(limits)s);
+                          %(full_callers)s, %(limits)s);
 
 -- name: get_claim_state
 SELECT status, lease_token, attempt_count, max_attempts, next_attempt_at,
@@ -169,9 +209,10 @@ WITH ended AS (
       AND EXISTS (SELECT 1 FROM ended)
 )
 SELECT id, status, monid_settle(caller, id, cost_micros, hold_micros),
-       (SELECT json_agg(w) FROM monid_wake_freed(caller, provider, endpoint, %(caller_cap)s,
-                                                 %(provider_limit)s, %(endpoint_limit)s,
-                                                 true) w) AS woken
+       CASE WHEN %(wake)s THEN
+           (SELECT json_agg(w) FROM monid_wake_freed(caller, provider, endpoint,
+                                                     %(caller_freed)s, %(provider_limit)s,
+                                                     %(endpoint_limit)s, true) w) END AS woken
 FROM ended;
 
 -- name: schedule_retry
@@ -199,9 +240,10 @@ WITH retried AS (
       AND EXISTS (SELECT 1 FROM retried)
 )
 SELECT id, next_attempt_at, status,
-       (SELECT json_agg(w) FROM monid_wake_freed(caller, provider, endpoint, %(caller_cap)s,
-                                                 %(provider_limit)s, %(endpoint_limit)s,
-                                                 true) w) AS woken
+       CASE WHEN %(wake)s THEN
+           (SELECT json_agg(w) FROM monid_wake_freed(caller, provider, endpoint,
+                                                     %(caller_freed)s, %(provider_limit)s,
+                                                     %(endpoint_limit)s, true) w) END AS woken
 FROM retried;
 
 -- name: follow_run
@@ -224,8 +266,9 @@ WITH followed AS (
     RETURNING id, next_attempt_at, status, caller, provider, endpoint
 )
 SELECT id, next_attempt_at, status,
-       (SELECT json_agg(w) FROM monid_wake_freed(caller, provider, endpoint, %(caller_cap)s,
-                                                 0, 0, false) w) AS woken
+       CASE WHEN %(caller_freed)s THEN
+           (SELECT json_agg(w) FROM monid_wake_freed(caller, provider, endpoint, true, 0, 0,
+                                                     false) w) END AS woken
 FROM followed;
 
 -- name: renew_leases
@@ -355,10 +398,12 @@ FROM unnest(%(callers)s::text[]) AS c(caller);
 
 -- name: find_waiting_slots
 -- The slots runs are waiting for, with how many wait: a caller's own slot (one
--- row per caller), a provider's or an endpoint's (one row each).
+-- row per caller), a provider's or an endpoint's (one row each); and how long ago
+-- the last of them began to wait.
 SELECT waiting_for AS slot,
        CASE WHEN waiting_for = 'caller' THEN caller END AS caller,
-       min(provider) AS provider, min(endpoint) AS endpoint, count(*)::integer AS waiting
+       min(provider) AS provider, min(endpoint) AS endpoint, count(*)::integer AS waiting,
+       extract(epoch FROM now() - max(updated_at))::float8 AS quiet_seconds
 FROM runs
 WHERE waiting_for IS NOT NULL
 GROUP BY 1, 2

@@ -59,9 +59,10 @@ WITH ended AS (
     WHERE run_id = %(run_id)s AND EXISTS (SELECT 1 FROM ended WHERE status = 'STOPPED')
 )
 SELECT id, status, monid_settle(caller, id, cost_micros, hold_micros),
-       (SELECT json_agg(w) FROM monid_wake_freed(caller, provider, endpoint, %(caller_cap)s,
-                                                 %(provider_limit)s, %(endpoint_limit)s,
-                                                 true) w) AS woken
+       CASE WHEN %(wake)s THEN
+           (SELECT json_agg(w) FROM monid_wake_freed(caller, provider, endpoint,
+                                                     %(caller_freed)s, %(provider_limit)s,
+                                                     %(endpoint_limit)s, true) w) END AS woken
 FROM ended;
 
 -- name: get_run_items_state

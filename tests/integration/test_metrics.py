@@ -275,7 +275,7 @@ def test_runs_waiting_to_start_and_for_slots_and_the_delay_to_start(
         assert isinstance(store.claim_run(conn, started, worker="w", lease_seconds=60),
                           store.Claim)
         assert store.claim_run(conn, parked_by_caller, worker="w", lease_seconds=60,
-                               limits=Limits(caller=1)) == store.Waiting(parked_by_caller,
+                               full_callers=["USER#s"]) == store.Waiting(parked_by_caller,
                                                                          "caller")
         assert store.claim_run(conn, parked_by_provider, worker="w", lease_seconds=60,
                                limits=Limits(by_key={"demo/sleep": 0})) is not None

@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool
 from shared import store
 from shared.db import reading, transaction
 from shared.ids import new_run_id
-from shared.scheduling import Limits, SlotLimits, priority_for
+from shared.scheduling import Freed, Limits, RecentStarts, priority_for
 from shared.settings import Settings
 from tests.helpers import CATALOG, auth
 from worker.providers.demo import DemoAdapter
@@ -38,19 +38,22 @@ def start(db: ConnectionPool, caller: str, endpoint: str = "/echo",
     return run_id
 
 
-def claim(db: ConnectionPool, run_id: str, limits: Limits,
-          worker: str = "w") -> store.Claim | store.Waiting | None:
+def claim(db: ConnectionPool, run_id: str, limits: Limits, worker: str = "w",
+          full: tuple[str, ...] = ()) -> store.Claim | store.Waiting | None:
+    """Claim as a worker process does; `full`: the callers it has no thread left for."""
     with reading(db) as conn:
-        return store.claim_run(conn, run_id, worker=worker, lease_seconds=60, limits=limits)
+        return store.claim_run(conn, run_id, worker=worker, lease_seconds=60, limits=limits,
+                               full_callers=full)
 
 
 def finish(db: ConnectionPool, claimed: store.Claim | store.Waiting | None,
-           limits: Limits) -> store.Ended:
+           limits: Limits, caller_freed: bool = False) -> store.Ended:
     assert isinstance(claimed, store.Claim)
     with reading(db) as conn:
         ended = store.end_run(conn, claimed, store.AttemptEnd("OK", 200), status="COMPLETED",
                               output={}, result_count=1, cost_micros=0,
-                              slots=limits.for_run(claimed.provider, claimed.endpoint))
+                              freed=limits.freed(claimed.provider, claimed.endpoint,
+                                                 caller=caller_freed))
     assert ended is not None
     return ended
 
@@ -119,24 +122,28 @@ def test_a_run_that_could_not_start_in_time_ends_queue_timeout(
 # --- a caller's slots ------------------------------------------------------------------------
 
 
-def test_a_caller_over_its_concurrency_waits_and_is_handed_back_when_a_slot_frees(
+def test_a_run_with_no_thread_of_its_callers_waits_and_is_handed_back_when_one_frees(
         db: ConnectionPool) -> None:
     limits = Limits(caller=2)
     first, second, third = (start(db, A) for _ in range(3))
     other = start(db, B)
     one, two = claim(db, first, limits), claim(db, second, limits)
     assert isinstance(one, store.Claim) and isinstance(two, store.Claim)
-    waiting = claim(db, third, limits)
+    # The worker process now has no thread left for A.
+    waiting = claim(db, third, limits, full=(A,))
     assert waiting == store.Waiting(third, "caller")
     parked = row(db, third)
     # Waiting is not an attempt, and the run has not started.
     assert parked["waiting_for"] == "caller" and parked["attempt_count"] == 0
     assert parked["started_at"] is None and parked["status"] == "RUNNING"
     # Another caller is not held up by A's limit.
-    assert isinstance(claim(db, other, limits), store.Claim)
+    assert isinstance(claim(db, other, limits, full=(A,)), store.Claim)
     # A delivery of the waiting run's message again changes nothing.
-    assert claim(db, third, limits) == store.Waiting(third, "caller")
-    ended = finish(db, one, limits)
+    assert claim(db, third, limits, full=(A,)) == store.Waiting(third, "caller")
+    # An end that frees none of A's threads hands nothing back...
+    assert finish(db, two, limits).woken == ()
+    # ...one that does hands back A's oldest waiting run.
+    ended = finish(db, one, limits, caller_freed=True)
     assert [w.run_id for w in ended.woken] == [third]
     assert row(db, third)["waiting_for"] is None
     assert isinstance(claim(db, third, limits), store.Claim)
@@ -146,7 +153,7 @@ def test_a_stop_ends_a_waiting_run_at_once(db: ConnectionPool) -> None:
     limits = Limits(caller=1)
     held, waiting = start(db, A), start(db, A)
     assert isinstance(claim(db, held, limits), store.Claim)
-    assert isinstance(claim(db, waiting, limits), store.Waiting)
+    assert isinstance(claim(db, waiting, limits, full=(A,)), store.Waiting)
     with transaction(db) as conn:
         stop = store.request_stop(conn, waiting, A)
         assert stop is not None and not stop.held and not stop.following
@@ -234,32 +241,56 @@ def test_a_limit_taken_away_lets_every_waiting_run_go(db: ConnectionPool,
     assert sorted(sweeper(settings, db, Limits()).sweep().woken) == sorted(waiting)
 
 
-def test_a_run_waiting_for_a_slot_is_not_published_by_the_sweeper_meanwhile(
+def test_a_run_waiting_for_a_thread_is_left_to_its_caller_then_handed_back_by_the_sweeper(
         db: ConnectionPool, settings: Settings) -> None:
     limits = Limits(caller=1)
     held, waiting = start(db, A), start(db, A)
     assert isinstance(claim(db, held, limits), store.Claim)
-    assert isinstance(claim(db, waiting, limits), store.Waiting)
+    assert isinstance(claim(db, waiting, limits, full=(A,)), store.Waiting)
     with transaction(db) as conn:
         conn.execute("UPDATE runs SET created_at = created_at - interval '1 hour'")
     report = sweeper(settings, db, limits).sweep()
+    # Just parked: the caller's own runs hand it back as they end.
     assert waiting not in report.published and report.woken == []
+    with transaction(db) as conn:  # nothing moved it for longer than the grace
+        conn.execute("UPDATE runs SET updated_at = now() - interval '1 hour'"
+                     " WHERE id = %s", (waiting,))
+    published: list[tuple[str, int]] = []
+    assert sweeper(settings, db, limits, published).sweep().woken == [waiting]
+    assert [run_id for run_id, _ in published] == [waiting]
 
 
-def test_the_runner_parks_a_run_and_publishes_the_one_it_frees(
+def test_a_worker_process_gives_a_caller_no_more_threads_than_its_limit(
         db: ConnectionPool, settings: Settings) -> None:
+    """Per worker process: a caller's second run waits while its first holds the one
+    thread it may have; the first's end hands the second back."""
     limits = Limits(caller=1)
+    first, second, other = start(db, A), start(db, A), start(db, B)
     published: list[tuple[str, float | None, int]] = []
-    runner = Runner(settings=settings, pool=db, catalog=CATALOG,
-                    adapters={"demo": DemoAdapter()}, limits=limits,
+    calling, release = threading.Event(), threading.Event()
+
+    class Blocks(DemoAdapter):
+        def call(self, request: Any) -> Any:
+            if request.run_id == first:
+                calling.set()
+                release.wait(10)
+            return super().call(request)
+
+    runner = Runner(settings=settings, pool=db, catalog=CATALOG, adapters={"demo": Blocks()},
+                    limits=limits,
                     publish=lambda run_id, countdown, priority, _name: published.append(
                         (run_id, countdown, priority)))
-    first, second = start(db, A), start(db, A)
-    # A second worker holds the caller's one slot.
-    held = claim(db, first, limits, worker="other")
+    outcome: list[str] = []
+    thread = threading.Thread(target=lambda: outcome.append(runner.run(first)))
+    thread.start()
+    assert calling.wait(10)
     assert runner.run(second) == "waiting"
+    assert runner.run(other) == "completed"  # B has threads of its own
     assert published == []
-    finish(db, held, limits)
+    release.set()
+    thread.join(10)
+    assert outcome == ["completed"]
+    assert [p[0] for p in published] == [second]
     assert runner.run(second) == "completed"
 
 
@@ -309,16 +340,20 @@ def test_ending_a_run_makes_room_under_the_cap(db: ConnectionPool) -> None:
     start(db, A, cap=1)
 
 
-def test_accepting_counts_the_callers_open_runs_for_the_priority(db: ConnectionPool) -> None:
-    echo = CATALOG.find("demo", "/echo")
-    assert echo is not None
-    counts = []
-    for cap in (0, 0, 50, 50):
-        with reading(db) as conn:
-            counts.append(store.insert_run(conn, run_id=new_run_id(), caller=A,
-                                           api_key_id=None, endpoint=echo, input={},
-                                           in_flight_cap=cap).open_runs)
-    assert counts == [1, 2, 3, 4]
+def test_a_web_process_counts_the_runs_a_caller_started_lately() -> None:
+    now = [0.0]
+    recent = RecentStarts(window=10.0, clock=lambda: now[0])
+    assert [recent.note(A) for _ in range(4)] == [1, 2, 3, 4]
+    assert recent.note(B) == 1
+    now[0] = 5.0
+    assert recent.note(A) == 5
+    now[0] = 10.5  # the first four are past the window
+    assert recent.note(A) == 2
+    for _ in range(500):  # no more than the priorities need is kept
+        recent.note(C)
+    assert recent.note(C) == 101 and priority_for(recent.note(C)) == 9
+    now[0] = 30.0
+    assert recent.note(B) == 1
 
 
 def test_a_number_taken_by_a_concurrent_accept_is_tried_again(db: ConnectionPool) -> None:
@@ -347,10 +382,11 @@ def test_a_callers_backlog_lowers_its_messages_priority(open_runs: int | None,
     assert priority_for(open_runs) == priority
 
 
-def test_slot_limits_of_a_run() -> None:
+def test_what_a_run_frees() -> None:
     limits = Limits(caller=3, by_key={"apify": 5, "apify/x/y": 2})
-    assert limits.for_run("apify", "/x/y") == SlotLimits(3, 5, 2)
-    assert limits.for_run("demo", "/echo") == SlotLimits(3, 0, 0)
+    assert limits.freed("apify", "/x/y") == Freed(False, 5, 2)
+    assert limits.freed("demo", "/echo", caller=True) == Freed(True, 0, 0)
+    assert not limits.freed("demo", "/echo").wake
     assert limits.for_slot("caller") == 3
     assert limits.for_slot("provider:apify") == 5
     assert limits.for_slot("endpoint:apify/x/y") == 2
@@ -364,7 +400,7 @@ def test_stopping_a_run_that_waits_for_its_turn_ends_it_at_once(
     held, waiting = (client.post("/v1/run", json=body, headers=auth(key)).get_json()["runId"]
                      for _ in range(2))
     assert isinstance(claim(db, held, limits), store.Claim)
-    assert isinstance(claim(db, waiting, limits), store.Waiting)
+    assert isinstance(claim(db, waiting, limits, full=("USER#user_abc123",)), store.Waiting)
     stop = client.post(f"/v1/runs/{waiting}/stop", headers=auth(key))
     assert stop.status_code == 202
     run = client.get(f"/v1/runs/{waiting}", headers=auth(key)).get_json()
@@ -376,15 +412,16 @@ def test_a_delivered_result_hands_back_the_run_waiting_for_its_slot(
         db: ConnectionPool, settings: Settings) -> None:
     """The delivery path (items written and the run ended in one statement) frees
     slots as end_run does."""
-    limits = Limits(caller=2)
+    limits = Limits(caller=1)
     published: list[tuple[str, float | None, int]] = []
-    first, held, waiting = start(db, A), start(db, A), start(db, A)
-    assert isinstance(claim(db, held, limits, worker="other"), store.Claim)
+    first, waiting = start(db, A), start(db, A)
     parked: list[Any] = []
+    runner: Runner
 
     class ParksAnotherRunMeanwhile(DemoAdapter):
         def call(self, request: Any) -> Any:
-            parked.append(claim(db, waiting, limits))  # both of A's slots are taken now
+            # The process's one thread for A is taken: A's other run waits.
+            parked.append(claim(db, waiting, limits, full=tuple(runner._full_callers())))
             return super().call(request)
 
     runner = Runner(settings=settings, pool=db, catalog=CATALOG,

@@ -146,7 +146,7 @@ def test_the_one_statement_accept_writes_all_or_nothing(
                                     endpoint=echo, input={}, hold_micros=500_000,
                                     in_flight_cap=cap)
 
-    insert(0)  # one run in flight, holding 0.5 USD
+    insert(cap)  # one run in flight, holding 0.5 USD
     before = wallet(db)
     with pytest.raises(refused):
         insert(cap)

@@ -11,13 +11,11 @@ SET deadline_seconds = greatest(1, ceil(extract(epoch FROM deadline_at - created
 WHERE completed_at IS NULL;
 
 -- The concurrency slot a run waits for, parked in PostgreSQL until one is free:
--- 'caller' (the caller's runs being worked on), 'provider:<slug>' or
--- 'endpoint:<slug><path>' (the provider's concurrency limit). NULL: not waiting.
+-- 'caller' (a worker process had no thread left for its caller), 'provider:<slug>'
+-- or 'endpoint:<slug><path>' (the provider's concurrency limit). NULL: not waiting.
 ALTER TABLE runs ADD COLUMN waiting_for text
     CHECK (waiting_for ~ '^(caller|provider:.+|endpoint:.+)$');
 CREATE INDEX runs_waiting ON runs (waiting_for, caller, id) WHERE waiting_for IS NOT NULL;
--- A caller's runs that a worker holds now, counted against the caller's limit.
-CREATE INDEX runs_caller_leased ON runs (caller) WHERE lease_token IS NOT NULL;
 -- Runs that hold a provider's slot: a worker calls the provider for them, or the
 -- provider runs a job of theirs (followed between checks).
 CREATE INDEX runs_busy ON runs (provider, endpoint)
@@ -45,46 +43,42 @@ CREATE TABLE slot_turns (
 -- The advisory lock of a provider's or endpoint's slot: whoever counts the slot's
 -- holders to take it, and whoever hands waiting runs back when it frees, hold
 -- it to their commit, so that the limit is never passed and no run parks just as
--- the slot frees (to wait with the slot idle). A caller's slots take no lock: a
--- run that parks just as one frees is handed back by the caller's next run to
--- end, or by the sweeper.
+-- the slot frees (to wait with the slot idle).
 CREATE FUNCTION monid_lock_slot(p_slot text) RETURNS void
 LANGUAGE sql AS $$
     SELECT pg_advisory_xact_lock(hashtextextended('monid:slot:' || p_slot, 0));
 $$;
 
--- How many runs hold a slot now. 'caller' counts the caller's runs a worker
--- holds; a provider or endpoint slot counts the runs a worker holds or whose
--- provider job runs.
-CREATE FUNCTION monid_slot_busy(p_slot text, p_caller text, p_provider text,
-                                p_endpoint text, p_cap integer) RETURNS integer
-LANGUAGE sql AS $$
-    SELECT CASE
-        WHEN p_slot = 'caller' THEN
-            (SELECT count(*) FROM (SELECT 1 FROM runs
-                                   WHERE caller = p_caller AND lease_token IS NOT NULL
-                                   LIMIT nullif(p_cap, 0)) held)::integer
-        ELSE
-            (SELECT count(*) FROM runs
-             WHERE provider = p_provider AND (p_endpoint IS NULL OR endpoint = p_endpoint)
-               AND completed_at IS NULL
-               AND (lease_token IS NOT NULL OR provider_state IS NOT NULL))::integer
-    END;
+-- How many runs hold a provider's slot now (an endpoint's, given one): a worker
+-- calls the provider for them, or their provider job runs. (PL/pgSQL: its plans
+-- are kept for the session.)
+CREATE FUNCTION monid_slot_busy(p_provider text, p_endpoint text) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    busy integer;
+BEGIN
+    SELECT count(*) INTO busy FROM runs
+    WHERE provider = p_provider AND (p_endpoint IS NULL OR endpoint = p_endpoint)
+      AND completed_at IS NULL
+      AND (lease_token IS NOT NULL OR provider_state IS NOT NULL);
+    RETURN busy;
+END
 $$;
 
--- Claim a run for a worker: the guarded UPDATE that takes a lease and counts the
--- attempt, so a second delivery finds nothing to claim. A new attempt (it will
--- call the provider) needs a free slot of every limit it is under, checked in
--- the order caller, provider, endpoint (always that order: no deadlock) under
--- each slot's lock; when one is full the run is parked, waiting for that slot
--- (not an attempt, and not started), and `waiting_for` names it in the answer.
--- A check of a followed provider job, or a stop to carry out, needs no slot.
+-- Claim a run for a worker, when it may need to wait for a slot: the guarded
+-- UPDATE that takes a lease and counts the attempt (as claim_run does), so that a
+-- second delivery finds nothing to claim. A new attempt (it will call the
+-- provider) needs a thread of its caller in this worker process (p_full_callers:
+-- the callers that have none left there) and a free slot of each provider limit it
+-- is under, checked under the slot's lock in the order provider, endpoint (always
+-- that order: no deadlock). When one is full the run is parked, waiting for that
+-- slot (not an attempt, and not started), and `waiting_for` names it in the
+-- answer. A check of a followed provider job, or a stop to carry out, needs no slot.
 --
--- p_caller_cap: runs one caller may have held by workers at once (0: no limit);
 -- p_limits: {"<provider>": N, "<provider><path>": N} for providers and endpoints
 -- with a concurrency limit.
 CREATE FUNCTION monid_claim(p_run_id text, p_lease_token uuid, p_worker text,
-                            p_lease_seconds integer, p_caller_cap integer, p_limits jsonb)
+                            p_lease_seconds integer, p_full_callers text[], p_limits jsonb)
 RETURNS TABLE (waiting_for text, id text, caller text, status text, provider text,
                endpoint text, adapter text, input json, provider_state json,
                attempt_count integer, max_attempts integer, deadline_at timestamptz,
@@ -108,25 +102,20 @@ BEGIN
            OR (r.started_at IS NULL AND r.deadline_at <= now()) THEN
             RETURN;  -- not due, out of attempts, or out of queue time: nothing to take
         END IF;
-        -- A caller's slots are counted without a lock: a lock held to the commit would
-        -- make every claim of a busy caller wait for the one before it to reach the
-        -- disk. Claims at the same moment may pass the caller's limit by a few; a
-        -- provider's limit, below, is exact.
-        IF p_caller_cap > 0
-           AND monid_slot_busy('caller', r.caller, NULL, NULL, p_caller_cap) >= p_caller_cap THEN
+        IF r.caller = ANY(p_full_callers) THEN
             full_slot := 'caller';
         END IF;
         slot_limit := (p_limits ->> r.provider)::integer;
         IF full_slot IS NULL AND slot_limit IS NOT NULL THEN
             PERFORM monid_lock_slot('provider:' || r.provider);
-            IF monid_slot_busy('provider', NULL, r.provider, NULL, 0) >= slot_limit THEN
+            IF monid_slot_busy(r.provider, NULL) >= slot_limit THEN
                 full_slot := 'provider:' || r.provider;
             END IF;
         END IF;
         slot_limit := (p_limits ->> (r.provider || r.endpoint))::integer;
         IF full_slot IS NULL AND slot_limit IS NOT NULL THEN
             PERFORM monid_lock_slot('endpoint:' || r.provider || r.endpoint);
-            IF monid_slot_busy('endpoint', NULL, r.provider, r.endpoint, 0) >= slot_limit THEN
+            IF monid_slot_busy(r.provider, r.endpoint) >= slot_limit THEN
                 full_slot := 'endpoint:' || r.provider || r.endpoint;
             END IF;
         END IF;
@@ -194,13 +183,15 @@ BEGIN
 END
 $$;
 
--- Hand runs waiting for a slot back to the queue, as many as `p_wanted` and the
--- slot's free room allow (p_limit 0: the limit is gone, any number), under the
--- slot's lock (a provider's or endpoint's). A caller's own runs go oldest first; a provider's or endpoint's
--- slot goes to the waiting caller that holds the fewest of its slots, and among
--- those to the one whose turn came longest ago (round robin), its oldest run
--- first. Answers the runs handed back, with their caller's open runs (for the
--- message's priority).
+-- Hand runs waiting for a slot back to the queue: as many as `p_wanted`, and for a
+-- provider's or endpoint's slot no more than its free room under `p_limit` (0: the
+-- limit is gone, any number), under the slot's lock. A caller's own runs go oldest
+-- first (a worker process that frees a thread of the caller's asks for one; the
+-- next worker to take it checks its own threads); a provider's or endpoint's slot
+-- goes to the waiting caller that holds the fewest of its slots, and among those to
+-- the one whose turn came longest ago (round robin), its oldest run first. Answers
+-- the runs handed back, with their caller's open runs (counted up to 101: enough for
+-- the message's priority) and what they run (their task's name).
 CREATE FUNCTION monid_wake(p_slot text, p_caller text, p_provider text, p_endpoint text,
                            p_limit integer, p_wanted integer)
 RETURNS TABLE (id text, caller text, open_runs integer, provider text,
@@ -220,13 +211,17 @@ DECLARE
     woken_provider text;
     woken_endpoint text;
 BEGIN
-    IF p_slot <> 'caller' THEN
-        PERFORM monid_lock_slot(p_slot);  -- as the claims of the slot do
+    -- Mostly nobody waits: then that is all there is to do.
+    IF NOT EXISTS (SELECT 1 FROM runs WHERE waiting_for = p_slot
+                   AND (p_slot <> 'caller' OR runs.caller = p_caller)) THEN
+        RETURN;
     END IF;
     room := p_wanted;
-    IF p_limit > 0 THEN
-        room := least(room, p_limit - monid_slot_busy(p_slot, p_caller, p_provider,
-                                                      p_endpoint, p_limit));
+    IF p_slot <> 'caller' THEN
+        PERFORM monid_lock_slot(p_slot);  -- as the claims of the slot do
+        IF p_limit > 0 THEN
+            room := least(room, p_limit - monid_slot_busy(p_provider, p_endpoint));
+        END IF;
     END IF;
     WHILE room > 0 LOOP
         IF p_slot = 'caller' THEN
@@ -284,18 +279,18 @@ END
 $$;
 
 -- After a run let go of its slots (it ended, waits to retry, or waits on its
--- provider's job): hand back one waiting run per slot it freed. A run freed the
--- caller's slot (p_caller_cap > 0: the caller has a limit) and, unless its
--- provider job goes on (p_provider_freed false), the provider's and endpoint's.
+-- provider's job): hand back one waiting run per slot it freed: its caller's
+-- (p_caller_freed: the worker process had no thread left for the caller until now)
+-- and, unless its provider job goes on (p_provider_freed false), its provider's and
+-- endpoint's where they have a limit.
 CREATE FUNCTION monid_wake_freed(p_caller text, p_provider text, p_endpoint text,
-                                 p_caller_cap integer, p_provider_limit integer,
+                                 p_caller_freed boolean, p_provider_limit integer,
                                  p_endpoint_limit integer, p_provider_freed boolean)
-RETURNS TABLE (id text, caller text, open_runs integer, provider text,
-               endpoint text)
+RETURNS TABLE (id text, caller text, open_runs integer, provider text, endpoint text)
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF p_caller_cap > 0 THEN
-        RETURN QUERY SELECT * FROM monid_wake('caller', p_caller, NULL, NULL, p_caller_cap, 1);
+    IF p_caller_freed THEN
+        RETURN QUERY SELECT * FROM monid_wake('caller', p_caller, NULL, NULL, 0, 1);
     END IF;
     IF p_provider_freed AND p_provider_limit > 0 THEN
         RETURN QUERY SELECT * FROM monid_wake('provider:' || p_provider, NULL, p_provider, NULL,
