@@ -1,17 +1,29 @@
-"""The Redis transport the queue uses: kombu's, made to survive the broker going away.
+"""The Redis transport the queue uses: kombu's, with two changes (Celery takes it by
+`broker_transport`, the supported way of choosing a transport class).
 
-When Redis closes the connection while a worker holds unacknowledged messages,
-Celery closes the channel, and kombu's channel then tries to hand those messages
-back through a new connection pool built from a connection that is already
-detached (`connection.client` is None): an AttributeError that Celery takes for
-an unrecoverable error, and the worker exits. Here that case is the connection
-error it really is, which Celery survives: it reconnects, and the messages are
-handed out again by Redis after the visibility timeout (PostgreSQL keeps the runs
-either way; the sweeper publishes any that are due).
+- **One redis-py client per channel.** kombu builds a new `redis.Redis` for every
+  command it sends outside the consumer's BRPOP (each ack, each unacked-message
+  record, each event published): the client's constructor fills a table of response
+  callbacks each time, a seventh of a busy worker's CPU. A client is only a
+  handle on the channel's connection pool, safe to share between threads, so the
+  channel keeps one and hands it out; it goes with the pool whenever kombu drops
+  the pool (after a fork, on close), and the next call builds another. (A change
+  worth offering to kombu itself: `Channel.conn_or_acquire`.)
+- **Surviving the broker going away.** When Redis closes the connection while a
+  worker holds unacknowledged messages, Celery closes the channel, and kombu's
+  channel then tries to hand those messages back through a new connection pool
+  built from a connection that is already detached (`connection.client` is None):
+  an AttributeError that Celery takes for an unrecoverable error, and the worker
+  exits. Here that case is the connection error it really is, which Celery
+  survives: it reconnects, and the messages are handed out again by Redis after
+  the visibility timeout (PostgreSQL keeps the runs either way; the sweeper
+  publishes any that are due).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -19,6 +31,22 @@ from kombu.transport import redis as kombu_redis
 
 
 class Channel(kombu_redis.Channel):
+    _shared_client: redis.Redis | None = None
+
+    @contextmanager
+    def conn_or_acquire(self, client: redis.Redis | None = None) -> Iterator[redis.Redis]:
+        if client:
+            yield client
+            return
+        shared = self._shared_client
+        if shared is None:
+            shared = self._shared_client = self._create_client()
+        yield shared
+
+    def _disconnect_pools(self) -> None:
+        self._shared_client = None  # it belongs to the pool that goes
+        super()._disconnect_pools()
+
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
         if self.connection.client is None:
             raise redis.ConnectionError("the broker connection is closed")
