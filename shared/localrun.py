@@ -197,7 +197,7 @@ def _run(lock: IO[str], state_dir: Path, workers: int, port: int,
         for n in range(1, workers + 1):
             commands[f"worker.{n}"] = [
                 sys.executable, "-m", "celery", "--app", "worker.main", "--quiet", "worker",
-                "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--task-events",
+                "--loglevel", "INFO", "--without-gossip", "--without-mingle",
                 "--hostname", f"worker{n}@%h"]
         flower_env, flower_password = flower_login()
         if flower_port is not None:

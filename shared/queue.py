@@ -108,9 +108,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
-        "worker_send_task_events": True,
-        # Workers send received/started/succeeded events for Flower; a "sent" event
-        # per publish would cost the web a second Redis write on every accepted run.
+        # Task events (received, started, succeeded...) cost a worker a sixth of its CPU
+        # and serve only whoever watches: Flower switches them on for the workers it
+        # watches (and a worker started with WORKER_TASK_EVENTS=true sends them from the
+        # start). A "sent" event per publish would cost the web a second Redis write on
+        # every accepted run.
+        "worker_send_task_events": settings.worker_task_events,
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
         "enable_utc": True,

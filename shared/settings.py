@@ -35,6 +35,11 @@ class Settings:
     web_concurrency: int
     web_threads: int
     worker_concurrency: int
+    # Worker processes the `worker` process of the Procfile runs, each with its
+    # WORKER_CONCURRENCY threads (one Python process keeps to one core).
+    worker_processes: int
+    # Whether workers send task events (Flower switches them on while it watches).
+    worker_task_events: bool
     db_pool_size: int
     max_body_bytes: int
     catalog_dir: Path
@@ -188,11 +193,20 @@ def _limits(env: Mapping[str, str], name: str) -> dict[str, int]:
     return limits
 
 
+def available_cores() -> int:
+    """The cores this process may run on (not the host's count, where it is limited)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity on this platform
+        return max(1, os.cpu_count() or 1)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     database_url = _url(env, "DATABASE_URL", ("postgresql", "postgres"))
     redis_url = _url(env, "REDIS_URL", ("redis", "rediss", "unix"))
     worker_concurrency = _int(env, "WORKER_CONCURRENCY", 200, 1, 10_000)
+    worker_processes = _int(env, "WORKER_PROCESSES", available_cores(), 1, 256)
     catalog_dir = load_catalog_dir(env)
     log_level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
     # prometheus_client reads this variable too: under this name or no other.
@@ -206,6 +220,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         web_concurrency=_int(env, "WEB_CONCURRENCY", 2, 1, 256),
         web_threads=_int(env, "WEB_THREADS", 64, 1, 1024),
         worker_concurrency=worker_concurrency,
+        worker_processes=worker_processes,
+        worker_task_events=_bool(env, "WORKER_TASK_EVENTS", False),
         db_pool_size=_int(env, "DB_POOL_SIZE", 10, 1, 1000),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),
         catalog_dir=catalog_dir,

@@ -94,7 +94,7 @@ def start_worker(env: Mapping[str, str], log_dir: Path, *, concurrency: int = 8,
     """A Celery worker as the Procfile starts one, for `app` (the monid worker unless
     said otherwise)."""
     argv = [sys.executable, "-m", "celery", "--app", app, "--quiet", "worker",
-            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--task-events",
+            "--loglevel", "INFO", "--without-gossip", "--without-mingle",
             "--hostname", f"{name}-{time.monotonic_ns()}@%h"]
     proc = Process(name, argv, {"WORKER_CONCURRENCY": str(concurrency), **env}, log_dir)
     if wait:

@@ -91,6 +91,8 @@ def watched(base_env: dict[str, str], pool: ConnectionPool,
         wait_http(f"{base}/healthcheck", flower)
         web, api = start_web(env, folder)
         worker = start_worker(env, folder)
+        # Workers send no task events until someone watches: Flower switches them on.
+        worker.wait_for_output("Events of group {task} enabled by remote", timeout=30)
         key = KeyMaker(pool)("user_flower")
         yield Watched(api=api, flower=base, key=key, redis=redis_lib.Redis.from_url(
             base_env["REDIS_URL"]))

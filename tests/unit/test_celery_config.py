@@ -28,7 +28,10 @@ def test_the_worker_is_configured_for_at_least_once_delivery() -> None:
     assert conf.task_reject_on_worker_lost is True
     assert conf.worker_prefetch_multiplier == 1
     assert conf.broker_connection_retry_on_startup is True
-    assert conf.worker_send_task_events is True  # Flower sees every task from the workers
+    # Task events only while someone watches: Flower switches them on.
+    assert conf.worker_send_task_events is False
+    watched = make_celery(load_settings({**ENV, "WORKER_TASK_EVENTS": "true"})).conf
+    assert watched.worker_send_task_events is True
     assert conf.task_send_sent_event is False  # not one more Redis write per accepted run
     assert conf.task_ignore_result is True and not conf.result_backend
     assert conf.task_serializer == "json" and conf.accept_content == ["json"]

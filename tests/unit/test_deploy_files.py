@@ -97,7 +97,8 @@ def test_the_procfile_has_the_release_phase_web_and_worker() -> None:
     processes = procfile()
     assert processes["release"] == "monidctl migrate"
     assert processes["web"].startswith("gunicorn --config api/gunicorn_conf.py")
-    assert processes["worker"].startswith("celery --app worker.main")
+    # Every core of the dyno: WORKER_PROCESSES Celery workers from one line.
+    assert processes["worker"] == "python -m worker.launch"
     # Only web gets HTTP on such platforms: Flower runs elsewhere (see the README).
     assert "flower" not in processes
 
@@ -125,10 +126,11 @@ def test_app_json_pools_fit_the_plan_it_asks_for() -> None:
     env = {name: int(spec["value"]) for name, spec in app["env"].items()
            if spec.get("value", "").isdigit()}
     web = app["formation"]["web"]["quantity"] * env["WEB_CONCURRENCY"]
-    workers = app["formation"]["worker"]["quantity"]
+    workers = app["formation"]["worker"]["quantity"] * env["WORKER_PROCESSES"]
     used = web * (env["DB_POOL_SIZE"] + 1) + workers * (env["WORKER_DB_POOL_SIZE"] + 1) + 2
     assert used <= 20
     assert "DB_POOL_SIZE + 1" in readme() and "WORKER_DB_POOL_SIZE + 1" in readme()
+    assert "WORKER_PROCESSES \u00d7 (WORKER_DB_POOL_SIZE + 1)" in readme()
 
 
 # --- the image and compose ---------------------------------------------------------------

@@ -382,3 +382,27 @@ def test_flower_refuses_to_start_open_or_misconfigured(values: dict[str, str], v
     with pytest.raises(SettingsError) as caught:
         load_flower_settings(values)
     assert caught.value.variable == variable and fragment in caught.value.problem
+
+
+def test_worker_processes_default_to_the_cores_this_process_may_use() -> None:
+    import os
+
+    assert load_settings(env()).worker_processes == len(os.sched_getaffinity(0))
+    assert load_settings(env(WORKER_PROCESSES="3")).worker_processes == 3
+    assert load_settings(env()).worker_task_events is False
+    assert load_settings(env(WORKER_TASK_EVENTS="true")).worker_task_events is True
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env(WORKER_PROCESSES="0"))
+    assert caught.value.variable == "WORKER_PROCESSES"
+
+
+def test_the_launcher_names_each_worker_process() -> None:
+    from worker.launch import worker_argv
+
+    settings = load_settings(env(WORKER_CONCURRENCY="50", LOG_LEVEL="warning"))
+    argv = worker_argv(settings, 1, ["--max-tasks-per-child", "100"])
+    assert argv[1:5] == ["-m", "celery", "--app", "worker.main"]
+    assert argv[argv.index("--concurrency") + 1] == "50"
+    assert argv[argv.index("--loglevel") + 1] == "WARNING"
+    assert argv[argv.index("--hostname") + 1].startswith("worker2@")
+    assert argv[-2:] == ["--max-tasks-per-child", "100"]
