@@ -7,7 +7,7 @@ import binascii
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -258,6 +258,7 @@ class Waiting:
 
     run_id: str
     slot: str  # "caller", "provider:<slug>" or "endpoint:<slug><path>"
+    caller: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -296,7 +297,7 @@ def claim_run(conn: Conn, run_id: str, *, worker: str, lease_seconds: int,
     if row is None:
         return None
     if row["waiting_for"] is not None:
-        return Waiting(row["id"], row["waiting_for"])
+        return Waiting(row["id"], row["waiting_for"], row["caller"])
     return Claim(
         run_id=row["id"], caller=row["caller"], status=row["status"], provider=row["provider"],
         endpoint=row["endpoint"], adapter=row["adapter"], input=row["input"],
@@ -487,6 +488,12 @@ class WaitingSlot:
 def find_waiting_slots(conn: Conn) -> list[WaitingSlot]:
     """The slots runs wait for, and how many wait for each."""
     return [WaitingSlot(**r) for r in conn.execute(query("find_waiting_slots"))]
+
+
+def wake_callers_run(conn: Conn, caller: str) -> tuple[Woken, ...]:
+    """Hand back the oldest run of `caller` waiting for a thread of its caller's."""
+    return wake_waiting_runs(conn, WaitingSlot("caller", caller, "", "", 1, 0.0),
+                             limit=0, wanted=1)
 
 
 def wake_waiting_runs(conn: Conn, slot: WaitingSlot, *, limit: int, wanted: int

@@ -87,6 +87,11 @@ class Runner:
         # New attempts this process works on now, by caller: a caller may have at most
         # `limits.caller` of them (its runs over that wait for a thread of theirs).
         self._threads_of: dict[str, int] = {}
+        # Runs this process parked for want of a thread of their caller's, counted: an
+        # end that saw none park before its statement, and sees one after, hands one
+        # back itself (the one parked meanwhile may have missed its statement).
+        self._parked = 0
+        self._parked_seen: dict[uuid.UUID, int] = {}
         self._held_lock = threading.Lock()
 
     def held_leases(self) -> list[uuid.UUID]:
@@ -120,6 +125,8 @@ class Runner:
             # Not an attempt: the run waits in PostgreSQL and is handed back to the
             # queue when the slot frees.
             log.info("waiting for a free slot", extra={"slot": claim.slot})
+            if claim.slot == "caller":
+                self._parked_for_caller(claim.caller)
             return "waiting"
         if claim is None:
             return self._not_claimed(run_id, state)
@@ -133,12 +140,34 @@ class Runner:
         finally:
             with self._held_lock:
                 self._held.pop(claim.lease_token, None)
+                seen = self._parked_seen.pop(claim.lease_token, self._parked)
+                missed = counted and self._parked != seen
                 if counted:
                     left = self._threads_of[claim.caller] - 1
                     if left:
                         self._threads_of[claim.caller] = left
                     else:
                         del self._threads_of[claim.caller]
+            if missed:
+                self._wake_callers_run(claim.caller)
+
+    def _parked_for_caller(self, caller: str) -> None:
+        """A run was parked for want of a thread of its caller's here. Should the
+        caller have one free by now (a run of its ended while this one was being
+        parked, its statement too early to find it), hand the caller's oldest waiting
+        run back at once."""
+        with self._held_lock:
+            self._parked += 1
+            free = self._threads_of.get(caller, 0) < self.limits.caller
+        if free:
+            self._wake_callers_run(caller)
+
+    def _wake_callers_run(self, caller: str) -> None:
+        try:
+            woken = self._write(lambda conn: store.wake_callers_run(conn, caller))
+        except DatabaseUnavailable:
+            return  # the sweeper hands it back
+        self._publish_woken(woken)
 
     def _full_callers(self) -> list[str]:
         """The callers this process has no thread left for."""
@@ -155,6 +184,7 @@ class Runner:
         cap = self.limits.caller
         with self._held_lock:
             full = bool(cap) and claim.new_attempt and self._threads_of.get(claim.caller, 0) >= cap
+            self._parked_seen[claim.lease_token] = self._parked
         return self.limits.freed(claim.provider, claim.endpoint, caller=full)
 
     def _attempt_logged(self, claim: store.Claim) -> str:

@@ -432,3 +432,28 @@ def test_a_delivered_result_hands_back_the_run_waiting_for_its_slot(
     assert parked == [store.Waiting(waiting, "caller")]
     assert [p[0] for p in published] == [waiting]
     assert isinstance(claim(db, waiting, limits), store.Claim)
+
+
+def test_a_run_parked_just_after_a_thread_freed_is_not_left_waiting(
+        db: ConnectionPool, settings: Settings) -> None:
+    """The end's statement looked for a waiting run before this one was parked, and
+    the worker still counted the ending run's thread when it parked it: the end sees
+    the park afterwards and hands the run back itself."""
+    limits = Limits(caller=1)
+    first, second = start(db, A), start(db, A)
+    published: list[str] = []
+    outcomes: list[str] = []
+
+    class Racing(Runner):
+        def _publish_woken(self, woken: tuple[store.Woken, ...]) -> None:
+            if not outcomes:  # the first run's end: its statement is done
+                outcomes.append(self.run(second))  # parked: the thread is not free yet
+            super()._publish_woken(woken)
+
+    runner = Racing(settings=settings, pool=db, catalog=CATALOG,
+                    adapters={"demo": DemoAdapter()}, limits=limits,
+                    publish=lambda run_id, *_: published.append(run_id))
+    assert runner.run(first) == "completed"
+    assert outcomes == ["waiting"]
+    assert published == [second]
+    assert row(db, second)["waiting_for"] is None
