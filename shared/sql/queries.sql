@@ -392,7 +392,8 @@ RETURNING r.id, r.caller, r.provider, r.endpoint;
 -- name: count_open_runs
 -- Each caller's runs not yet ended, counted up to 101 (enough for a priority).
 SELECT c.caller, (SELECT count(*) FROM (SELECT 1 FROM runs
-                                        WHERE caller = c.caller AND completed_at IS NULL
+                                        WHERE caller = c.caller
+                                          AND status IN ('RUNNING', 'STOPPING')
                                         LIMIT 101) open)::integer AS open_runs
 FROM unnest(%(callers)s::text[]) AS c(caller);
 

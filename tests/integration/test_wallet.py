@@ -341,3 +341,25 @@ def test_the_cost_of_a_run_equals_what_the_ledger_charged(money: Money, paid: Fl
     shown = paid.get(f"/v1/runs/{run_id}", headers=auth(key)).get_json()
     assert shown["cost"] == {"value": 0.15, "currency": "USD"}
     assert money.entries(run_id)["CHARGE"] == 150_000
+
+
+def test_a_free_run_moves_no_money_and_writes_no_ledger_rows(db: ConnectionPool) -> None:
+    """Nothing held, nothing charged: settling writes nothing, and the run still ends
+    once (its lease guards the end)."""
+    from tests.helpers import insert_demo_run
+
+    credit(db, 1_000_000, "USER#u")
+    before = wallet(db, "USER#u")
+    run_id = insert_demo_run(db, "/echo", {})
+    with transaction(db) as conn:
+        claimed = store.claim_run(conn, run_id, worker="w", lease_seconds=60)
+        assert isinstance(claimed, store.Claim)
+        assert store.end_run(conn, claimed, store.AttemptEnd("OK", 200), status="COMPLETED",
+                             output={}, result_count=1, cost_micros=0) is not None
+        assert store.end_run(conn, claimed, store.AttemptEnd("OK", 200), status="COMPLETED",
+                             output={}, result_count=1, cost_micros=0) is None
+        entries = conn.execute("SELECT count(*) AS n FROM ledger_entries WHERE run_id = %s",
+                               (run_id,)).fetchone()
+    assert entries == {"n": 0}
+    assert wallet(db, "USER#u") == before
+    ledger_balances(db, "USER#u")

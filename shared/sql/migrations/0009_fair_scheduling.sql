@@ -269,7 +269,7 @@ BEGIN
         RETURN QUERY SELECT run_id, chosen,
                             (SELECT count(*) FROM (SELECT 1 FROM runs o
                                                    WHERE o.caller = chosen
-                                                     AND o.completed_at IS NULL
+                                                     AND o.status IN ('RUNNING', 'STOPPING')
                                                    LIMIT 101) open)::integer,
                             woken_provider, woken_endpoint;
         run_id := NULL;
