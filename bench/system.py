@@ -30,7 +30,9 @@ from typing import Any, LiteralString, cast
 import psycopg
 
 from bench.common import (
+    ADMIN_URL,
     ECHO_BODY,
+    ROOT,
     CpuMeter,
     Report,
     _cpu_of,
@@ -46,6 +48,12 @@ from bench.common import (
     start_load_web,
 )
 from bench.load import LoadResult, run_load
+
+try:
+    from shared.settings import available_cores
+except ImportError:  # a tree from before the launcher, measured for comparison
+    def available_cores() -> int:
+        return os.cpu_count() or 1
 from tests.processes import Process, child_pids, free_port, start_worker, wait_http
 
 BENCH_REDIS_DB = 13
@@ -118,10 +126,19 @@ def _worker_cpu(workers: list[Process]) -> float:
     return sum(_cpu_of(pid) for pid in set(pids))
 
 
+def _wal_position() -> int:
+    """Where PostgreSQL's write-ahead log is, in bytes (the whole server's: what every
+    database writes counts)."""
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+    return int(row[0]) if row else 0
+
+
 def _push(args: argparse.Namespace, base: str, headers: dict[str, str],
           drain: Callable[[], dict[str, Any]], web: Process,
           workers: list[Process]) -> dict[str, Any]:
     worker_before = _worker_cpu(workers)
+    wal_before = _wal_position()
     with CpuMeter(web.pid) as cpu:
         started = time.time()
         load: LoadResult = run_load(
@@ -131,6 +148,7 @@ def _push(args: argparse.Namespace, base: str, headers: dict[str, str],
         pushed = time.time() - started
         found = drain()
         worker_used = _worker_cpu(workers) - worker_before
+    wal = _wal_position() - wal_before
     runs = found["runs"]
     ms = {name: 1000 * used / max(runs, 1) for name, used in cpu.used.items()}
     ms["worker"] = 1000 * worker_used / max(runs, 1)
@@ -139,8 +157,26 @@ def _push(args: argparse.Namespace, base: str, headers: dict[str, str],
         "accepted_per_s": runs / pushed,
         "completed_per_s": runs / (found["last_end"] - started),
         "runs": runs, "p50_ms": load.p50_ms, "p99_ms": load.p99_ms, "errors": load.errors,
-        "statuses": found["statuses"], "cpu_ms": ms,
+        "statuses": found["statuses"], "cpu_ms": ms, "wal_per_run": wal / max(runs, 1),
     }
+
+
+def start_procfile_worker(env: dict[str, str], log_dir: Path, concurrency: int,
+                          n: int) -> Process:
+    """A worker dyno as the Procfile starts it (`python -m worker.launch`: one Celery
+    worker per core); a tree without the launcher gets the one Celery worker it had."""
+    if not (ROOT / "worker" / "launch.py").exists():
+        return start_worker(env, log_dir, concurrency=concurrency, name=f"worker-{n}",
+                            ready_timeout=90)
+    processes = int(env.get("WORKER_PROCESSES") or available_cores())
+    proc = Process(f"worker-{n}", [sys.executable, "-m", "worker.launch"],
+                   {**env, "WORKER_CONCURRENCY": str(concurrency)}, log_dir)
+    deadline = time.monotonic() + 90
+    while proc.output().count(" ready.") < processes:
+        if time.monotonic() > deadline or not proc.alive():
+            raise SystemExit(f"the worker did not start:\n{proc.output()[-3000:]}")
+        time.sleep(0.2)
+    return proc
 
 
 def one_round(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
@@ -149,10 +185,9 @@ def one_round(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     with scratch_database() as url:
         key, _ = seed_key(url)
         web, base = start_load_web(url, broker, log_dir, **args.set)
-        workers: list[Process] = [
-            start_worker({"DATABASE_URL": url, "REDIS_URL": broker, **args.set}, log_dir,
-                         concurrency=args.concurrency, name=f"worker-{n}", ready_timeout=90)
-            for n in range(args.workers)]
+        env = {"DATABASE_URL": url, "REDIS_URL": broker, **args.set}
+        workers = [start_procfile_worker(env, log_dir, args.concurrency, n)
+                   for n in range(args.workers)]
         try:
             return _push(args, base, {"Authorization": f"Bearer {key}",
                                       "Content-Type": "application/json"},
@@ -168,7 +203,7 @@ def _line(who: str, result: dict[str, Any]) -> None:
     log(f"{who}: {result['runs']:.0f} runs, accepted {result['accepted_per_s']:.1f}/s, "
         f"completed {result['completed_per_s']:.1f}/s, accept p50 {result['p50_ms']:.1f} ms "
         f"p99 {result['p99_ms']:.1f} ms, errors {result['errors']}, {result['statuses']}; "
-        f"CPU ms/run: {cpu}")
+        f"CPU ms/run: {cpu}; WAL {result['wal_per_run'] / 1024:.1f} KiB/run")
 
 
 def main(argv: list[str] | None = None) -> Report:
@@ -217,11 +252,20 @@ def main(argv: list[str] | None = None) -> Report:
         else:
             report.add(label, spread(values(name)))
     report.add("accept p99 under the push (ms)", spread(values("p99_ms")))
+    for part in ("worker", "web", "postgres"):
+        ours = [float(r["cpu_ms"][part]) for r in rounds]
+        theirs = [float(r["cpu_ms"][part]) for r in naive]
+        report.add(f"CPU ms a run: {part}", spread(ours, ".2f"),
+                   baseline=f"naive {spread(theirs, '.2f')}" if naive else "")
+    report.add("WAL KiB a run", spread([float(r["wal_per_run"]) / 1024 for r in rounds]),
+               baseline=f"naive {spread([float(r['wal_per_run']) / 1024 for r in naive])}"
+               if naive else "")
     report.add("errors", f"{sum(values('errors')):.0f}")
     not_completed = sum(sum(n for s, n in r["statuses"].items() if s != "COMPLETED")
                         for r in rounds)
     report.add("runs not COMPLETED", str(not_completed), target="0", met=not_completed == 0)
-    report.notes.append(f"{args.workers} worker(s) x {args.concurrency} threads, "
+    report.notes.append(f"{args.workers} worker dyno(s) (python -m worker.launch) x "
+                        f"{args.concurrency} threads a process, "
                         f"{args.connections} connections for {args.duration:g} s, "
                         f"median runs {med(values('runs')):.0f}")
     report.print()

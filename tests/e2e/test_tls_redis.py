@@ -134,6 +134,8 @@ def test_runs_are_published_at_once_when_the_policy_allows_the_certificate(
         key = e2e_key(f"user_tls_{policy.split()[0]}")
         run_ids = [run["runId"] for run in runs_end_at_once(base, key)]
         flower, flower_base = start_flower(env, tmp_path)
+        # Workers send task events once Flower, over TLS too, switches them on.
+        worker.wait_for_output("Events of group {task} enabled by remote", timeout=30)
         # Flower reads the workers' events and the queue over the same TLS connection.
         deadline = time.monotonic() + 20
         workers: dict[str, object] = {}
