@@ -149,6 +149,35 @@ def test_a_run_with_no_thread_of_its_callers_waits_and_is_handed_back_when_one_f
     assert isinstance(claim(db, third, limits), store.Claim)
 
 
+def test_two_ends_at_once_hand_back_two_waiting_runs(db: ConnectionPool) -> None:
+    """Two runs of a caller ending together each hand back one of its waiting runs:
+    the second wake neither waits for the first nor hands back nothing."""
+    limits = Limits(caller=1)
+    running = [start(db, A) for _ in range(2)]
+    parked = [start(db, A) for _ in range(3)]
+    for run_id in running:
+        assert isinstance(claim(db, run_id, limits), store.Claim)
+    for run_id in parked:
+        assert claim(db, run_id, limits, full=(A,)) == store.Waiting(run_id, "caller")
+    with transaction(db) as first:
+        # The first wake holds the oldest waiting run and has not committed yet.
+        woken_first = store.wake_callers_run(first, A)
+        assert [w.run_id for w in woken_first] == [parked[0]]
+        second: list[tuple[store.Woken, ...]] = []
+        wake = threading.Thread(target=lambda: second.append(
+            _wake_in_own_transaction(db, A)))
+        wake.start()
+        wake.join(timeout=5)
+        assert not wake.is_alive(), "the second wake waited for the first"
+    assert [w.run_id for w in second[0]] == [parked[1]]
+    assert [row(db, run_id)["waiting_for"] for run_id in parked] == [None, None, "caller"]
+
+
+def _wake_in_own_transaction(db: ConnectionPool, caller: str) -> tuple[store.Woken, ...]:
+    with transaction(db) as conn:
+        return store.wake_callers_run(conn, caller)
+
+
 def test_a_stop_ends_a_waiting_run_at_once(db: ConnectionPool) -> None:
     limits = Limits(caller=1)
     held, waiting = start(db, A), start(db, A)
@@ -294,6 +323,45 @@ def test_a_worker_process_gives_a_caller_no_more_threads_than_its_limit(
     assert runner.run(second) == "completed"
 
 
+def test_every_thread_a_caller_frees_hands_back_one_of_its_waiting_runs(
+        db: ConnectionPool, settings: Settings) -> None:
+    """Both of a caller's threads free before the run the first handed back is taken:
+    the second hands back another, and so on until none waits: none is left parked
+    while the caller has threads free."""
+    limits = Limits(caller=2)
+    running = [start(db, A) for _ in range(2)]
+    parked = [start(db, A) for _ in range(3)]
+    published: list[str] = []
+    calling = {run_id: threading.Event() for run_id in running}
+    release = {run_id: threading.Event() for run_id in running}
+
+    class Blocks(DemoAdapter):
+        def call(self, request: Any) -> Any:
+            if request.run_id in release:
+                calling[request.run_id].set()
+                release[request.run_id].wait(10)
+            return super().call(request)
+
+    runner = Runner(settings=settings, pool=db, catalog=CATALOG, adapters={"demo": Blocks()},
+                    limits=limits, publish=lambda run_id, *_: published.append(run_id))
+    threads = [threading.Thread(target=runner.run, args=(run_id,)) for run_id in running]
+    for thread, run_id in zip(threads, running, strict=True):
+        thread.start()
+        assert calling[run_id].wait(10)
+    assert [runner.run(run_id) for run_id in parked] == ["waiting"] * 3
+    for thread, run_id in zip(threads, running, strict=True):
+        release[run_id].set()
+        thread.join(10)
+    # Each end handed one back, although the first one's was not taken yet.
+    assert published == parked[:2]
+    assert runner.run(parked[0]) == "completed"
+    assert published == parked
+    assert [runner.run(run_id) for run_id in parked[1:]] == ["completed"] * 2
+    assert all(row(db, run_id)["status"] == "COMPLETED" for run_id in running + parked)
+    # Nothing waits any more: the caller's ends stop asking.
+    assert A not in runner._waiting_callers
+
+
 # --- the exact cap on runs in flight ----------------------------------------------------------
 
 
@@ -421,7 +489,7 @@ def test_a_delivered_result_hands_back_the_run_waiting_for_its_slot(
     class ParksAnotherRunMeanwhile(DemoAdapter):
         def call(self, request: Any) -> Any:
             # The process's one thread for A is taken: A's other run waits.
-            parked.append(claim(db, waiting, limits, full=tuple(runner._full_callers())))
+            parked.append(runner.run(waiting))
             return super().call(request)
 
     runner = Runner(settings=settings, pool=db, catalog=CATALOG,
@@ -429,7 +497,7 @@ def test_a_delivered_result_hands_back_the_run_waiting_for_its_slot(
                     publish=lambda run_id, countdown, priority, _name: published.append(
                         (run_id, countdown, priority)))
     assert runner.run(first) == "completed"
-    assert parked == [store.Waiting(waiting, "caller")]
+    assert parked == ["waiting"]
     assert [p[0] for p in published] == [waiting]
     assert isinstance(claim(db, waiting, limits), store.Claim)
 
