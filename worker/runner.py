@@ -92,6 +92,14 @@ class Runner:
         # back itself (the one parked meanwhile may have missed its statement).
         self._parked = 0
         self._parked_seen: dict[uuid.UUID, int] = {}
+        # Callers of which this process parked runs that no end has yet found all handed
+        # back: each end of one of their runs here hands one back. Every thread freed
+        # hands a run back, not only a thread freed while the caller had none: a run
+        # handed back may be taken by a thread that has freed meanwhile, and the next
+        # end must hand back another.
+        self._waiting_callers: set[str] = set()
+        # Ends that asked for a waiting run of their caller's to be handed back.
+        self._asked: set[uuid.UUID] = set()
         self._held_lock = threading.Lock()
 
     def held_leases(self) -> list[uuid.UUID]:
@@ -140,6 +148,7 @@ class Runner:
         finally:
             with self._held_lock:
                 self._held.pop(claim.lease_token, None)
+                self._asked.discard(claim.lease_token)
                 seen = self._parked_seen.pop(claim.lease_token, self._parked)
                 missed = counted and self._parked != seen
                 if counted:
@@ -158,6 +167,7 @@ class Runner:
         run back at once."""
         with self._held_lock:
             self._parked += 1
+            self._waiting_callers.add(caller)
             free = self._threads_of.get(caller, 0) < self.limits.caller
         if free:
             self._wake_callers_run(caller)
@@ -179,13 +189,27 @@ class Runner:
 
     def _freed(self, claim: store.Claim) -> Freed:
         """What the run lets go of as it ends or hands itself back: a thread of its
-        caller's that others of its runs may be waiting for (when this process had none
-        left for the caller), and its provider's and endpoint's slots."""
+        caller's that others of its runs may be waiting for (when this process parked
+        some), and its provider's and endpoint's slots."""
         cap = self.limits.caller
         with self._held_lock:
-            full = bool(cap) and claim.new_attempt and self._threads_of.get(claim.caller, 0) >= cap
+            ask = bool(cap) and claim.new_attempt and claim.caller in self._waiting_callers
+            if ask:
+                self._asked.add(claim.lease_token)
             self._parked_seen[claim.lease_token] = self._parked
-        return self.limits.freed(claim.provider, claim.endpoint, caller=full)
+        return self.limits.freed(claim.provider, claim.endpoint, caller=ask)
+
+    def _handed_back(self, claim: store.Claim, woken: tuple[store.Woken, ...]) -> None:
+        """Publish the runs an end handed back. An end that asked for one of its
+        caller's and got none, with nothing parked here since it asked, shows that no
+        run of the caller waits: its ends stop asking."""
+        with self._held_lock:
+            if claim.lease_token in self._asked:
+                self._asked.discard(claim.lease_token)
+                none_left = not any(run.caller == claim.caller for run in woken)
+                if none_left and self._parked == self._parked_seen.get(claim.lease_token):
+                    self._waiting_callers.discard(claim.caller)
+        self._publish_woken(woken)
 
     def _attempt_logged(self, claim: store.Claim) -> str:
         log.info("attempt started" if claim.new_attempt else "checking the provider's job",
@@ -280,7 +304,7 @@ class Runner:
                                                            freed=self._freed(claim)))
         if handed is None:
             return "lost-lease"
-        self._publish_woken(handed.woken)
+        self._handed_back(claim, handed.woken)
         if handed.status == "STOPPING":  # a stop was asked meanwhile: carry it out now
             self._publish_quietly(claim.run_id, None)
         elif publish:
@@ -314,7 +338,7 @@ class Runner:
             log.warning("result discarded: this attempt no longer holds the run")
             return "lost-lease"
         log.info("run ended", extra={"status": ended.status, "attempt": claim.attempt})
-        self._publish_woken(ended.woken)
+        self._handed_back(claim, ended.woken)
         return ended.status.lower()
 
     def _too_large(self, claim: store.Claim, exc: ResultTooLarge) -> str:
@@ -371,7 +395,7 @@ class Runner:
                                                                freed=self._freed(claim)))
         if handed is None:
             return "lost-lease"
-        self._publish_woken(handed.woken)
+        self._handed_back(claim, handed.woken)
         log.info("retry scheduled", extra={"attempt": claim.attempt, "delaySeconds": delay})
         if handed.status == "STOPPING":  # a stop was asked meanwhile: carry it out now
             self._publish_quietly(claim.run_id, None)
@@ -393,7 +417,7 @@ class Runner:
             log.warning("result discarded: this attempt no longer holds the run")
             return "lost-lease"
         log.info("run ended", extra={"status": ended.status, "attempt": claim.attempt})
-        self._publish_woken(ended.woken)
+        self._handed_back(claim, ended.woken)
         return ended.status.lower()
 
     def _publish_woken(self, woken: tuple[store.Woken, ...]) -> None:
