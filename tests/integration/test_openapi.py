@@ -12,8 +12,14 @@ from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
 from api import openapi
-from api.catalog import DiscoverSchema, InspectSchema, ListEndpointsSchema
-from api.schemas import ListItemsSchema, ListRunsSchema, StartRunSchema
+from api.schemas import (
+    DiscoverSchema,
+    InspectSchema,
+    ListEndpointsSchema,
+    ListItemsSchema,
+    ListRunsSchema,
+    StartRunSchema,
+)
 
 AUTOMATIC_METHODS = {"HEAD", "OPTIONS"}  # Flask answers these on its own for every route
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
