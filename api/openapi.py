@@ -27,7 +27,7 @@ from flask import (
     Flask,
     Response,
     current_app,
-    render_template_string,
+    render_template,
     send_from_directory,
     url_for,
 )
@@ -58,7 +58,7 @@ ASSETS = {
 }
 ASSET_MAX_AGE_SECONDS = 24 * 3600
 
-blueprint = Blueprint("openapi", __name__)
+blueprint = Blueprint("openapi", __name__, template_folder="templates")
 View = TypeVar("View", bound=Callable[..., Any])
 
 
@@ -376,34 +376,6 @@ def build_document(app: Flask) -> dict[str, Any]:
 
 # --- serving it --------------------------------------------------------------------
 
-PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <title>monid run API</title>
-  <link rel="stylesheet" href="{{ css_url }}">
-  <link rel="icon" type="image/png" sizes="32x32" href="{{ icon32_url }}">
-  <link rel="icon" type="image/png" sizes="16x16" href="{{ icon16_url }}">
-</head>
-<body>
-  <div id="swagger-ui"></div>
-  <script src="{{ bundle_url }}"></script>
-  <script>
-    window.ui = SwaggerUIBundle({
-      url: {{ document_url|tojson }},
-      dom_id: "#swagger-ui",
-      presets: [SwaggerUIBundle.presets.apis],
-      layout: "BaseLayout",
-      deepLinking: true,
-      // No badge from the online validator: the page must work offline.
-      validatorUrl: null
-    });
-  </script>
-</body>
-</html>
-"""
-
 
 class ServedDocument:
     """One app's document, built on the first request that needs it (by then every
@@ -435,8 +407,8 @@ def document() -> Response:
             answer="An HTML page rendering this document (Swagger UI).",
             schema={"type": "string"}, media_type="text/html", public=True)
 def docs_page() -> str:
-    return render_template_string(
-        PAGE,
+    return render_template(
+        "docs.html",
         css_url=url_for("openapi.docs_asset", filename="swagger-ui.css"),
         icon32_url=url_for("openapi.docs_asset", filename="favicon-32x32.png"),
         icon16_url=url_for("openapi.docs_asset", filename="favicon-16x16.png"),
