@@ -51,7 +51,8 @@ INSUFFICIENT_FUNDS = ErrorAnswer(
     "the wallet cannot cover this run: it holds 0.003 USD until the run ends; add funds and "
     "try again", raised_by=(domain.InsufficientFunds,))
 NOT_FOUND = ErrorAnswer(
-    404, "NOT_FOUND", "Not found.", f"no run {RUN_ID_EXAMPLE!r}",
+    404, "NOT_FOUND", "No such run, or another caller's (`NOT_FOUND`).",
+    f"no run {RUN_ID_EXAMPLE!r}",
     raised_by=(domain.RunNotFound, http.NotFound))
 ENDPOINT_NOT_FOUND = ErrorAnswer(
     404, "ENDPOINT_NOT_FOUND", "No such provider or endpoint (`ENDPOINT_NOT_FOUND`).",

@@ -48,8 +48,7 @@ _page_schema = RunItemsPageSchema(exclude=("items",))
     errors=(errors.VALIDATION_FAILED, errors.NOT_FOUND),
     described={400: "`limit` out of 1-1000, an unknown `format`, malformed `fields`, a cursor "
                     "that is not one of this run's items, `limit` or `cursor` with a download, "
-                    "or an unknown parameter.",
-               404: "No such run, or another caller's (`NOT_FOUND`)."},
+                    "or an unknown parameter."},
     examples={400: "limit: Must be greater than or equal to 1 and less than or equal to 1000"})
 def list_items(run_id: str) -> Response:
     caller = authenticate()

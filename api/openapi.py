@@ -124,57 +124,36 @@ _RULE_PARAMETER = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
 
 # --- responses and headers ---------------------------------------------------------
 
+def _header(description: str, *, required: bool = False, **schema: Any) -> dict[str, Any]:
+    return {"description": description, **({"required": True} if required else {}),
+            "schema": schema}
+
+
 HEADERS: dict[str, dict[str, Any]] = {
-    "RequestId": {
-        "description": "The request's ID: the client's own `x-request-id` when it sent a sane "
-                       "one (1-128 of `A-Za-z0-9._:-`), else a new one. Quote it when "
-                       "reporting a problem.",
-        "required": True,
-        "schema": {"type": "string", "minLength": 1},
-    },
-    "Location": {
-        "description": "The run's URL: `/v1/runs/<runId>`.",
-        "required": True,
-        "schema": {"type": "string", "example": f"/v1/runs/{RUN_ID_EXAMPLE}"},
-    },
-    "IdempotentReplayed": {
-        "description": "`true` when this is the original answer to an earlier request with the "
-                       "same `Idempotency-Key`; no new run was started.",
-        "schema": {"type": "string", "enum": ["true"]},
-    },
-    "WwwAuthenticate": {
-        "description": "`Bearer`: send `Authorization: Bearer <api-key>`.",
-        "required": True,
-        "schema": {"type": "string", "example": "Bearer"},
-    },
-    "ContentDisposition": {
-        "description": "`attachment; filename=\"<runId>.<format>\"`, on a download.",
-        "schema": {"type": "string",
-                   "example": f'attachment; filename="{RUN_ID_EXAMPLE}.csv"'},
-    },
-    "Allow": {
-        "description": "The methods this path allows.",
-        "required": True,
-        "schema": {"type": "string", "example": "GET, HEAD, OPTIONS"},
-    },
-    "RetryAfter": {
-        "description": "Seconds to wait before trying again.",
-        "required": True,
-        "schema": {"type": "integer", "minimum": 0},
-    },
-    "RateLimitLimit": {
-        "description": "Requests the key may make in the current one-minute window; on every "
-                       "answer to a request with a valid key.",
-        "schema": {"type": "integer", "minimum": 0},
-    },
-    "RateLimitRemaining": {
-        "description": "Requests left in the current window.",
-        "schema": {"type": "integer", "minimum": 0},
-    },
-    "RateLimitReset": {
-        "description": "Seconds until the current window ends.",
-        "schema": {"type": "integer", "minimum": 0},
-    },
+    "RequestId": _header("The request's ID: the client's own `x-request-id` when it sent a "
+                         "sane one (1-128 of `A-Za-z0-9._:-`), else a new one. Quote it when "
+                         "reporting a problem.", required=True, type="string", minLength=1),
+    "Location": _header("The run's URL: `/v1/runs/<runId>`.", required=True, type="string",
+                        example=f"/v1/runs/{RUN_ID_EXAMPLE}"),
+    "IdempotentReplayed": _header("`true` when this is the original answer to an earlier "
+                                  "request with the same `Idempotency-Key`; no new run was "
+                                  "started.", type="string", enum=["true"]),
+    "WwwAuthenticate": _header("`Bearer`: send `Authorization: Bearer <api-key>`.",
+                               required=True, type="string", example="Bearer"),
+    "ContentDisposition": _header("`attachment; filename=\"<runId>.<format>\"`, on a download.",
+                                  type="string",
+                                  example=f'attachment; filename="{RUN_ID_EXAMPLE}.csv"'),
+    "Allow": _header("The methods this path allows.", required=True, type="string",
+                     example="GET, HEAD, OPTIONS"),
+    "RetryAfter": _header("Seconds to wait before trying again.", required=True,
+                          type="integer", minimum=0),
+    "RateLimitLimit": _header("Requests the key may make in the current one-minute window; on "
+                              "every answer to a request with a valid key.", type="integer",
+                              minimum=0),
+    "RateLimitRemaining": _header("Requests left in the current window.", type="integer",
+                                  minimum=0),
+    "RateLimitReset": _header("Seconds until the current window ends.", type="integer",
+                              minimum=0),
 }
 
 # On every answer of a /v1 route, when the request had a valid key.

@@ -44,7 +44,6 @@ IDEMPOTENCY_KEY_HEADER = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 255,
                "pattern": r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$"},
 }
-NO_RUN = "No such run, or another caller's (`NOT_FOUND`)."
 
 
 def _idempotency_key() -> str | None:
@@ -100,7 +99,7 @@ def start_run() -> ResponseReturnValue:
 @documented(
     operation_id="getRun", summary="Poll a run", tag="runs", query=GetRunSchema,
     answer="The run.", schema=RunSchema, errors=(errors.VALIDATION_FAILED, errors.NOT_FOUND),
-    described={400: "`wait` is not a number of seconds in range.", 404: NO_RUN},
+    described={400: "`wait` is not a number of seconds in range."},
     examples={400: f"wait: must be a number of seconds from 0 to {runs.MAX_WAIT_SECONDS}"})
 def get_run(run_id: str) -> Response:
     caller = authenticate()
@@ -115,7 +114,7 @@ def get_run(run_id: str) -> Response:
     description="The run becomes `STOPPED` (an in-flight provider run is aborted where the "
                 "provider allows it) and is not charged. The request has no body.",
     status=202, answer="The run is being stopped.", schema=StopAnswerSchema,
-    errors=(errors.NOT_FOUND, errors.RUN_NOT_STOPPABLE), described={404: NO_RUN})
+    errors=(errors.NOT_FOUND, errors.RUN_NOT_STOPPABLE))
 def stop_run(run_id: str) -> ResponseReturnValue:
     caller = authenticate()
     stopping = runs.stop_run(services(), caller.caller, run_id)
