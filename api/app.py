@@ -4,31 +4,23 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
 import time
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from api import errors, metrics, openapi
-from api.keycache import KeyCache
 from api.ratelimit import add_quota_headers
-from api.services import Services
-from api.waiting import RunWaiter
 from shared.catalog import Catalog, load_catalog
-from shared.db import make_pool
 from shared.ids import is_run_id, sane_request_id
 from shared.logs import request_id_var, run_id_var
-from shared.queue import RunPublisher, make_redis
 from shared.scheduling import concurrency_limits
+from shared.services import make_services
 from shared.settings import Settings
 
 log = logging.getLogger("monid.api")
 # Threads of a web process never taken by waiting requests.
 WAIT_RESERVE = 8
-# Downloads read with at most this share of the database pool at once (a half).
-DOWNLOAD_SHARE_OF_POOL = 2
-
 
 
 def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
@@ -39,22 +31,9 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
-    pool = make_pool(settings.database_url, min_size=1, max_size=settings.db_pool_size,
-                     name="monid-web", timeout=settings.db_pool_timeout_seconds)
-    pool.open(wait=False)
-    client = make_redis(settings, socket_connect_timeout=1, socket_timeout=1)
-    app.extensions["monid"] = Services(
-        settings=settings,
-        catalog=catalog,
-        pool=pool,
-        publisher=RunPublisher(client),
-        redis=client,
-        # Every thread but a few may wait for a run; those few serve the rest.
-        waiter=RunWaiter(settings.database_url, slots=settings.web_threads - WAIT_RESERVE),
-        keys=KeyCache(settings.api_key_cache_seconds),
-        download_batches=threading.BoundedSemaphore(
-            max(1, settings.db_pool_size // DOWNLOAD_SHARE_OF_POOL)),
-    )
+    # Every thread but a few may wait for a run; those few serve the rest.
+    app.extensions["monid"] = make_services(settings, catalog, name="monid-web",
+                                            wait_slots=settings.web_threads - WAIT_RESERVE)
 
     @app.before_request
     def _start() -> None:

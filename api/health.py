@@ -4,41 +4,62 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
+from api import errors
+from api.errors import error_response
+from api.openapi import documented
+from api.schemas import (
+    HealthSchema,
+    IndexSchema,
+    ReadinessChecksSchema,
+    ReadinessErrorSchema,
+    ReadinessSchema,
+)
 from api.services import services
-from shared.db import DatabaseUnavailable, reading
 
 blueprint = Blueprint("health", __name__)
+_index_schema = IndexSchema()
+_health_schema = HealthSchema()
+_ready_schema = ReadinessSchema()
+_checks_schema = ReadinessChecksSchema()
 
 
 @blueprint.get("/")
+@documented(operation_id="index", summary="Where to start: links to the documentation",
+            tag="operations", public=True, schema=IndexSchema,
+            answer="Links to `/docs` and `/openapi.json` (also in a `Link` header).")
 def index() -> tuple[Response, int, dict[str, str]]:
     """Where to start: the API's documentation and its description."""
-    return jsonify({"name": "monid-runs", "docs": "/docs", "openapi": "/openapi.json",
-                    "health": "/healthz", "readiness": "/readyz"}), 200, {
+    links = {"name": "monid-runs", "docs": "/docs", "openapi": "/openapi.json",
+             "health": "/healthz", "readiness": "/readyz"}
+    return jsonify(_index_schema.dump(links)), 200, {
         "Link": '</docs>; rel="service-doc", </openapi.json>; rel="service-desc"'}
 
 
 @blueprint.get("/healthz")
+@documented(operation_id="healthz", summary="The process is up", tag="operations",
+            public=True, answer="Up.", schema=HealthSchema)
 def healthz() -> Response:
-    return jsonify({"status": "ok"})
+    return jsonify(_health_schema.dump({"status": "ok"}))
 
 
 @blueprint.get("/readyz")
-def readyz() -> tuple[Response, int]:
-    checks = {"database": "ok", "broker": "ok"}
-    try:
-        with reading(services().pool) as conn:
-            conn.execute("SELECT 1")
-    except DatabaseUnavailable:
-        checks["database"] = "unavailable"
-    try:
-        services().redis.ping()
-    except Exception:  # any failure to answer means "not ready"
-        checks["broker"] = "unavailable"
-    ready = all(v == "ok" for v in checks.values())
-    if ready:
-        return jsonify({"status": "ready", "checks": checks}), 200
-    body = {"code": 503, "errorCode": "SERVICE_UNAVAILABLE",
-            "message": "not ready: " + ", ".join(k for k, v in checks.items() if v != "ok")
-            + " unavailable", "checks": checks}
-    return jsonify(body), 503
+@documented(
+    operation_id="readyz", summary="The database and the broker answer", tag="operations",
+    public=True, answer="Ready.", schema=ReadinessSchema,
+    responses={"503": {
+        "description": "Not ready: `checks` says which of the database and the broker did "
+                       "not answer (`SERVICE_UNAVAILABLE`).",
+        "headers": {"x-request-id": "RequestId"},
+        "content": {"application/json": {
+            "schema": ReadinessErrorSchema,
+            "example": {"code": 503, "message": "not ready: broker unavailable",
+                        "errorCode": errors.SERVICE_UNAVAILABLE.code}}}}})
+def readyz() -> Response | tuple[Response, int]:
+    ready = services().readiness()
+    checks = _checks_schema.dump({name: "ok" if up else "unavailable"
+                                  for name, up in ready.items()})
+    if all(ready.values()):
+        return jsonify(_ready_schema.dump({"status": "ready", "checks": checks})), 200
+    down = ", ".join(name for name, up in ready.items() if not up)
+    return error_response(503, errors.SERVICE_UNAVAILABLE.code,
+                          f"not ready: {down} unavailable", checks=checks)

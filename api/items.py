@@ -1,222 +1,65 @@
-"""A run's items: in JSON pages, or as a JSONL or CSV download, streamed.
-
-A run has items once it has ended COMPLETED (none before, none for a run that
-ended otherwise). Neither a page nor a download is ever built whole in memory:
-pages stop at PAGE_BYTES, and downloads are read from PostgreSQL a batch at a time
-(taking a database connection per batch only, so a slow reader holds none) and
-written out as they come. PostgreSQL puts each batch together, JSONL or CSV (taking
-the items' fields apart), as bytes that are passed on untouched: the web process
-does next to nothing per byte, and serving downloads leaves its other requests
-their share of it.
-"""
+"""A run's items: in JSON pages, or as a JSONL or CSV download, streamed
+(`shared.items` reads them)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
 
 from flask import Blueprint, Response, request
 
+from api import errors
 from api.auth import authenticate
-from api.errors import ApiError, validation_failed
-from api.schemas import DEFAULT_ITEMS_PAGE, ListItemsSchema, load
-from api.services import Services, services
-from shared import results
-from shared.db import DatabaseUnavailable, reading
-from shared.ids import is_run_id
-from shared.store import Conn
+from api.openapi import documented
+from api.schemas import ListItemsSchema, RunItemsPageSchema, load
+from api.services import services
+from shared import items
 
-log = logging.getLogger("monid.api")
 blueprint = Blueprint("items", __name__, url_prefix="/v1")
 
-JSONL_MEDIA_TYPE = "application/x-ndjson"
-CSV_MEDIA_TYPE = "text/csv"
-# A JSON page holds no more items once those before pass this size.
-PAGE_BYTES = 4 * 1024 * 1024
-# A download is read in batches of at most this many items, or about this size.
-BATCH_ITEMS = 2000
-BATCH_BYTES = 1024 * 1024
-MAX_FIELDS = 200
-MAX_FIELD_DEPTH = 20
-# A CSV without `fields` has a column for each field of its items, up to this many.
-MAX_CSV_COLUMNS = results.MAX_ITEM_FIELDS
+MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 
-_schema = ListItemsSchema()
-
-Path = tuple[str, ...]
-
-
-def parse_fields(raw: str | None) -> list[Path] | None:
-    """`a,b.c` as paths; ValueError saying what is wrong with it."""
-    if raw is None:
-        return None
-    paths: list[Path] = []
-    for name in raw.split(","):
-        parts = tuple(name.split("."))
-        if not name or "" in parts:
-            raise ValueError("must be field names separated by commas, nested ones by their "
-                             "dotted path (a,b.c), none of them empty")
-        if len(parts) > MAX_FIELD_DEPTH:
-            raise ValueError(f"a field is nested at most {MAX_FIELD_DEPTH} deep")
-        if parts not in paths:
-            paths.append(parts)
-    if len(paths) > MAX_FIELDS:
-        raise ValueError(f"at most {MAX_FIELDS} fields")
-    return paths
-
-
-def pick(item: Any, paths: Sequence[Path]) -> dict[str, Any]:
-    """The fields of `item` at `paths`, nested as they were; an item that is not an
-    object is its own `value`."""
-    if not isinstance(item, dict):
-        return {"value": item} if ("value",) in paths else {}
-    picked: dict[str, Any] = {}
-    for path in paths:
-        value: Any = item
-        for part in path:
-            if not isinstance(value, dict) or part not in value:
-                break
-            value = value[part]
-        else:
-            into = picked
-            for part in path[:-1]:
-                into = into.setdefault(part, {})
-                if not isinstance(into, dict):
-                    break
-            else:
-                into[path[-1]] = value
-    return picked
+_params_schema = ListItemsSchema()
+# The page but its items: those are written as they are stored, not parsed and dumped again.
+_page_schema = RunItemsPageSchema(exclude=("items",))
 
 
 @blueprint.get("/runs/<run_id>/items")
+@documented(
+    operation_id="listRunItems", summary="A run's items: pages, or a JSONL or CSV download",
+    tag="runs", query=ListItemsSchema,
+    description=(
+        "A run has items once it has ended `COMPLETED`: its whole result, never more than it "
+        "was charged for (`total` is its `resultCount`); before that, and for a run that "
+        "ended otherwise, none. `format=json` (the default) answers a page of `limit` items "
+        "(fewer once they pass 4 MiB) and the `cursor` of the next. `format=jsonl` and "
+        "`format=csv` stream a download of every item, as an attachment: one JSON item a "
+        "line, or a CSV (RFC 4180) whose header row names each field, nested ones by their "
+        "dotted path (`author.name`), arrays and objects chosen by `fields` written as JSON, "
+        "and an item that is not an object as `value`; without `fields`, every field in the "
+        f"order it first appears, up to {items.MAX_CSV_COLUMNS} columns. `fields` picks and "
+        "orders the fields of any format."),
+    answer="A page of items (`format=json`), or a download (`jsonl`, `csv`), streamed.",
+    content={"application/json": {"schema": RunItemsPageSchema},
+             MEDIA_TYPES["jsonl"]: {"schema": {"type": "string"},
+                                    "example": '{"id":"1","text":"..."}\n'},
+             MEDIA_TYPES["csv"]: {"schema": {"type": "string"},
+                                  "example": "id,author.name\r\n1,ada\r\n"}},
+    answer_headers={"Content-Disposition": "ContentDisposition"},
+    errors=(errors.VALIDATION_FAILED, errors.NOT_FOUND),
+    described={400: "`limit` out of 1-1000, an unknown `format`, malformed `fields`, a cursor "
+                    "that is not one of this run's items, `limit` or `cursor` with a download, "
+                    "or an unknown parameter."},
+    examples={400: "limit: Must be greater than or equal to 1 and less than or equal to 1000"})
 def list_items(run_id: str) -> Response:
     caller = authenticate()
-    params = load(_schema, request.args.to_dict())
-    try:
-        paths = parse_fields(params["field_paths"])
-    except ValueError as exc:
-        raise validation_failed({"fields": [str(exc)]}) from None
-    download = params["format"] != "json"
-    if download:
-        for name in ("limit", "cursor"):
-            if params[name] is not None:
-                raise validation_failed({name: ["only for JSON pages: a download has every "
-                                                "item"]})
-    start = 0
-    if params["cursor"] is not None:
-        try:
-            start = results.decode_items_cursor(params["cursor"], run_id)
-        except ValueError:
-            raise validation_failed({"cursor": ["is not a cursor of this run's items"]}) from None
-    not_found = ApiError(404, "NOT_FOUND", f"no run {run_id!r}")
-    if not is_run_id(run_id):
-        raise not_found
-    svc = services()
-    pool = svc.pool
-    with reading(pool) as conn:
-        state = results.get_run_items_state(conn, run_id, caller.caller)
-        if state is None:
-            raise not_found
-        total = state.item_count if state.status == "COMPLETED" else 0
-        if not download:
-            return _page(conn, run_id, total, start, params["limit"] or DEFAULT_ITEMS_PAGE,
-                         paths)
-        if params["format"] == "csv":
-            columns = paths or list(state.item_fields or ())
-            if paths is None and state.item_fields is None and total:
-                # A run that ended before its items' fields were noted.
-                columns = results.list_run_item_columns(conn, run_id, limit=MAX_CSV_COLUMNS)
-    headers = {"Content-Disposition": f'attachment; filename="{run_id}.{params["format"]}"',
+    params = load(_params_schema, request.args.to_dict())
+    found = items.read_items(services(), caller.caller, run_id, format=params["format"],
+                             limit=params["limit"], cursor=params["cursor"],
+                             fields=params["field_paths"])
+    if isinstance(found, items.ItemsPage):
+        rest = json.dumps(_page_schema.dump(found), separators=(",", ":"))
+        return Response(f'{{"items":[{",".join(found.texts)}],{rest[1:]}',
+                        mimetype="application/json")
+    headers = {"Content-Disposition": f'attachment; filename="{run_id}.{found.format}"',
                "Cache-Control": "no-store"}
-    if params["format"] == "jsonl":
-        return Response(_jsonl(_Reader(svc, run_id), total, paths),
-                        mimetype=JSONL_MEDIA_TYPE, headers=headers)
-    return Response(_csv(_Reader(svc, run_id), total, columns), mimetype=CSV_MEDIA_TYPE,
-                    headers=headers)
-
-
-def _page(conn: Conn, run_id: str, total: int, start: int, limit: int,
-          paths: list[Path] | None) -> Response:
-    rows = (results.list_run_items(conn, run_id, from_seq=start, limit=limit,
-                                   max_bytes=PAGE_BYTES) if start < total else [])
-    texts = [r.text for r in rows] if paths is None else [
-        _dumps(pick(json.loads(r.text), paths)) for r in rows]
-    after = rows[-1].seq + 1 if rows else total
-    cursor = results.encode_items_cursor(run_id, after) if after < total else None
-    # The items as they are stored (compact JSON), not parsed and written again.
-    body = (f'{{"items":[{",".join(texts)}],"cursor":{json.dumps(cursor)},'
-            f'"total":{total}}}')
-    return Response(body, mimetype="application/json")
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _jsonl(reader: _Reader, total: int, paths: list[Path] | None) -> Iterator[bytes]:
-    run_id = reader.run_id
-    at = 0
-    while at < total:
-        with reader.batch() as conn:
-            if paths is None:  # put together by PostgreSQL, passed on as it comes
-                chunk = results.read_run_items_jsonl(conn, run_id, from_seq=at,
-                                                     limit=BATCH_ITEMS, max_bytes=BATCH_BYTES)
-                if chunk is None:
-                    return
-                at = chunk.last_seq + 1
-                data = chunk.data
-            else:
-                rows = results.list_run_items(conn, run_id, from_seq=at, limit=BATCH_ITEMS,
-                                              max_bytes=BATCH_BYTES)
-                if not rows:
-                    return
-                at = rows[-1].seq + 1
-                data = "".join(_dumps(pick(json.loads(r.text), paths)) + "\n"
-                               for r in rows).encode()
-        yield data
-
-
-def _csv(reader: _Reader, total: int, columns: Sequence[Sequence[str]]) -> Iterator[bytes]:
-    run_id = reader.run_id
-    if not columns:
-        return
-    header = io.StringIO()
-    csv.writer(header, lineterminator="\r\n").writerow([".".join(p) for p in columns])
-    yield header.getvalue().encode()
-    at = 0
-    while at < total:
-        with reader.batch() as conn:
-            chunk = results.read_run_items_csv(conn, run_id, columns, from_seq=at,
-                                               limit=BATCH_ITEMS, max_bytes=BATCH_BYTES)
-        if chunk is None:
-            return
-        at = chunk.last_seq + 1
-        yield chunk.data
-
-
-class _Reader:
-    """Reads a download's batches: one at a time, each with a pooled connection taken for
-    it alone, and no more of them at once in this process than its services allow."""
-
-    def __init__(self, svc: Services, run_id: str) -> None:
-        self.pool = svc.pool
-        self.slots = svc.download_batches
-        self.run_id = run_id
-
-    @contextmanager
-    def batch(self) -> Iterator[Conn]:
-        """Should the database go away half way, it is said in the log and the error goes
-        on: the connection is then cut, and the client sees an incomplete answer, not a
-        short file."""
-        try:
-            with self.slots, reading(self.pool) as conn:
-                yield conn
-        except DatabaseUnavailable as exc:
-            log.warning("download cut off: the database is unavailable",
-                        extra={"runId": self.run_id, "error": str(exc)})
-            raise
+    return Response(found.chunks, mimetype=MEDIA_TYPES[found.format], headers=headers)

@@ -1,4 +1,9 @@
-"""Request schemas (marshmallow) and the JSON form of runs."""
+"""The contract's shapes: what the routes load requests with and dump answers with.
+
+The OpenAPI document (`api/openapi.py`) is made from these same schemas, so it says
+what the routes do. Answers are dumped from the service layer's objects (a run, a
+wallet, an endpoint's card...); each field says where its value comes from.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,64 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import (
+    EXCLUDE,
+    INCLUDE,
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_dump,
+    pre_dump,
+    validate,
+    validates,
+)
 
-from api.errors import ApiError, validation_failed
+from api.errors import UNSUPPORTED_MEDIA_TYPE, VALIDATION_FAILED, ApiError, ErrorSchema
+from shared.errors import InvalidRequest
+from shared.ids import ULID_PATTERN
+from shared.items import FORMATS, MAX_PAGE_ITEMS
 from shared.money import micros_to_dollars
-from shared.store import END_STATUSES, STATUSES, Run
+from shared.runs import MAX_WAIT_SECONDS, STATUSES
 from shared.timefmt import iso
+
+ISO_EXAMPLE = "2026-03-28T10:30:00.000Z"
+RUN_ID_EXAMPLE = "01JGXYZABCDEFGHJKMNPQRSTVW"
+ATTEMPT_OUTCOMES = ["OK", "TRANSIENT_ERROR", "PERMANENT_ERROR", "TIMEOUT", "LOST", "STOPPED"]
+MAX_QUERY_CHARS = 500
+
+
+# --- fields ---------------------------------------------------------------------------
+
+
+class Dollars(fields.Float):
+    """Integer micro-dollars, as the JSON number of dollars (a whole number stays an
+    integer)."""
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        return None if value is None else micros_to_dollars(value)
+
+
+class Timestamp(fields.DateTime):
+    """ISO 8601 UTC with milliseconds and a Z."""
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        return iso(value)
+
+
+def _usd() -> fields.Constant:
+    return fields.Constant("USD", required=True, validate=validate.OneOf(["USD"]),
+                           metadata={"type": "string"})
+
+
+def _without_nulls(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    for name in names:
+        if data.get(name, 0) is None:
+            del data[name]
+    return data
+
+
+# --- requests -------------------------------------------------------------------------
 
 
 def provider_field(*, example: str) -> fields.String:
@@ -29,6 +86,11 @@ def endpoint_field(*, example: str) -> fields.String:
                          metadata={"description": "The endpoint's path.", "example": example})
 
 
+def _cursor(max_length: int = 200) -> fields.String:
+    return fields.String(load_default=None, validate=validate.Length(min=1, max=max_length),
+                         metadata={"description": "The previous page's `cursor`."})
+
+
 class StartRunSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -42,6 +104,21 @@ class StartRunSchema(Schema):
                                   "example": {"searchTerms": ["AI"], "maxItems": 10}})
 
 
+_WAIT_RANGE = f"must be a number of seconds from 0 to {MAX_WAIT_SECONDS}"
+
+
+class GetRunSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # other parameters are let be
+
+    wait = fields.Float(
+        load_default=0, validate=validate.Range(min=0, max=MAX_WAIT_SECONDS, error=_WAIT_RANGE),
+        error_messages={"invalid": _WAIT_RANGE, "special": _WAIT_RANGE},
+        metadata={"description": f"Seconds (0 to {MAX_WAIT_SECONDS}) to wait for the run to "
+                                 "end: the answer comes as soon as it ends, or after `wait` "
+                                 "seconds with the run as it then is."})
+
+
 class ListRunsSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -49,31 +126,24 @@ class ListRunsSchema(Schema):
     limit = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100),
                            error_messages={"invalid": "must be an integer"},
                            metadata={"description": "Runs per page."})
-    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200),
-                           metadata={"description": "The previous page's `cursor`."})
+    cursor = _cursor()
     status = fields.String(load_default=None, validate=validate.OneOf(STATUSES),
                            metadata={"description": "Only runs in this status."})
-
-
-ITEM_FORMATS = ("json", "jsonl", "csv")
-MAX_ITEMS_PAGE = 1000
-DEFAULT_ITEMS_PAGE = 100
 
 
 class ListItemsSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    limit = fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_ITEMS_PAGE),
+    limit = fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_PAGE_ITEMS),
                            error_messages={"invalid": "must be an integer"},
-                           metadata={"description": f"Items per JSON page (default "
-                                                    f"{DEFAULT_ITEMS_PAGE}); a page holds "
-                                                    "fewer when its items pass 4 MiB. JSON "
-                                                    "pages only."})
+                           metadata={"description": "Items per JSON page (default 100); a "
+                                                    "page holds fewer when its items pass 4 "
+                                                    "MiB. JSON pages only."})
     cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200),
                            metadata={"description": "The previous page's `cursor`. JSON pages "
                                                     "only."})
-    format = fields.String(load_default="json", validate=validate.OneOf(ITEM_FORMATS),
+    format = fields.String(load_default="json", validate=validate.OneOf(FORMATS),
                            metadata={"description": "`json`: a page; `jsonl` or `csv`: a "
                                                     "download of every item, streamed."})
     field_paths = fields.String(
@@ -84,8 +154,44 @@ class ListItemsSchema(Schema):
                   "example": "id,author.name"})
 
 
-def items_url(run_id: str) -> str:
-    return f"/v1/runs/{run_id}/items"
+class DiscoverSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    # The length and "not blank" rules are checked below, with their own messages; the
+    # metadata tells the OpenAPI document about them.
+    query = fields.String(required=True, error_messages={"invalid": "must be a string"},
+                          metadata={"description": "What the endpoint should do, in words.",
+                                    "minLength": 1, "maxLength": MAX_QUERY_CHARS,
+                                    "pattern": r"\S", "example": "twitter posts"})
+    limit = fields.Integer(load_default=5, strict=True, validate=validate.Range(min=1, max=50),
+                           error_messages={"invalid": "must be an integer"},
+                           metadata={"description": "At most this many results."})
+
+    @validates("query")
+    def _query_has_text(self, value: str, **_: Any) -> None:
+        if not value.strip():
+            raise ValidationError("must not be empty")
+        if len(value) > MAX_QUERY_CHARS:
+            raise ValidationError(f"must be at most {MAX_QUERY_CHARS} characters long")
+
+
+class InspectSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    provider = provider_field(example="demo")
+    endpoint = endpoint_field(example="/echo")
+
+
+class ListEndpointsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100),
+                           error_messages={"invalid": "must be an integer"},
+                           metadata={"description": "Endpoints per page."})
+    cursor = _cursor(max_length=1000)
 
 
 def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
@@ -115,7 +221,7 @@ def load(schema: Schema, data: Any) -> dict[str, Any]:
     try:
         result: dict[str, Any] = schema.load(data)
     except ValidationError as exc:
-        raise validation_failed(_flatten(exc.messages)) from None
+        raise InvalidRequest(_flatten(exc.messages)) from None
     return result
 
 
@@ -145,73 +251,312 @@ def parse_json_object() -> dict[str, Any]:
     from flask import request
 
     if not request.is_json:
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
-                       "send the body as JSON with 'Content-Type: application/json'")
+        raise ApiError.of(UNSUPPORTED_MEDIA_TYPE,
+                          "send the body as JSON with 'Content-Type: application/json'")
     raw = request.get_data(cache=True)
     try:
         data = strict_json_loads(raw)
     except (ValueError, RecursionError):
         detail = "the body is empty" if not raw.strip() else "the body is not valid JSON"
-        raise ApiError(400, "VALIDATION_FAILED", f"malformed JSON: {detail}",
-                       {"body": [detail]}) from None
+        raise ApiError.of(VALIDATION_FAILED, f"malformed JSON: {detail}",
+                          {"body": [detail]}) from None
     if not isinstance(data, dict):
-        raise ApiError(400, "VALIDATION_FAILED", "the body must be a JSON object",
-                       {"body": ["must be a JSON object"]})
+        raise ApiError.of(VALIDATION_FAILED, "the body must be a JSON object",
+                          {"body": ["must be a JSON object"]})
     return data
 
 
-def price_json(price_type: str, amount_micros: int,
-               flat_fee_micros: int | None) -> dict[str, Any]:
-    price: dict[str, Any] = {"type": price_type, "amount": micros_to_dollars(amount_micros),
-                             "currency": "USD"}
-    if flat_fee_micros is not None:
-        price["flatFee"] = micros_to_dollars(flat_fee_micros)
-    return price
+# --- answers --------------------------------------------------------------------------
 
 
-def accepted_json(run_id: str, caller: str, provider: str, provider_name: str, endpoint: str,
-                  price: dict[str, Any], created_at: Any) -> dict[str, Any]:
-    return {
-        "runId": run_id,
-        "caller": caller,
-        "provider": provider,
-        "providerName": provider_name,
-        "endpoint": endpoint,
-        "status": "RUNNING",
-        "price": price,
-        "createdAt": iso(created_at),
-    }
+class MoneySchema(Schema):
+    """An amount of integer micro-dollars, in dollars."""
+
+    value = Dollars(required=True, metadata={"description": "US dollars.", "example": 0.003})
+    currency = _usd()
+
+    @pre_dump
+    def _from_micros(self, micros: int, **_: Any) -> dict[str, int]:
+        return {"value": micros}
 
 
-def run_json(run: Run, *, full: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "runId": run.id,
-        "caller": run.caller,
-        "provider": run.provider,
-        "providerName": run.provider_name,
-        "endpoint": run.endpoint,
-        "status": run.status,
-        "stoppable": run.status not in END_STATUSES,
-    }
-    if full:
-        body["input"] = run.input
-        body["output"] = run.output if run.ended else None
-        body["outputTruncated"] = run.output_truncated
-        body["itemsUrl"] = items_url(run.id)
-    body["resultCount"] = run.result_count
-    body["providerResponse"] = run.provider_response
-    body["error"] = run.error
-    body["price"] = price_json(run.price_type, run.price_micros, run.flat_fee_micros)
-    body["cost"] = ({"value": micros_to_dollars(run.cost_micros), "currency": "USD"}
-                    if run.cost_micros is not None and run.ended else None)
-    if full:
-        attempts = [dict(a) for a in run.attempts]
-        for attempt in attempts[:-1]:
-            attempt["nextAttemptAt"] = None
-        if attempts and run.ended:
-            attempts[-1]["nextAttemptAt"] = None
-        body["attempts"] = attempts
-    body["createdAt"] = iso(run.created_at)
-    body["startedAt"] = iso(run.started_at)
-    body["completedAt"] = iso(run.completed_at)
-    return body
+class PriceSchema(Schema):
+    type = fields.String(required=True, validate=validate.OneOf(["PER_CALL", "PER_RESULT"]),
+                         metadata={"description": "`PER_CALL`: `amount` per delivered run; "
+                                                  "`PER_RESULT`: `flatFee` + `amount` per result."})
+    amount = Dollars(required=True, attribute="amount_micros", validate=validate.Range(min=0),
+                     metadata={"description": "US dollars.", "example": 0.003})
+    currency = _usd()
+    flatFee = Dollars(attribute="flat_fee_micros", validate=validate.Range(min=0),
+                      metadata={"description": "US dollars per run; `PER_RESULT` only."})
+
+    @post_dump
+    def _no_flat_fee_without_one(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return _without_nulls(data, ("flatFee",))
+
+
+class AttemptSchema(Schema):
+    number = fields.Integer(required=True, validate=validate.Range(min=1))
+    startedAt = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    endedAt = fields.String(required=True, allow_none=True,
+                            metadata={"format": "date-time",
+                                      "description": "Null while the attempt is in flight."})
+    outcome = fields.String(required=True, allow_none=True,
+                            validate=validate.OneOf(ATTEMPT_OUTCOMES),
+                            metadata={"description": "Null while the attempt is in flight."})
+    httpStatus = fields.Integer(required=True, allow_none=True,
+                                metadata={"description": "The provider's HTTP status, where "
+                                                         "there was one."})
+    message = fields.String(required=True, allow_none=True,
+                            metadata={"description": "How the attempt ended, in words: the "
+                                                     "provider's status and message where it "
+                                                     "ran a job that failed."})
+    nextAttemptAt = fields.String(required=True, allow_none=True,
+                                  metadata={"format": "date-time",
+                                            "description": "When the next try is due, while "
+                                                           "one is scheduled."})
+
+
+class _OpenSchema(Schema):
+    """An object of the worker's making: the fields named here, and whatever else it has."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    @post_dump(pass_original=True)
+    def _and_the_rest(self, data: dict[str, Any], original: Any, **_: Any) -> dict[str, Any]:
+        return {**original, **data} if isinstance(original, Mapping) else data
+
+
+class ProviderResponseSchema(_OpenSchema):
+    httpStatus = fields.Integer(allow_none=True,
+                                metadata={"description": "The provider's final HTTP status."})
+    error = fields.Raw(metadata={"description": "The provider's error body, for a non-2xx "
+                                                "answer."})
+
+
+class RunErrorSchema(_OpenSchema):
+    source = fields.String(validate=validate.OneOf(["provider", "platform"]))
+    code = fields.String(metadata={
+        "example": "RESPONSE_TOO_LARGE",
+        "description": "`RETRIES_EXHAUSTED` (transient failures outlasted the attempts), "
+                       "`PROVIDER_RUN_FAILED` (the provider's job ended without success: "
+                       "an Apify actor run `FAILED`, `ABORTED` or `TIMED-OUT`), "
+                       "`RESPONSE_TOO_LARGE` (the result is over its bounds: "
+                       "`MAX_RESULT_BYTES`, `MAX_RESULT_ITEMS`, or the provider's answer over "
+                       "`PROVIDER_MAX_RESPONSE_BYTES`), `DEADLINE_EXCEEDED` (the endpoint's "
+                       "deadline, counted from the run's first start, passed), "
+                       "`QUEUE_TIMEOUT` (the run could not start within the queue limit), "
+                       "`WORKER_LOST`, `PROVIDER_NOT_CONFIGURED`, `ENDPOINT_UNAVAILABLE`, "
+                       "`INTERNAL`."})
+    message = fields.String()
+
+
+def _run_id(attribute: str) -> fields.String:
+    return fields.String(required=True, attribute=attribute,
+                         metadata={"pattern": ULID_PATTERN.pattern, "example": RUN_ID_EXAMPLE})
+
+
+class _RunIdentitySchema(Schema):
+    """The fields that name a run, first in every answer about one."""
+
+    runId = _run_id("id")
+    caller = fields.String(required=True, metadata={"example": "USER#user_abc123"})
+    provider = fields.String(required=True, metadata={"example": "apify"})
+    providerName = fields.String(required=True, attribute="provider_name",
+                                 metadata={"example": "Apify"})
+    endpoint = fields.String(required=True, metadata={"example": "/apidojo/tweet-scraper"})
+
+
+class AcceptedRunSchema(_RunIdentitySchema):
+    """A run just accepted (`shared.runs.AcceptedRun`)."""
+
+    runId = _run_id("run_id")
+    status = fields.String(required=True, validate=validate.OneOf(["RUNNING"]))
+    price = fields.Nested(PriceSchema, required=True)
+    createdAt = Timestamp(required=True, attribute="created_at",
+                          metadata={"example": ISO_EXAMPLE})
+
+
+class RunSummarySchema(_RunIdentitySchema):
+    """A run in a list (`shared.store.Run`), without its input, output and attempts."""
+
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    stoppable = fields.Boolean(required=True,
+                               metadata={"description": "True until the run has ended."})
+    resultCount = fields.Integer(required=True, allow_none=True, attribute="result_count")
+    providerResponse = fields.Nested(ProviderResponseSchema, required=True, allow_none=True,
+                                     attribute="provider_response",
+                                     metadata={"description": "What the provider said; null "
+                                                              "until it has answered."})
+    error = fields.Nested(RunErrorSchema, required=True, allow_none=True,
+                          metadata={"description": "Why a `FAILED` or `TIMED_OUT` run "
+                                                   "ended so."})
+    price = fields.Nested(PriceSchema, required=True)
+    cost = fields.Nested(MoneySchema, required=True, allow_none=True, attribute="charged_micros",
+                         metadata={"description": "What the run cost; null until it ends."})
+    createdAt = Timestamp(required=True, attribute="created_at",
+                          metadata={"example": ISO_EXAMPLE})
+    startedAt = Timestamp(required=True, allow_none=True, attribute="started_at",
+                          metadata={"description": "Null until a worker started it (a run "
+                                                   "waiting for its turn under a concurrency "
+                                                   "limit has not); the endpoint's deadline "
+                                                   "counts from here."})
+    completedAt = Timestamp(required=True, allow_none=True, attribute="completed_at")
+
+
+class RunSchema(RunSummarySchema):
+    """A run whole (`shared.store.Run`)."""
+
+    class Meta:
+        fields = ("runId", "caller", "provider", "providerName", "endpoint", "status",
+                  "stoppable", "input", "output", "outputTruncated", "itemsUrl", "resultCount",
+                  "providerResponse", "error", "price", "cost", "attempts", "createdAt",
+                  "startedAt", "completedAt")
+
+    input = fields.Dict(required=True, metadata={"description": "The input, in the form it "
+                                                                "was sent."})
+    output = fields.Raw(required=True, attribute="result", metadata={
+        "description": "The provider's data once the run has ended; null before. The whole "
+                       "result up to `MAX_INLINE_OUTPUT_BYTES` (256 KiB by default); past it, "
+                       "the first of its items that fit, in the answer's own shape, and "
+                       "`outputTruncated` is true: read them all at `itemsUrl`."})
+    outputTruncated = fields.Boolean(required=True, attribute="output_truncated", metadata={
+        "description": "True when `output` holds only the first of the run's items."})
+    itemsUrl = fields.Function(lambda run: f"/v1/runs/{run.id}/items", required=True, metadata={
+        "type": "string", "description": "Where the run's items are, in pages or as a download.",
+        "example": f"/v1/runs/{RUN_ID_EXAMPLE}/items"})
+    attempts = fields.List(fields.Nested(AttemptSchema), required=True, attribute="tries")
+
+
+def _next_cursor() -> fields.String:
+    return fields.String(required=True, allow_none=True,
+                         metadata={"description": "The next page's cursor; null on the last page."})
+
+
+class RunListSchema(Schema):
+    items = fields.List(fields.Nested(RunSummarySchema), required=True)
+    cursor = _next_cursor()
+
+
+class RunItemsPageSchema(Schema):
+    """A page of a run's items (`shared.items.ItemsPage`); the items themselves are
+    written as they are stored (see `api/items.py`)."""
+
+    items = fields.List(fields.Raw(), required=True,
+                        metadata={"description": "The run's items, in order."})
+    cursor = _next_cursor()
+    total = fields.Integer(required=True, validate=validate.Range(min=0),
+                           metadata={"description": "How many items the run has: its "
+                                                    "`resultCount` once it has ended "
+                                                    "`COMPLETED`, else 0."})
+
+
+class StopAnswerSchema(Schema):
+    runId = _run_id("run_id")
+    status = fields.String(required=True, validate=validate.OneOf(["STOPPING"]))
+    message = fields.String(required=True)
+
+
+class WalletBalanceSchema(Schema):
+    balance = fields.Nested(MoneySchema, required=True, attribute="balance_micros",
+                            metadata={"description": "Everything in the wallet."})
+    held = fields.Nested(MoneySchema, required=True, attribute="held_micros",
+                         metadata={"description": "Held for runs that have not ended."})
+    available = fields.Nested(MoneySchema, required=True, attribute="available_micros",
+                              metadata={"description": "`balance` less `held`: what new runs "
+                                                       "can use."})
+
+
+class DiscoverResultSchema(Schema):
+    """A match (`shared.catalog.sync.Match`): the endpoint, and how well it matches."""
+
+    provider = fields.String(required=True, attribute="entry.provider")
+    providerName = fields.String(required=True, attribute="entry.provider_name")
+    endpoint = fields.String(required=True, attribute="entry.path")
+    description = fields.String(required=True, attribute="entry.description")
+    price = fields.Nested(PriceSchema, required=True, attribute="entry.price")
+    score = fields.Float(required=True, validate=validate.Range(min=0, max=1),
+                         metadata={"description": "Relevance to the query, 0 to 1."})
+    tags = fields.List(fields.String(), required=True, attribute="entry.tags")
+
+
+class DiscoverResultsSchema(Schema):
+    results = fields.List(fields.Nested(DiscoverResultSchema), required=True,
+                          metadata={"description": "Best match first."})
+    query = fields.String(required=True)
+    count = fields.Integer(required=True, validate=validate.Range(min=0))
+
+
+class EndpointSummarySchema(Schema):
+    """An endpoint in a list (`shared.catalog.sync.CatalogEntry`): what it is and what it
+    costs, without its schemas."""
+
+    provider = fields.String(required=True, metadata={"example": "demo"})
+    providerName = fields.String(required=True, attribute="provider_name",
+                                 metadata={"example": "Demo"})
+    endpoint = fields.String(required=True, attribute="path", metadata={"example": "/echo"})
+    name = fields.String(required=True)
+    description = fields.String(required=True)
+    tags = fields.List(fields.String(), required=True)
+    price = fields.Nested(PriceSchema, required=True)
+
+
+class EndpointCardSchema(EndpointSummarySchema):
+    """An endpoint's whole card: everything a caller needs to run it."""
+
+    class Meta:
+        fields = ("provider", "providerName", "endpoint", "name", "description", "tags",
+                  "inputSchema", "queryParamsSchema", "pathParamsSchema", "price",
+                  "deadlineSeconds", "maxAttempts", "exampleInput")
+
+    inputSchema = fields.Dict(required=True, attribute="input_schema",
+                              metadata={"description": "JSON Schema of the input (its body)."})
+    queryParamsSchema = fields.Dict(attribute="query_params_schema",
+                                    metadata={"description": "JSON Schema of `queryParams`, "
+                                                             "for endpoints that take them."})
+    pathParamsSchema = fields.Dict(attribute="path_params_schema",
+                                   metadata={"description": "JSON Schema of `pathParams`, "
+                                                            "for endpoints that take them."})
+    deadlineSeconds = fields.Integer(required=True, attribute="deadline_seconds",
+                                     validate=validate.Range(min=1))
+    maxAttempts = fields.Integer(required=True, attribute="max_attempts",
+                                 validate=validate.Range(min=1))
+    exampleInput = fields.Dict(required=True, allow_none=True, attribute="example_input")
+
+    @post_dump
+    def _only_the_schemas_it_has(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return _without_nulls(data, ("queryParamsSchema", "pathParamsSchema"))
+
+
+class EndpointListSchema(Schema):
+    items = fields.List(fields.Nested(EndpointSummarySchema), required=True)
+    cursor = _next_cursor()
+
+
+class IndexSchema(Schema):
+    name = fields.String(required=True, metadata={"example": "monid-runs"})
+    docs = fields.String(required=True, metadata={"description": "This API's documentation.",
+                                                   "example": "/docs"})
+    openapi = fields.String(required=True, metadata={"description": "This document.",
+                                                      "example": "/openapi.json"})
+    health = fields.String(required=True, metadata={"example": "/healthz"})
+    readiness = fields.String(required=True, metadata={"example": "/readyz"})
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok"]))
+
+
+class ReadinessChecksSchema(Schema):
+    database = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+    broker = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+
+
+class ReadinessSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ready"]))
+    checks = fields.Nested(ReadinessChecksSchema, required=True)
+
+
+class ReadinessErrorSchema(ErrorSchema):
+    checks = fields.Nested(ReadinessChecksSchema, required=True)

@@ -5,22 +5,19 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from api.auth import authenticate
+from api.openapi import documented
+from api.schemas import WalletBalanceSchema
 from api.services import services
-from shared import store
-from shared.db import reading
-from shared.money import micros_to_dollars
+from shared import wallets
 
 blueprint = Blueprint("wallet", __name__, url_prefix="/v1/wallet")
-
-
-def _usd(micros: int) -> dict[str, object]:
-    return {"value": micros_to_dollars(micros), "currency": "USD"}
+_balance_schema = WalletBalanceSchema()
 
 
 @blueprint.get("/balance")
+@documented(operation_id="getWalletBalance", summary="The caller's wallet", tag="wallet",
+            answer="The wallet's balance, what is held for runs that have not ended, and what "
+                   "is available.", schema=WalletBalanceSchema)
 def balance() -> Response:
     caller = authenticate()
-    with reading(services().pool) as conn:
-        wallet = store.get_wallet(conn, caller.caller)
-    return jsonify({"balance": _usd(wallet.balance_micros), "held": _usd(wallet.held_micros),
-                    "available": _usd(wallet.available_micros)})
+    return jsonify(_balance_schema.dump(wallets.get_balance(services(), caller.caller)))

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Json
 
-from shared.catalog import Endpoint
+from shared.catalog import Endpoint, Price
 from shared.db import Row, query
 from shared.ids import is_run_id
 from shared.scheduling import Freed, Limits
@@ -120,6 +120,35 @@ class Run:
     @property
     def ended(self) -> bool:
         return self.status in END_STATUSES
+
+    @property
+    def stoppable(self) -> bool:
+        return not self.ended
+
+    @property
+    def price(self) -> Price:
+        return Price(self.price_type, self.price_micros, self.flat_fee_micros)
+
+    @property
+    def result(self) -> Any:
+        """The output, shown once the run has ended (None before)."""
+        return self.output if self.ended else None
+
+    @property
+    def charged_micros(self) -> int | None:
+        """The cost, known once the run has ended (None before)."""
+        return self.cost_micros if self.ended else None
+
+    @property
+    def tries(self) -> list[dict[str, Any]]:
+        """The attempts, each with when the next one is due: only the last one of a run
+        that has not ended can have one."""
+        tries = [dict(a) for a in self.attempts]
+        for attempt in tries[:-1]:
+            attempt["nextAttemptAt"] = None
+        if tries and self.ended:
+            tries[-1]["nextAttemptAt"] = None
+        return tries
 
 
 class InsufficientFunds(Exception):
@@ -589,27 +618,44 @@ class IdempotencyKeyTaken(Exception):
 
 
 @dataclass(frozen=True)
+class StartedRun:
+    """What a run was when it was accepted."""
+
+    id: str
+    caller: str
+    provider: str
+    provider_name: str
+    endpoint: str
+    price: Price
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class IdempotentAnswer:
     request_hash: bytes
-    run_id: str
-    response: Any
+    run: StartedRun  # the run the key started
 
 
 def claim_idempotency_key(conn: Conn, *, caller: str, key: str, request_hash: bytes,
-                          run_id: str, response: Any) -> None:
+                          run_id: str) -> None:
     """Record the key with the run it started; IdempotencyKeyTaken (roll back) when
     the caller used it in the last 24 hours."""
     row = conn.execute(query("claim_idempotency_key"), {
-        "caller": caller, "key": key, "request_hash": request_hash, "run_id": run_id,
-        "response": _json(response)}).fetchone()
+        "caller": caller, "key": key, "request_hash": request_hash,
+        "run_id": run_id}).fetchone()
     if row is None:
         raise IdempotencyKeyTaken(key)
 
 
 def find_idempotency_key(conn: Conn, caller: str, key: str) -> IdempotentAnswer | None:
+    """The key, if the caller used it in the last 24 hours, with the run it started."""
     row = conn.execute(query("find_idempotency_key"), {"caller": caller, "key": key}).fetchone()
-    return IdempotentAnswer(bytes(row["request_hash"]), row["run_id"], row["response"]) \
-        if row else None
+    if row is None:
+        return None
+    run = StartedRun(row["run_id"], row["caller"], row["provider"], row["provider_name"],
+                     row["endpoint"], Price(row["price_type"], row["price_micros"],
+                                            row["flat_fee_micros"]), row["created_at"])
+    return IdempotentAnswer(bytes(row["request_hash"]), run)
 
 
 def delete_expired_idempotency_keys(conn: Conn, limit: int = 1000) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from shared.catalog import Catalog, Endpoint
+from shared.catalog import Catalog, Endpoint, Price
 from shared.db import Row, query
 
 Conn = psycopg.Connection[Row]
@@ -76,6 +76,10 @@ class CatalogEntry:
     adapter: str
     example_input: dict[str, Any] | None
     synced_at: datetime
+
+    @property
+    def price(self) -> Price:
+        return Price(self.price_type, self.price_micros, self.flat_fee_micros)
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,14 @@ from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
 from api import openapi
-from api.catalog import DiscoverSchema, InspectSchema, ListEndpointsSchema
-from api.schemas import ListItemsSchema, ListRunsSchema, StartRunSchema
+from api.schemas import (
+    DiscoverSchema,
+    InspectSchema,
+    ListEndpointsSchema,
+    ListItemsSchema,
+    ListRunsSchema,
+    StartRunSchema,
+)
 
 AUTOMATIC_METHODS = {"HEAD", "OPTIONS"}  # Flask answers these on its own for every route
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -279,3 +285,16 @@ def test_other_files_are_not_served(docs_client: FlaskClient, path: str) -> None
     resp = docs_client.get(path)
     assert resp.status_code == 404
     assert resp.get_json()["errorCode"] == "NOT_FOUND"
+
+
+def test_an_undocumented_route_stops_the_document(app: Flask) -> None:
+    app.add_url_rule("/undocumented", "undocumented", lambda: "")
+    with pytest.raises(LookupError, match="/undocumented"):
+        openapi.build_document(app)
+
+
+def test_every_error_code_of_the_table_is_in_the_envelope(document: dict[str, Any]) -> None:
+    from api.errors import ERRORS
+
+    error_code = document["components"]["schemas"]["Error"]["properties"]["errorCode"]
+    assert error_code["enum"] == list(dict.fromkeys(e.code for e in ERRORS))

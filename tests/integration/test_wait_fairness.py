@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from api.waiting import RunWaiter
+from shared.waiting import RunWaiter
 
 NEVER_ENDS = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
 

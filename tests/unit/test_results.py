@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from api.items import parse_fields, pick
+from shared.items import parse_fields, pick
 from shared.results import MAX_ITEM_FIELDS, decode_items_cursor, encode_items_cursor
 from worker.providers.base import MalformedAnswer, ProviderResult
 from worker.results import FieldPaths, ResultWriter, _Shape, dumps_item

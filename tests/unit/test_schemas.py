@@ -1,4 +1,5 @@
-"""The JSON form of runs and prices, and marshmallow's messages as field errors."""
+"""The JSON form of runs and prices (the answer schemas), and marshmallow's messages as
+field errors."""
 
 from __future__ import annotations
 
@@ -9,18 +10,34 @@ from typing import Any
 
 import pytest
 
-from api.errors import ApiError
 from api.schemas import (
+    AcceptedRunSchema,
     ListRunsSchema,
+    PriceSchema,
+    RunSchema,
+    RunSummarySchema,
     StartRunSchema,
     _flatten,
     _tidy,
-    accepted_json,
     load,
-    price_json,
-    run_json,
 )
+from shared.catalog import Price
+from shared.errors import InvalidRequest
+from shared.runs import AcceptedRun
 from shared.store import END_STATUSES, Run
+
+
+def run_json(run: Run, *, full: bool) -> dict[str, Any]:
+    dumped: dict[str, Any] = (RunSchema() if full else RunSummarySchema()).dump(run)
+    return dumped
+
+
+def price_json(price_type: str, amount_micros: int,
+               flat_fee_micros: int | None) -> dict[str, Any]:
+    dumped: dict[str, Any] = PriceSchema().dump(Price(price_type, amount_micros,
+                                                      flat_fee_micros))
+    return dumped
+
 
 CREATED = datetime(2026, 3, 28, 10, 30, 0, tzinfo=UTC)
 STARTED = datetime(2026, 3, 28, 10, 30, 0, 20_000, tzinfo=UTC)
@@ -251,9 +268,9 @@ def test_price_json_leaves_out_a_missing_flat_fee() -> None:
 
 
 def test_accepted_json_as_in_the_contract() -> None:
-    assert accepted_json(RUN_ID, "USER#user_abc123", "apify", "Apify",
-                         "/apidojo/tweet-scraper", price_json("PER_CALL", 3000, None),
-                         CREATED) == {
+    accepted = AcceptedRun(RUN_ID, "USER#user_abc123", "apify", "Apify",
+                           "/apidojo/tweet-scraper", Price("PER_CALL", 3000), CREATED)
+    assert AcceptedRunSchema().dump(accepted) == {
         "runId": RUN_ID,
         "caller": "USER#user_abc123",
         "provider": "apify",
@@ -298,11 +315,9 @@ def test_flatten_top_level_messages_belong_to_the_body() -> None:
 
 
 def test_load_start_run_lists_every_failing_field() -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(InvalidRequest) as caught:
         load(StartRunSchema(), {"provider": 5, "input": [], "extra": 1})
     error = caught.value
-    assert error.status == 400
-    assert error.error_code == "VALIDATION_FAILED"
     assert error.errors == {
         "provider": ["must be a string"],
         "endpoint": ["is required"],
@@ -319,6 +334,6 @@ def test_load_start_run_accepts_a_valid_body() -> None:
 
 def test_load_list_runs_defaults_and_limits() -> None:
     assert load(ListRunsSchema(), {}) == {"limit": 10, "cursor": None, "status": None}
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(InvalidRequest) as caught:
         load(ListRunsSchema(), {"limit": "101", "status": "DONE"})
     assert set(caught.value.errors or {}) == {"limit", "status"}

@@ -1,4 +1,5 @@
-"""Waiting for runs to end, for `GET /v1/runs/:runId?wait=N`.
+"""Waiting for runs to end (`GET /v1/runs/:runId?wait=N`, and any other caller of
+the service layer that waits).
 
 One thread per web process LISTENs on PostgreSQL's `monid_run_ended`
 channel (a trigger notifies it when a run ends) and wakes the requests waiting

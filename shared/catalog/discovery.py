@@ -1,0 +1,67 @@
+"""The catalog for callers: discover endpoints by what they do, inspect one, list them.
+
+Every answer is read from the synced catalog table (`monidctl catalog sync`), so
+every process serves the same catalog.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared import errors
+from shared.catalog.sync import (
+    CatalogEntry,
+    Match,
+    NoSearchableWords,
+    decode_endpoint_cursor,
+    get_endpoint,
+    list_endpoints,
+    search_endpoints,
+)
+from shared.db import reading
+from shared.services import Page, Services
+
+
+@dataclass(frozen=True)
+class Discovery:
+    query: str
+    results: list[Match]  # best first
+
+    @property
+    def count(self) -> int:
+        return len(self.results)
+
+
+def discover(svc: Services, query: str, *, limit: int) -> Discovery:
+    """The endpoints that best match `query` (words), at most `limit`."""
+    try:
+        with reading(svc.pool) as conn:
+            matches = search_endpoints(conn, query, limit)
+    except NoSearchableWords:
+        raise errors.InvalidRequest({"query": ["has no words to search for"]}) from None
+    return Discovery(query, matches)
+
+
+def inspect(svc: Services, provider: str, endpoint: str) -> CatalogEntry:
+    """An endpoint's whole card; EndpointNotFound, naming the closest there is."""
+    entry = None
+    # No endpoint's name has a NUL in it, and PostgreSQL refuses one in a text parameter.
+    if "\x00" not in provider + endpoint:
+        with reading(svc.pool) as conn:
+            entry = get_endpoint(conn, provider, endpoint)
+    if entry is None:
+        raise errors.EndpointNotFound(svc.catalog.not_found_message(provider, endpoint))
+    return entry
+
+
+def list_all(svc: Services, *, limit: int, cursor: str | None = None) -> Page[CatalogEntry]:
+    """A page of every endpoint, in (provider, endpoint) order."""
+    after = None
+    if cursor:
+        try:
+            after = decode_endpoint_cursor(cursor)
+        except ValueError:
+            raise errors.InvalidRequest({"cursor": ["is not a cursor from this API"]}) from None
+    with reading(svc.pool) as conn:
+        entries, next_cursor = list_endpoints(conn, limit, after)
+    return Page(entries, next_cursor)

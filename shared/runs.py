@@ -1,0 +1,210 @@
+"""Runs: start one, read one (waiting for its end if asked), list them, stop one.
+
+Each operation takes the services first and the caller (`USER#<userId>`) second; a
+caller sees only its own runs, and another caller's run is not found, exactly as one
+that does not exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared import errors, store
+from shared.catalog import Price, hold_for, validate_input
+from shared.db import reading, transaction
+from shared.ids import is_run_id, new_run_id
+from shared.logs import run_id_var
+from shared.money import micros_to_dollars
+from shared.queue import PublishFailed, task_name
+from shared.scheduling import priority_for
+from shared.services import Page, Services
+from shared.store import END_STATUSES, STATUSES, Run
+
+__all__ = ["END_STATUSES", "STATUSES", "AcceptedRun", "Run", "Stopping", "get_run", "list_runs",
+           "start_run", "stop_run"]
+
+log = logging.getLogger("monid.runs")
+MAX_WAIT_SECONDS = 60
+STOP_MESSAGE = "the run is being stopped; it will end STOPPED and cost nothing"
+
+
+@dataclass(frozen=True)
+class AcceptedRun:
+    """A run just started (or, `replayed`, the one an Idempotency-Key started)."""
+
+    run_id: str
+    caller: str
+    provider: str
+    provider_name: str
+    endpoint: str
+    price: Price
+    created_at: datetime
+    replayed: bool = False
+    status: str = "RUNNING"
+
+
+@dataclass(frozen=True)
+class Stopping:
+    run_id: str
+    status: str = "STOPPING"
+    message: str = STOP_MESSAGE
+
+
+def request_hash(provider: str, endpoint: str, input: Any) -> bytes:
+    """What an Idempotency-Key is kept with: the request, whatever its keys' order."""
+    body = {"provider": provider, "endpoint": endpoint, "input": input}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+def _replay(svc: Services, caller: str, key: str, hashed: bytes) -> AcceptedRun | None:
+    """The run a key the caller used in the last 24 hours started."""
+    with reading(svc.pool) as conn:
+        found = store.find_idempotency_key(conn, caller, key)
+    if found is None:
+        return None
+    if found.request_hash != hashed:
+        raise errors.IdempotencyKeyReused(
+            "this Idempotency-Key was used with a different request body in the last 24 "
+            "hours; use a new key for a new request")
+    run = found.run
+    return AcceptedRun(run.id, run.caller, run.provider, run.provider_name, run.endpoint,
+                       run.price, run.created_at, replayed=True)
+
+
+def start_run(svc: Services, caller: str, *, provider: str, endpoint: str,
+              input: Mapping[str, Any], api_key_id: int | None = None,
+              idempotency_key: str | None = None) -> AcceptedRun:
+    """Validate the input, hold the run's price on the wallet, store the run, then
+    publish it: once this returns, the run reaches an end state whatever fails next.
+    With an `idempotency_key` the caller used in the last 24 hours, the run it
+    started (and nothing new); with another request, IdempotencyKeyReused."""
+    hashed = request_hash(provider, endpoint, input) if idempotency_key is not None else b""
+    if idempotency_key is not None:
+        replayed = _replay(svc, caller, idempotency_key, hashed)
+        if replayed is not None:
+            return replayed
+    found = svc.catalog.find(provider, endpoint)
+    if found is None:
+        raise errors.EndpointNotFound(svc.catalog.not_found_message(provider, endpoint))
+    problems = validate_input(found, input)
+    if problems:
+        raise errors.InvalidRequest(problems)
+
+    run_id = new_run_id()
+    run_id_var.set(run_id)
+    hold_micros, max_results = hold_for(found, input)
+    # Commit, then publish: once the row is committed the run cannot be lost. Without an
+    # Idempotency-Key the accept is one statement (atomic on its own, one round trip).
+    try:
+        with (reading if idempotency_key is None else transaction)(svc.pool) as conn:
+            created_at = store.insert_run(
+                conn, run_id=run_id, caller=caller, api_key_id=api_key_id, endpoint=found,
+                input=input, hold_micros=hold_micros, max_results=max_results,
+                in_flight_cap=svc.settings.max_runs_in_flight,
+                queue_timeout_seconds=svc.settings.queue_timeout_seconds)
+            if idempotency_key is not None:
+                store.claim_idempotency_key(conn, caller=caller, key=idempotency_key,
+                                            request_hash=hashed, run_id=run_id)
+    except store.TooManyRunsInFlight:
+        raise errors.TooManyRunsInFlight(
+            f"this caller already has {svc.settings.max_runs_in_flight} runs in flight, the "
+            "most it may have; wait for some to end") from None
+    except store.InsufficientFunds:
+        raise errors.InsufficientFunds(
+            f"the wallet cannot cover this run: it holds {micros_to_dollars(hold_micros)} USD "
+            "until the run ends; add funds and try again") from None
+    except store.IdempotencyKeyTaken:
+        # A concurrent request with the same key won: answer what it answered.
+        assert idempotency_key is not None
+        replayed = _replay(svc, caller, idempotency_key, hashed)
+        if replayed is None:
+            raise errors.IdempotencyKeyInProgress(
+                "a request with this Idempotency-Key is in progress") from None
+        return replayed
+    # The run is stored: it is published without holding up the answer, and should
+    # that fail, the sweeper publishes runs that no worker claimed. A caller with a
+    # backlog gets a lower priority: it does not hold up callers with a few runs.
+    svc.publisher.publish_soon(run_id, priority_for(svc.recent_starts.note(caller)),
+                               task_name(found.provider, found.path))
+    log.info("run accepted", extra={"provider": found.provider, "endpoint": found.path})
+    return AcceptedRun(run_id, caller, found.provider, found.provider_name, found.path,
+                       found.price, created_at)
+
+
+def _read(svc: Services, caller: str, run_id: str) -> Run:
+    with reading(svc.pool) as conn:
+        run = store.get_run(conn, run_id, caller)
+    if run is None:
+        raise errors.RunNotFound(run_id)
+    return run
+
+
+def get_run(svc: Services, caller: str, run_id: str, *, wait: float = 0.0) -> Run:
+    """The run; with `wait` (seconds, at most MAX_WAIT_SECONDS), as soon as it has
+    ended, or as it is once `wait` has passed. A wait holds no database connection;
+    when this process has no waiting slot free for the caller, the run as it is now."""
+    if not is_run_id(run_id):
+        raise errors.RunNotFound(run_id)
+    run = _read(svc, caller, run_id)
+    wait = min(max(wait, 0.0), MAX_WAIT_SECONDS)
+    if wait > 0 and not run.ended:
+
+        def ended() -> bool:
+            with reading(svc.pool) as conn:
+                return store.run_status(conn, run_id, caller) in END_STATUSES
+
+        svc.waiter.wait(run_id, wait, ended, caller)
+        run = _read(svc, caller, run_id)
+    return run
+
+
+def list_runs(svc: Services, caller: str, *, limit: int, cursor: str | None = None,
+              status: str | None = None) -> Page[Run]:
+    """A page of the caller's runs, newest first, without input, output and attempts."""
+    before = None
+    if cursor:
+        try:
+            before = store.decode_cursor(cursor)
+        except ValueError:
+            raise errors.InvalidRequest({"cursor": ["is not a cursor from this API"]}) from None
+    with reading(svc.pool) as conn:
+        runs, next_cursor = store.list_runs(conn, caller, limit=limit, before=before,
+                                            status=status)
+    return Page(runs, next_cursor)
+
+
+def stop_run(svc: Services, caller: str, run_id: str) -> Stopping:
+    """Ask the run to stop: a run nobody works on ends STOPPED here; one a worker holds
+    (or whose provider job is followed) is stopped by the worker this wakes.
+    RunNotStoppable for a run that has ended."""
+    if not is_run_id(run_id):
+        raise errors.RunNotFound(run_id)
+    with transaction(svc.pool) as conn:
+        stop = store.request_stop(conn, run_id, caller)
+        if stop is None:
+            status = store.run_status(conn, run_id, caller)
+            if status is None:
+                raise errors.RunNotFound(run_id)
+            raise errors.RunNotStoppable(
+                f"the run has already ended ({status}); only a run that has not ended can "
+                "be stopped")
+        if not stop.held and not stop.following:
+            # Nobody is working on it: it ends here, without ever calling the provider.
+            store.end_unheld_run(conn, run_id, status="STOPPED", error=None,
+                                 outcome="STOPPED", message="stopped on request")
+    if stop.held or stop.following:
+        # A worker carries the stop out: aborts the provider's job, or discards
+        # the answer of the call in flight.
+        try:
+            svc.publisher.publish(run_id)
+        except PublishFailed as exc:
+            log.warning("publish failed; the sweeper will stop the run",
+                        extra={"error": str(exc)})
+    return Stopping(run_id)
