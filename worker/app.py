@@ -32,7 +32,7 @@ from shared.settings import Settings, SettingsError
 from worker.providers import make_adapters
 from worker.retry import RetryPolicy
 from worker.runner import Runner
-from worker.sweeper import Background, Sweeper
+from worker.sweeper import Background, Sweeper, publish_with
 
 log = logging.getLogger("monid.worker")
 
@@ -140,8 +140,7 @@ class MonidCelery(Celery):
         runner = self.runner()
         return Sweeper(settings=self.monid_settings, pool=runner.pool, catalog=runner.catalog,
                        adapters=runner.adapters, limits=self.monid_limits,
-                       publish=lambda run_id, priority, shadow: enqueue_run(
-                           self, run_id, priority=priority, shadow=shadow))
+                       publish=publish_with(self))
 
     def start_background(self) -> None:
         runner = self.runner()
