@@ -1,39 +1,34 @@
 """Rate limits per API key, in Redis so that every web process shares them.
 
-A fixed window of one minute per key: one round trip per request, a script
-that counts the request and gives the window's first count its expiry. If
-Redis cannot be reached the request goes through: a broker outage must not
+A fixed window of one minute per key, aligned to the clock, counted by the
+`limits` library on the web's Redis: its Redis storage and its per-minute item,
+whose `incr` is one round trip (a script that counts the request and gives the
+window's first count its expiry) and answers the count, from which the headers
+are made. (`FixedWindowRateLimiter.hit` would answer only yes or no, and its
+`get_window_stats` costs two more round trips a request, for the same headers.)
+If Redis cannot be reached the request goes through: a broker outage must not
 take the API down with it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
 
 import redis
-from flask import Response, g
+from flask import Response, current_app, g
+from limits import RateLimitItemPerMinute
+from limits.storage import RedisStorage
 
 from api.errors import ApiError
 
 log = logging.getLogger("monid.api")
+EXTENSION = "monid_ratelimit"
+KEY_PREFIX = "monid:ratelimit"
 WINDOW_SECONDS = 60
-# INCR, and EXPIRE on the window's first request, atomically in one round trip.
-COUNT_SCRIPT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
-"""
-COUNT_SCRIPT_SHA = hashlib.sha1(COUNT_SCRIPT.encode()).hexdigest()
-
-
-def _count(client: redis.Redis, name: str) -> int:
-    try:
-        return int(client.evalsha(COUNT_SCRIPT_SHA, 1, name, WINDOW_SECONDS + 5))
-    except redis.exceptions.NoScriptError:  # a new or restarted Redis: EVAL caches it
-        return int(client.eval(COUNT_SCRIPT, 1, name, WINDOW_SECONDS + 5))
+# A window's count outlives the window a little: a late request still finds it.
+EXPIRY_SLACK_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -48,6 +43,15 @@ class Quota:
                 "RateLimit-Reset": str(self.reset_seconds)}
 
 
+def _storage(client: redis.Redis) -> RedisStorage:
+    """The app's rate-limit storage, on the connection pool of its Redis client."""
+    storage: RedisStorage | None = current_app.extensions.get(EXTENSION)
+    if storage is None:
+        storage = current_app.extensions.setdefault(EXTENSION, RedisStorage(
+            "redis://", connection_pool=client.connection_pool, key_prefix=KEY_PREFIX))
+    return storage
+
+
 def check_rate(client: redis.Redis, key_id: int, limit: int) -> None:
     """Count this request against the key's window; 429 RATE_LIMITED when over."""
     if limit <= 0:
@@ -55,15 +59,16 @@ def check_rate(client: redis.Redis, key_id: int, limit: int) -> None:
     now = time.time()
     window = int(now // WINDOW_SECONDS)
     reset = max(1, int((window + 1) * WINDOW_SECONDS - now))
-    name = f"monid:ratelimit:{key_id}:{window}"
+    item = RateLimitItemPerMinute(limit)
     try:
-        count = _count(client, name)
+        count = _storage(client).incr(item.key_for(str(key_id), str(window)),
+                                      item.get_expiry() + EXPIRY_SLACK_SECONDS)
     except redis.RedisError as exc:
         log.warning("rate limit not checked: Redis unavailable", extra={"error": str(exc)})
         return
     quota = Quota(limit=limit, remaining=limit - count, reset_seconds=reset)
     g.quota = quota
-    if count > limit:
+    if count > item.amount:
         raise ApiError(429, "RATE_LIMITED",
                        f"over this key's limit of {limit} requests a minute; try again in "
                        f"{reset} s", headers={"Retry-After": str(reset), **quota.headers()})

@@ -164,6 +164,10 @@ class RunPublisher:
     Celery's producer machinery, which cost the web a third of its CPU per
     accepted run. Delayed publishes (a countdown) go through Celery
     (`enqueue_run`). `tests/unit/test_queue.py` checks the two messages match.
+    kombu's own Producer, used directly without Celery, was measured against it
+    (`python -m bench.publish`, BENCHMARKS.md): 0.21 of this template's rate as the
+    publishing thread sends (many IDs a LPUSH), 0.80 even one message at a time,
+    with 6x the CPU a message: far outside the 5% it would need to replace it.
 
     `publish` sends one message and says whether Redis took it. `publish_soon`
     hands the ID to a background thread that sends whatever has gathered in one

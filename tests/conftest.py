@@ -7,6 +7,7 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -22,6 +23,20 @@ from tests.fakes.jsonapi import FakeJsonApi
 from tests.helpers import KeyMaker
 
 TEST_REDIS_DB = 14
+# Each folder's tier, as a marker: `pytest -m unit`, `-m "not e2e and not chaos"`...
+TIERS = {"unit": "unit", "fakes": "unit", "integration": "integration", "e2e": "e2e",
+         "chaos": "chaos"}
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0]
+        tier = TIERS.get(folder)
+        if tier is None:
+            raise pytest.UsageError(f"{item.nodeid}: a test outside the tiers' folders "
+                                    f"({', '.join(sorted(TIERS))})")
+        item.add_marker(tier)
 
 
 def _with_database(url: str, name: str) -> str:

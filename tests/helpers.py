@@ -17,6 +17,9 @@ from shared.ids import new_run_id
 from shared.settings import DEFAULT_CATALOG_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
+# Nothing listens on port 1: a connection there is refused at once.
+UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
+UNREACHABLE_DATABASE = "postgresql://postgres@127.0.0.1:1/postgres"
 CATALOG = load_catalog(DEFAULT_CATALOG_DIR)
 
 

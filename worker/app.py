@@ -30,8 +30,9 @@ from shared.queue import TASK_RUN, enqueue_run, worker_config
 from shared.scheduling import Limits, concurrency_limits
 from shared.settings import Settings, SettingsError
 from worker.providers import make_adapters
+from worker.retry import RetryPolicy
 from worker.runner import Runner
-from worker.sweeper import Background, Sweeper
+from worker.sweeper import Background, Sweeper, publish_with
 
 log = logging.getLogger("monid.worker")
 
@@ -70,6 +71,7 @@ class MonidCelery(Celery):
     monid_settings: Settings
     monid_catalog: Catalog
     monid_limits: Limits
+    monid_retry: RetryPolicy
     # Shared by this worker and its pool children: the prefix of their leases.
     monid_instance: str
     _runner: Runner | None = None
@@ -96,6 +98,7 @@ class MonidCelery(Celery):
                     adapters=make_adapters(settings, self.monid_catalog),
                     publish=self.publish_next, publish_retry=self.publish_retry,
                     name=f"{self.lease_prefix}{os.getpid()}", limits=self.monid_limits,
+                    policy=self.monid_retry,
                 )
             return self._runner
 
@@ -137,8 +140,7 @@ class MonidCelery(Celery):
         runner = self.runner()
         return Sweeper(settings=self.monid_settings, pool=runner.pool, catalog=runner.catalog,
                        adapters=runner.adapters, limits=self.monid_limits,
-                       publish=lambda run_id, priority, shadow: enqueue_run(
-                           self, run_id, priority=priority, shadow=shadow))
+                       publish=publish_with(self))
 
     def start_background(self) -> None:
         runner = self.runner()
@@ -198,6 +200,7 @@ def make_celery(settings: Settings, *, catalog: Catalog | None = None) -> MonidC
     app.monid_settings = settings
     app.monid_catalog = catalog
     app.monid_limits = limits
+    app.monid_retry = RetryPolicy.from_settings(settings)
     app.monid_instance = uuid.uuid4().hex[:12]
 
     # A run that ends FAILED or TIMED_OUT raises RunFailed: an expected error (`throws`:
@@ -212,7 +215,8 @@ def make_celery(settings: Settings, *, catalog: Catalog | None = None) -> MonidC
             # The run is safe in PostgreSQL; ask again once the database is back.
             log.warning("database unavailable; the task will be retried",
                         extra={"error": str(exc)})
-            raise self.retry(countdown=5, max_retries=None) from exc
+            raise self.retry(countdown=app.monid_retry.database_retry_seconds,
+                             max_retries=None) from exc
         finally:
             run_id_var.reset(token)
         if outcome in ("failed", "timed_out"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -39,6 +38,7 @@ from worker.providers.base import (
     TransientError,
 )
 from worker.results import ResultWriter, StopAsked
+from worker.retry import GiveUp, RetryPolicy
 
 log = logging.getLogger("monid.worker")
 T = TypeVar("T")
@@ -47,32 +47,20 @@ T = TypeVar("T")
 # None for the name of the task at hand).
 Publish = Callable[[str, float | None, int, str | None], None]
 
-# How long the runner keeps trying to write a result while PostgreSQL is away,
-# before leaving the run to the sweeper (the lease expires, the attempt is LOST).
-WRITE_PATIENCE_SECONDS = 30.0
-
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def backoff_seconds(attempt: int, *, base: float, cap: float, retry_after: float | None,
-                    rng: random.Random | None = None) -> float:
-    """Exponential backoff with full jitter, never earlier than the provider's
-    Retry-After (which the transport has already capped)."""
-    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
-    delay = (rng or random).uniform(0, ceiling)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
 
 
 class Runner:
     def __init__(self, *, settings: Settings, pool: ConnectionPool, catalog: Catalog,
                  adapters: Mapping[str, Adapter], publish: Publish,
                  name: str | None = None, limits: Limits | None = None,
-                 publish_retry: Publish | None = None) -> None:
+                 publish_retry: Publish | None = None,
+                 policy: RetryPolicy | None = None) -> None:
         self.settings = settings
+        # Whether, when and where a run waits to be tried again: asked, never second-guessed.
+        self.policy = policy or RetryPolicy.from_settings(settings)
         self.pool = pool
         self.catalog = catalog
         self.adapters = adapters
@@ -265,12 +253,9 @@ class Runner:
             return self._too_large(claim, exc)
         except ProviderJobFailed as exc:
             return self._job_failed(claim, exc)
-        except MalformedAnswer as exc:
-            if claim.malformed_answers >= 1:
-                return self._permanent(claim, exc)
-            return self._transient(claim, exc, adapter, request, malformed=True)
         except TransientError as exc:
-            return self._transient(claim, exc, adapter, request)
+            return self._transient(claim, exc, adapter, request,
+                                   malformed=isinstance(exc, MalformedAnswer))
         except PermanentError as exc:
             return self._permanent(claim, exc)
         except PlatformError as exc:
@@ -297,18 +282,19 @@ class Runner:
             return False
 
     def _follow(self, claim: store.Claim, pending: Pending) -> str:
-        delay = self._within_deadline(claim, pending.check_after)
-        publish = delay <= self.settings.long_wait_seconds
+        wait = self.policy.wait(pending.check_after, deadline_at=claim.deadline_at,
+                                now=datetime.now(UTC))
         handed = self._write(lambda conn: store.follow_run(conn, claim, dict(pending.state),
-                                                           delay, published=publish,
+                                                           wait.seconds,
+                                                           published=wait.on_broker,
                                                            freed=self._freed(claim)))
         if handed is None:
             return "lost-lease"
         self._handed_back(claim, handed.woken)
         if handed.status == "STOPPING":  # a stop was asked meanwhile: carry it out now
             self._publish_quietly(claim.run_id, None)
-        elif publish:
-            self._publish_quietly(claim.run_id, delay)
+        elif wait.on_broker:
+            self._publish_quietly(claim.run_id, wait.seconds)
         return "following"
 
     @staticmethod
@@ -371,43 +357,44 @@ class Runner:
 
     def _transient(self, claim: store.Claim, exc: TransientError, adapter: Adapter,
                    request: ProviderCall, *, malformed: bool = False) -> str:
+        decision = self.policy.after_failure(
+            attempt=claim.attempt, max_attempts=claim.max_attempts,
+            deadline_at=claim.deadline_at, now=datetime.now(UTC),
+            retry_after=exc.retry_after, malformed=malformed,
+            malformed_before=claim.malformed_answers)
+        if isinstance(decision, GiveUp):
+            if decision.reason == "final":
+                return self._permanent(claim, exc)
+            if decision.reason == "timed_out":
+                return self._timed_out(claim, adapter, request)
+            return self._retries_exhausted(claim, exc)
+        wait = decision.wait
         attempt = store.AttemptEnd("TRANSIENT_ERROR", exc.http_status, exc.message)
-        if datetime.now(UTC) >= claim.deadline_at:
-            return self._timed_out(claim, adapter, request)
-        if claim.attempt >= claim.max_attempts:
-            response = None
-            if exc.http_status is not None or exc.body is not None:
-                response = {"httpStatus": exc.http_status, "error": exc.body}
-            return self._end(
-                claim, attempt, status="FAILED", cost_micros=0, provider_response=response,
-                error={"source": "provider", "code": "RETRIES_EXHAUSTED",
-                       "message": f"{exc.message}; gave up after {claim.attempt} attempts"},
-            )
-        delay = self._within_deadline(claim, backoff_seconds(
-            claim.attempt, base=self.settings.retry_base_seconds,
-            cap=self.settings.retry_max_seconds, retry_after=exc.retry_after))
-        # Short waits ride on a broker countdown; long ones stay in PostgreSQL
-        # only, and the sweeper publishes the run when it is due.
-        publish = delay <= self.settings.long_wait_seconds
-        handed = self._write(lambda conn: store.schedule_retry(conn, claim, attempt, delay,
-                                                               published=publish,
+        handed = self._write(lambda conn: store.schedule_retry(conn, claim, attempt, wait.seconds,
+                                                               published=wait.on_broker,
                                                                malformed=malformed,
                                                                freed=self._freed(claim)))
         if handed is None:
             return "lost-lease"
         self._handed_back(claim, handed.woken)
-        log.info("retry scheduled", extra={"attempt": claim.attempt, "delaySeconds": delay})
+        log.info("retry scheduled", extra={"attempt": claim.attempt,
+                                           "delaySeconds": wait.seconds})
         if handed.status == "STOPPING":  # a stop was asked meanwhile: carry it out now
             self._publish_quietly(claim.run_id, None)
-        elif publish:
-            self._publish_quietly(claim.run_id, delay, publish=self.publish_retry)
+        elif wait.on_broker:
+            self._publish_quietly(claim.run_id, wait.seconds, publish=self.publish_retry)
         return "retry"
 
-    @staticmethod
-    def _within_deadline(claim: store.Claim, delay: float) -> float:
-        """Never wait past the deadline: the run is ended there instead."""
-        left = (claim.deadline_at - datetime.now(UTC)).total_seconds()
-        return max(0.0, min(delay, left + 0.05))
+    def _retries_exhausted(self, claim: store.Claim, exc: TransientError) -> str:
+        response = None
+        if exc.http_status is not None or exc.body is not None:
+            response = {"httpStatus": exc.http_status, "error": exc.body}
+        return self._end(
+            claim, store.AttemptEnd("TRANSIENT_ERROR", exc.http_status, exc.message),
+            status="FAILED", cost_micros=0, provider_response=response,
+            error={"source": "provider", "code": "RETRIES_EXHAUSTED",
+                   "message": f"{exc.message}; gave up after {claim.attempt} attempts"},
+        )
 
     def _end(self, claim: store.Claim, attempt: store.AttemptEnd, *, status: str,
              **fields: Any) -> str:
@@ -427,20 +414,22 @@ class Runner:
                                   shadow=task_name(run.provider, run.endpoint))
 
     def _write(self, write: Callable[[store.Conn], T]) -> T:
-        """Write a result, waiting out a short PostgreSQL outage. Every write given is one
-        statement (atomic on its own), so it runs without BEGIN and COMMIT."""
-        give_up = time.monotonic() + WRITE_PATIENCE_SECONDS
-        pause = 0.2
+        """Write a result, waiting out a short PostgreSQL outage as the policy says. Every
+        write given is one statement (atomic on its own), so it runs without BEGIN and
+        COMMIT."""
+        started = time.monotonic()
+        failures = 0
         while True:
             try:
                 with reading(self.pool) as conn:
                     return write(conn)
             except DatabaseUnavailable:
-                if time.monotonic() >= give_up:
+                failures += 1
+                pause = self.policy.write_pause(failures, time.monotonic() - started)
+                if pause is None:
                     raise
                 log.warning("database unavailable while writing a result; trying again")
                 time.sleep(pause)
-                pause = min(pause * 2, 3.0)
 
     def _publish_quietly(self, run_id: str, countdown: float | None, priority: int = 0, *,
                          shadow: str | None = None, publish: Publish | None = None) -> None:

@@ -22,19 +22,22 @@ deploy or to forget; `python -m worker.sweeper` runs it on its own.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from celery import Celery
 from psycopg_pool import ConnectionPool
 
 from shared import store
-from shared.catalog import Catalog, split_input
-from shared.db import DatabaseUnavailable, reading
-from shared.logs import run_id_var
-from shared.queue import task_name
-from shared.scheduling import Limits, priority_for
-from shared.settings import Settings
+from shared.catalog import Catalog, CatalogError, load_catalog, split_input
+from shared.db import DatabaseUnavailable, make_pool, reading
+from shared.logs import configure_logging, run_id_var
+from shared.queue import enqueue_run, make_publisher, task_name
+from shared.scheduling import Limits, concurrency_limits, priority_for
+from shared.settings import Settings, SettingsError, load_settings_or_exit
+from worker.providers import make_adapters
 from worker.providers.base import Adapter, ProviderCall
 
 log = logging.getLogger("monid.sweeper")
@@ -57,6 +60,17 @@ _END: dict[str, tuple[str, str, dict[str, str] | None]] = {
 }
 
 
+# Publish a run's ID with a priority and the name its task shows.
+SweepPublish = Callable[[str, int, str | None], None]
+
+
+def publish_with(app: Celery) -> SweepPublish:
+    """How a sweeper publishes through a Celery app: the run's ID, at once."""
+    def publish(run_id: str, priority: int, shadow: str | None) -> None:
+        enqueue_run(app, run_id, priority=priority, shadow=shadow)
+    return publish
+
+
 @dataclass
 class SweepReport:
     released: list[str] = field(default_factory=list)
@@ -68,14 +82,12 @@ class SweepReport:
 
 class Sweeper:
     def __init__(self, *, settings: Settings, pool: ConnectionPool, catalog: Catalog,
-                 adapters: Mapping[str, Adapter],
-                 publish: Callable[[str, int, str | None], None],
+                 adapters: Mapping[str, Adapter], publish: SweepPublish,
                  limits: Limits | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.catalog = catalog
         self.adapters = adapters
-        # Publish a run's ID with a priority and the name its task shows.
         self.publish = publish
         self.limits = limits or Limits()
 
@@ -215,15 +227,25 @@ class Background:
 
 
 def main() -> None:
-    """Run the sweeper alone, until interrupted."""
-    from shared.logs import configure_logging
-    from shared.settings import load_settings_or_exit
-    from worker.app import make_celery
-
+    """Run the sweeper alone, until interrupted: the pieces a worker would give it, made
+    here, without a worker."""
     settings = load_settings_or_exit()
     configure_logging(settings.log_level)
-    app = make_celery(settings)
-    sweeper = app.sweeper()
+    try:
+        catalog = load_catalog(settings.catalog_dir)
+        limits = concurrency_limits(settings, catalog)
+    except CatalogError as exc:
+        print(f"monid: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    except SettingsError as exc:
+        print(f"monid: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    pool = make_pool(settings.database_url, min_size=1, max_size=2, name="monid-sweeper",
+                     timeout=30)
+    pool.open(wait=False)
+    sweeper = Sweeper(settings=settings, pool=pool, catalog=catalog,
+                      adapters=make_adapters(settings, catalog), limits=limits,
+                      publish=publish_with(make_publisher(settings)))
     stopping = threading.Event()
     log.info("sweeper running", extra={"intervalSeconds": settings.sweep_interval_seconds})
     try:
@@ -234,6 +256,8 @@ def main() -> None:
                 log.warning("sweep failed", extra={"error": f"{type(exc).__name__}: {exc}"})
     except KeyboardInterrupt:
         pass
+    finally:
+        pool.close()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Each `*.json` file of the catalog folder declares one provider and its
 endpoints. Files are validated when loaded; any problem raises `CatalogError`
-with every problem listed, so a broken catalog stops start-up.
+with every problem listed, so a broken catalog stops start-up. An endpoint's
+`call` is checked against the description its adapter registers
+(`shared/catalog/adapters.py`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ from typing import Any
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, ValidationError
 
+from shared.catalog.adapters import AdapterKind, AdaptersMissing, adapter_kinds
 from shared.money import dollars_to_micros
 
-# How an adapter is named in the catalog; the worker maps each to its code.
-ADAPTERS = ("demo", "apify", "http")
 # What a path parameter may not be: it would leave a gap in the path, or name the
 # segment itself or its parent (HTTP clients resolve `.` and `..` away).
 BAD_PATH_PARAMS = frozenset({"", ".", ".."})
@@ -122,7 +123,8 @@ FILE_SCHEMA: dict[str, Any] = {
         "provider": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"},
         "name": {"type": "string", "minLength": 1},
         "description": {"type": "string"},
-        "adapter": {"enum": list(ADAPTERS)},
+        # One of the registered adapters' names (filled in by `_file_validator`).
+        "adapter": {"type": "string"},
         # Runs of this provider at once, across the fleet (e.g. an Apify account's
         # concurrent actor runs); the PROVIDER_CONCURRENCY setting overrides it.
         "maxConcurrent": {"type": "integer", "minimum": 1},
@@ -154,76 +156,30 @@ FILE_SCHEMA: dict[str, Any] = {
         },
     },
 }
-_FILE_VALIDATOR = Validator(FILE_SCHEMA)
-
-# What each adapter needs to know to call an endpoint: the endpoint's `call`.
-CALL_SCHEMAS: dict[str, dict[str, Any]] = {
-    "demo": {
-        "type": "object",
-        "required": ["action"],
-        "additionalProperties": False,
-        # "crash" kills the worker process: for crash tests, never in a public catalog.
-        "properties": {"action": {"enum": ["echo", "sleep", "fail", "crash"]}},
-    },
-    "apify": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "actorId": {"type": "string", "pattern": "^[A-Za-z0-9._-]+~[A-Za-z0-9._-]+$"},
-            "memoryMbytes": {"type": "integer", "minimum": 128},
-            "build": {"type": "string", "minLength": 1},
-            # How Apify charges for the actor (its pricing model): a pay-per-event
-            # actor is started with the run's hold as its maxTotalChargeUsd.
-            "pricingModel": {"enum": ["FREE", "FLAT_PRICE_PER_MONTH", "PRICE_PER_DATASET_ITEM",
-                                      "PAY_PER_EVENT"]},
-        },
-    },
-    "http": {
-        "type": "object",
-        "required": ["method", "baseUrl", "path"],
-        "additionalProperties": False,
-        "properties": {
-            "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
-            "baseUrl": {"type": "string", "pattern": "^https?://[^/]+$"},
-            "baseUrlEnv": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$"},
-            "path": {"type": "string", "pattern": "^/"},
-            "query": {"type": "object"},
-            "bodyAs": {"enum": ["json", "query"]},
-            "auth": {
-                "type": "object",
-                "required": ["secretEnv"],
-                "additionalProperties": False,
-                "properties": {
-                    "secretEnv": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$"},
-                    "header": {"type": "string", "minLength": 1},
-                    "prefix": {"type": "string"},
-                    "query": {"type": "string", "minLength": 1},
-                },
-                "oneOf": [{"required": ["header"]}, {"required": ["query"]}],
-            },
-            "timeoutSeconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
-            "resultsPath": {"type": "string"},
-            "idempotencyHeader": {"type": "string", "minLength": 1},
-        },
-    },
-}
-_CALL_VALIDATORS = {name: Validator(schema) for name, schema in CALL_SCHEMAS.items()}
-_TEMPLATE_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _call_problems(adapter: str, raw: Mapping[str, Any], where: str) -> list[str]:
+@lru_cache(maxsize=1)
+def _file_validator(adapters: tuple[str, ...]) -> Any:
+    schema = {**FILE_SCHEMA, "properties": {**FILE_SCHEMA["properties"],
+                                            "adapter": {"enum": list(adapters)}}}
+    return Validator(schema)
+
+
+@lru_cache(maxsize=16)
+def _call_validator(kind: AdapterKind) -> Any:
+    return Validator(kind.call_schema)
+
+
+def _call_problems(kind: AdapterKind, raw: Mapping[str, Any], where: str) -> list[str]:
     call = raw.get("call", {})
     problems = [
         f"{where}: call/{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}"
-        for e in _CALL_VALIDATORS[adapter].iter_errors(call)
+        for e in _call_validator(kind).iter_errors(call)
     ]
-    if adapter == "http" and not problems:
-        required = set((raw.get("pathParamsSchema") or {}).get("required", []))
-        for name in _TEMPLATE_PARAM.findall(call["path"]):
-            if name not in required:
-                problems.append(f"{where}: call/path uses {{{name}}}, which "
-                                "pathParamsSchema does not require")
+    if kind.check_call is not None and not problems:
+        problems += [f"{where}: {problem}" for problem in kind.check_call(call, raw)]
     return problems
+
 
 DEFAULT_DEADLINE_SECONDS = 900
 DEFAULT_MAX_ATTEMPTS = 5
@@ -335,7 +291,7 @@ def _price(raw: Mapping[str, Any], where: str, problems: list[str]) -> Price:
                  raw.get("maxResultsInput"))
 
 
-def _load_file(path: Path, problems: list[str],
+def _load_file(path: Path, problems: list[str], kinds: Mapping[str, AdapterKind],
                provider_limits: dict[str, int] | None = None) -> list[Endpoint]:
     try:
         data = json.loads(path.read_text(), parse_float=_float_keeping_text)
@@ -345,7 +301,8 @@ def _load_file(path: Path, problems: list[str],
     except json.JSONDecodeError as exc:
         problems.append(f"{path.name}: not valid JSON: {exc}")
         return []
-    errors = sorted(_FILE_VALIDATOR.iter_errors(data), key=lambda e: list(e.absolute_path))
+    errors = sorted(_file_validator(tuple(kinds)).iter_errors(data),
+                    key=lambda e: list(e.absolute_path))
     if errors:
         for error in errors:
             location = "/".join(str(p) for p in error.absolute_path) or "(top)"
@@ -361,7 +318,7 @@ def _load_file(path: Path, problems: list[str],
             if key in raw:
                 schemas[part] = raw[key]
         bad = [p for part, s in schemas.items() for p in _schema_problems(s, f"{where} {part}")]
-        bad += _call_problems(data["adapter"], raw, where)
+        bad += _call_problems(kinds[data["adapter"]], raw, where)
         problems.extend(bad)
         price = _price(raw["price"], where, problems)
         if bad:
@@ -397,6 +354,10 @@ def _load_file(path: Path, problems: list[str],
 def load_catalog(directory: Path) -> Catalog:
     """Load and validate every `*.json` file of `directory`."""
     problems: list[str] = []
+    try:
+        kinds = adapter_kinds()
+    except AdaptersMissing as exc:
+        raise CatalogError(str(exc)) from None
     files = sorted(directory.glob("*.json"))
     if not files:
         raise CatalogError(f"catalog {directory} has no *.json files")
@@ -404,7 +365,7 @@ def load_catalog(directory: Path) -> Catalog:
     provider_names: dict[str, str] = {}
     provider_limits: dict[str, int] = {}
     for path in files:
-        for endpoint in _load_file(path, problems, provider_limits):
+        for endpoint in _load_file(path, problems, kinds, provider_limits):
             key = (endpoint.provider, endpoint.path)
             if key in endpoints:
                 problems.append(f"{path.name}: endpoint {endpoint.provider} {endpoint.path} "

@@ -34,6 +34,21 @@ def stack(base_env: dict[str, str], pool: ConnectionPool,
     web.stop()
 
 
+@pytest.fixture(scope="module")
+def web_process_env(base_env: dict[str, str]) -> dict[str, str]:
+    """The environment of the module's `web` process; a module may override it."""
+    return base_env
+
+
+@pytest.fixture(scope="module")
+def web(web_process_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[tuple[Process, str]]:
+    """A web process of the module's own, and its base URL."""
+    proc, base_url = start_web(web_process_env, tmp_path_factory.mktemp("web"))
+    yield proc, base_url
+    proc.stop()
+
+
 @pytest.fixture
 def e2e_key(pool: ConnectionPool) -> KeyMaker:
     """Makes keys without wiping the database under the running processes."""

@@ -20,7 +20,7 @@ from shared.db import transaction
 from tests.e2e.test_end_to_end import poll_until_ended
 from tests.fakes.apify import FakeApify, SizedDataset
 from tests.helpers import KeyMaker
-from tests.processes import Process, start_web, start_worker
+from tests.processes import Process, start_worker
 
 TOKEN = "apify-e2e-token"
 
@@ -38,11 +38,8 @@ def env(base_env: dict[str, str], apify: FakeApify) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def web(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[tuple[Process, str]]:
-    proc, base_url = start_web(env, tmp_path_factory.mktemp("web"))
-    yield proc, base_url
-    proc.stop()
+def web_process_env(env: dict[str, str]) -> dict[str, str]:
+    return env
 
 
 def credit(pool: ConnectionPool, caller: str, micros: int) -> None:

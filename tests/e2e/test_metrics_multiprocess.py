@@ -21,8 +21,6 @@ from psycopg_pool import ConnectionPool
 from tests.helpers import KeyMaker
 from tests.processes import Process, child_pids, start_web
 
-pytestmark = pytest.mark.e2e
-
 RUNS = 40
 ECHO = {"provider": "demo", "endpoint": "/echo", "input": {"message": "count me"}}
 ACCEPTED = "monid_runs_accepted_total"

@@ -1,16 +1,26 @@
-"""A bad environment or catalog stops a process at start-up with one clear line."""
+"""A bad environment or catalog stops a process at start-up with one clear line; the
+sweeper runs on its own."""
 
 from __future__ import annotations
 
+import json
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from psycopg_pool import ConnectionPool
+from redis import Redis
 
+from shared.db import transaction
+from shared.queue import QUEUE
+from tests.helpers import insert_demo_run
 from tests.processes import Process, free_port, run_to_exit
 
 WEB = [sys.executable, "-m", "gunicorn", "--config", "api/gunicorn_conf.py", "api.wsgi:app"]
 WORKER = [sys.executable, "-m", "celery", "--app", "worker.main", "worker", "--pool", "solo"]
+SWEEPER = [sys.executable, "-m", "worker.sweeper"]
 
 
 def _env_without(base_env: dict[str, str], *names: str, **overrides: str) -> dict[str, str]:
@@ -47,7 +57,7 @@ def test_bad_settings_stop_the_process_with_one_line(
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("argv", [WEB, WORKER], ids=["web", "worker"])
+@pytest.mark.parametrize("argv", [WEB, WORKER, SWEEPER], ids=["web", "worker", "sweeper"])
 def test_a_broken_catalog_stops_the_process(argv: list[str], base_env: dict[str, str],
                                             tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text('{"provider": "x", "name": "X", "adapter": "nope"}')
@@ -72,3 +82,23 @@ def test_the_web_process_binds_the_port_it_is_given(base_env: dict[str, str],
             "status": "ok"}
     finally:
         web.stop()
+
+
+def test_the_sweeper_runs_alone_and_publishes_a_run_nobody_published(
+        base_env: dict[str, str], db: ConnectionPool, redis: Redis, tmp_path: Path) -> None:
+    run_id = insert_demo_run(db, "/echo", {})
+    with transaction(db) as conn:  # accepted a minute ago, its message never sent
+        conn.execute("UPDATE runs SET created_at = now() - interval '1 minute'"
+                     " WHERE id = %s", (run_id,))
+    sweeper = Process("sweeper", SWEEPER, {**base_env, "SWEEP_INTERVAL_SECONDS": "0.2"},
+                      tmp_path)
+    try:
+        sweeper.wait_for_output("sweeper running")
+        deadline = time.monotonic() + 30
+        while redis.llen(QUEUE) == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (message,) = redis.lrange(QUEUE, 0, -1)
+        assert json.loads(message)["headers"]["argsrepr"] == repr([run_id])
+    finally:
+        assert sweeper.stop(sig=signal.SIGINT) == 0
+    assert "Traceback" not in sweeper.output()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,18 +15,14 @@ from psycopg_pool import ConnectionPool
 from shared import store
 from shared.db import transaction
 from tests.helpers import KeyMaker
-from tests.processes import Process, start_web
+from tests.processes import Process
 
 PRICE = 3000  # the seed's endpoint: apify /apidojo/tweet-scraper, 0.003 USD per call
 
 
 @pytest.fixture(scope="module")
-def web(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[tuple[Process, str]]:
-    proc, base_url = start_web({**base_env, "WEB_CONCURRENCY": "2", "WEB_THREADS": "16"},
-                               tmp_path_factory.mktemp("web"))
-    yield proc, base_url
-    proc.stop()
+def web_process_env(base_env: dict[str, str]) -> dict[str, str]:
+    return {**base_env, "WEB_CONCURRENCY": "2", "WEB_THREADS": "16"}
 
 
 def test_200_concurrent_runs_against_a_wallet_for_50(web: tuple[Process, str],

@@ -24,12 +24,10 @@ from shared.ids import new_run_id
 from shared.queue import QUEUE, queue_key
 from shared.scheduling import Limits
 from shared.settings import Settings
-from tests.helpers import CATALOG, auth, insert_demo_run
+from tests.helpers import CATALOG, UNREACHABLE_DATABASE, UNREACHABLE_REDIS, auth, insert_demo_run
 from worker.providers.demo import DemoAdapter
 from worker.runner import Runner
 
-UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
-UNREACHABLE_DATABASE = "postgresql://postgres@127.0.0.1:1/postgres"
 ECHO = {"provider": "demo", "endpoint": "/echo", "input": {"message": "hi"}}
 
 Labels = dict[str, str]

@@ -16,6 +16,7 @@ from shared.settings import Settings
 from tests.helpers import CATALOG, insert_demo_run
 from worker.providers.base import Pending, ProviderCall, ProviderResult
 from worker.providers.demo import DemoAdapter
+from worker.retry import RetryPolicy
 from worker.runner import Runner
 
 
@@ -124,6 +125,28 @@ def test_a_transient_error_schedules_a_retry_then_succeeds(
     run = read_run(db, run_id)
     assert [a["outcome"] for a in run.attempts] == ["TRANSIENT_ERROR", "OK"]
     assert run.attempt_count == 2
+
+
+def test_the_runner_does_what_its_retry_policy_says(
+        settings: Settings, db: ConnectionPool, adapter: CountingAdapter,
+        published: list[tuple[str, float | None]]) -> None:
+    """A policy that keeps every wait in PostgreSQL: the retry is scheduled there and
+    nothing is published (the sweeper publishes it when due); with no backoff, it is
+    due at once."""
+    runner = Runner(settings=settings, pool=db, catalog=CATALOG, adapters={"demo": adapter},
+                    publish=lambda run_id, countdown, *_: published.append((run_id, countdown)),
+                    name="test-worker",
+                    policy=RetryPolicy(base_seconds=0.0, max_seconds=0.0,
+                                       long_wait_seconds=-1.0))
+    run_id = insert_demo_run(db, "/fail", {"status": 503, "times": 1})
+    assert runner.run(run_id) == "retry"
+    assert published == []
+    with transaction(db) as conn:
+        row = conn.execute("SELECT next_attempt_at <= now() AS due, last_published_at"
+                           " FROM runs WHERE id = %s", (run_id,)).fetchone()
+    assert row == {"due": True, "last_published_at": None}
+    assert runner.run(run_id) == "completed"
+    assert [a["outcome"] for a in read_run(db, run_id).attempts] == ["TRANSIENT_ERROR", "OK"]
 
 
 def _drain(runner: Runner, db: ConnectionPool, run_id: str) -> None:

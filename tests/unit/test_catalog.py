@@ -5,10 +5,11 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
+import shared.catalog
 from shared.catalog import (
     DEFAULT_DEADLINE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
@@ -21,6 +22,7 @@ from shared.catalog import (
     split_input,
     validate_input,
 )
+from shared.catalog.adapters import ENTRY_POINT_GROUP, adapter_kinds, kind_of
 from shared.settings import DEFAULT_CATALOG_DIR
 
 SEARCH_SCHEMA: dict[str, Any] = {
@@ -232,6 +234,43 @@ def test_unknown_adapter(tmp_path: Path) -> None:
     assert "acme.json" in message
     assert "adapter" in message
     assert "'ftp' is not one of" in message
+
+
+def test_the_adapters_are_those_the_package_registers() -> None:
+    from importlib.metadata import entry_points
+
+    registered = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    assert registered == {"demo": "worker.providers.demo:DemoAdapter",
+                          "apify": "worker.providers.apify:ApifyAdapter",
+                          "http": "worker.providers.http:HttpAdapter"}
+    assert set(adapter_kinds()) == set(registered)
+
+
+class FtpAdapter:
+    """A provider kind the catalog has never heard of: it brings its own call schema."""
+
+    CALL_SCHEMA: ClassVar[dict[str, Any]] = {
+        "type": "object", "required": ["host"], "additionalProperties": False,
+        "properties": {"host": {"type": "string"}}}
+
+    @staticmethod
+    def check_call(call: dict[str, Any], endpoint: dict[str, Any]) -> list[str]:
+        return [] if call["host"].endswith(".example") else ["call/host must be .example"]
+
+
+def test_a_new_adapter_is_checked_by_its_own_call_schema(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shared.catalog, "adapter_kinds",
+                        lambda: {**adapter_kinds(), "ftp": kind_of("ftp", FtpAdapter)})
+    catalog = load_one(tmp_path, provider_json(
+        endpoint_json(call={"host": "files.example"}), adapter="ftp"))
+    assert dict(catalog.all()[0].call) == {"host": "files.example"}
+    message = broken(tmp_path, provider_json(
+        endpoint_json(call={"host": "files.example", "port": 21}), adapter="ftp"))
+    assert "endpoints/0 (/search): call/(top): Additional properties are not allowed" in message
+    message = broken(tmp_path, provider_json(endpoint_json(call={"host": "x.org"}),
+                                             adapter="ftp"))
+    assert message.endswith("acme.json: endpoints/0 (/search): call/host must be .example")
 
 
 @pytest.mark.parametrize("schema_key", ["inputSchema", "queryParamsSchema", "pathParamsSchema"])

@@ -18,11 +18,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
 from shared.money import micros_to_dollars
+from shared.settings import Settings
 from worker.providers.base import (
     DeadlinePassed,
     MalformedAnswer,
@@ -55,6 +56,26 @@ def actor_id(endpoint: str, call: Mapping[str, Any]) -> str:
 
 
 class ApifyAdapter:
+    # An endpoint's `call` (registered as the `apify` adapter: pyproject.toml).
+    CALL_SCHEMA: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "actorId": {"type": "string", "pattern": "^[A-Za-z0-9._-]+~[A-Za-z0-9._-]+$"},
+            "memoryMbytes": {"type": "integer", "minimum": 128},
+            "build": {"type": "string", "minLength": 1},
+            # How Apify charges for the actor (its pricing model): a pay-per-event
+            # actor is started with the run's hold as its maxTotalChargeUsd.
+            "pricingModel": {"enum": ["FREE", "FLAT_PRICE_PER_MONTH", "PRICE_PER_DATASET_ITEM",
+                                      "PAY_PER_EVENT"]},
+        },
+    }
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: httpx.Client) -> ApifyAdapter:
+        return cls(client, base_url=settings.apify_api_base_url, token=settings.apify_token,
+                   max_bytes=settings.provider_max_response_bytes)
+
     def __init__(self, client: httpx.Client, *, base_url: str, token: str, max_bytes: int,
                  first_check: float = 2.0, max_check_gap: float = 30.0,
                  request_timeout: float = 30.0) -> None:

@@ -6,8 +6,11 @@ import os
 import signal
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
+import httpx
+
+from shared.settings import Settings
 from worker.providers.base import PermanentError, ProviderCall, ProviderResult, TransientError
 
 _TRANSIENT_STATUSES = {408, 429, 500, 502, 503, 504}
@@ -16,6 +19,19 @@ STOP_CHECK_SECONDS = 0.5
 
 
 class DemoAdapter:
+    # An endpoint's `call` (registered as the `demo` adapter: pyproject.toml).
+    CALL_SCHEMA: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "required": ["action"],
+        "additionalProperties": False,
+        # "crash" kills the worker process: for crash tests, never in a public catalog.
+        "properties": {"action": {"enum": ["echo", "sleep", "fail", "crash"]}},
+    }
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: httpx.Client) -> DemoAdapter:
+        return cls()
+
     def call(self, request: ProviderCall) -> ProviderResult:
         action = request.call.get("action")
         body = dict(request.body)

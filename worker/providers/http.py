@@ -16,12 +16,13 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 
 from shared.catalog import BAD_PATH_PARAMS
+from shared.settings import Settings
 from worker.providers.base import (
     PermanentError,
     PlatformError,
@@ -52,6 +53,49 @@ def _query_value(value: Any) -> Any:
 
 
 class HttpAdapter:
+    # An endpoint's `call` (registered as the `http` adapter: pyproject.toml).
+    CALL_SCHEMA: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "required": ["method", "baseUrl", "path"],
+        "additionalProperties": False,
+        "properties": {
+            "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
+            "baseUrl": {"type": "string", "pattern": "^https?://[^/]+$"},
+            "baseUrlEnv": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$"},
+            "path": {"type": "string", "pattern": "^/"},
+            "query": {"type": "object"},
+            "bodyAs": {"enum": ["json", "query"]},
+            "auth": {
+                "type": "object",
+                "required": ["secretEnv"],
+                "additionalProperties": False,
+                "properties": {
+                    "secretEnv": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$"},
+                    "header": {"type": "string", "minLength": 1},
+                    "prefix": {"type": "string"},
+                    "query": {"type": "string", "minLength": 1},
+                },
+                "oneOf": [{"required": ["header"]}, {"required": ["query"]}],
+            },
+            "timeoutSeconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+            "resultsPath": {"type": "string"},
+            "idempotencyHeader": {"type": "string", "minLength": 1},
+        },
+    }
+
+    @staticmethod
+    def check_call(call: Mapping[str, Any], endpoint: Mapping[str, Any]) -> list[str]:
+        """Every `{name}` of the path template must be a path parameter the endpoint
+        requires: a run without it could not be sent."""
+        required = set((endpoint.get("pathParamsSchema") or {}).get("required", []))
+        return [f"call/path uses {{{name}}}, which pathParamsSchema does not require"
+                for name in _PARAM.findall(call["path"]) if name not in required]
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: httpx.Client) -> HttpAdapter:
+        return cls(client, env=settings.provider_env,
+                   max_bytes=settings.provider_max_response_bytes)
+
     def __init__(self, client: httpx.Client, *, env: Mapping[str, str], max_bytes: int) -> None:
         self.client = client
         self.env = env

@@ -1,0 +1,28 @@
+"""Apps whose database or broker cannot be reached, for the tests of what then."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from psycopg_pool import ConnectionPool
+
+from api.app import create_app
+from shared.settings import Settings
+from tests.helpers import UNREACHABLE_DATABASE, UNREACHABLE_REDIS
+
+
+@pytest.fixture
+def app_without_database(settings: Settings, db: ConnectionPool) -> Iterator[Flask]:
+    app = create_app(dataclasses.replace(settings, database_url=UNREACHABLE_DATABASE))
+    yield app
+    app.extensions["monid"].pool.close()
+
+
+@pytest.fixture
+def app_without_broker(settings: Settings, db: ConnectionPool) -> Iterator[Flask]:
+    app = create_app(dataclasses.replace(settings, redis_url=UNREACHABLE_REDIS))
+    yield app
+    app.extensions["monid"].pool.close()
