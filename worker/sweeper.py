@@ -22,7 +22,6 @@ deploy or to forget; `python -m worker.sweeper` runs it on its own.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,12 +30,13 @@ from celery import Celery
 from psycopg_pool import ConnectionPool
 
 from shared import store
-from shared.catalog import Catalog, CatalogError, load_catalog, split_input
+from shared.catalog import Catalog, load_catalog, split_input
 from shared.db import DatabaseUnavailable, make_pool, reading
-from shared.logs import configure_logging, run_id_var
+from shared.logs import run_id_var
 from shared.queue import enqueue_run, make_publisher, task_name
 from shared.scheduling import Limits, concurrency_limits, priority_for
-from shared.settings import Settings, SettingsError, load_settings_or_exit
+from shared.settings import Settings
+from shared.startup import configured, or_exit
 from worker.providers import make_adapters
 from worker.providers.base import Adapter, ProviderCall
 
@@ -229,17 +229,9 @@ class Background:
 def main() -> None:
     """Run the sweeper alone, until interrupted: the pieces a worker would give it, made
     here, without a worker."""
-    settings = load_settings_or_exit()
-    configure_logging(settings.log_level)
-    try:
-        catalog = load_catalog(settings.catalog_dir)
-        limits = concurrency_limits(settings, catalog)
-    except CatalogError as exc:
-        print(f"monid: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
-    except SettingsError as exc:
-        print(f"monid: configuration error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+    settings = configured()
+    catalog = or_exit(lambda: load_catalog(settings.catalog_dir))
+    limits = or_exit(lambda: concurrency_limits(settings, catalog))
     pool = make_pool(settings.database_url, min_size=1, max_size=2, name="monid-sweeper",
                      timeout=30)
     pool.open(wait=False)
