@@ -16,7 +16,7 @@ import redis
 from psycopg_pool import ConnectionPool
 
 from shared.catalog import Catalog
-from shared.db import DatabaseUnavailable, make_pool, reading
+from shared.db import DatabaseUnavailable, autocommit, make_pool, ping
 from shared.keycache import KeyCache
 from shared.queue import RunPublisher, make_redis
 from shared.scheduling import RecentStarts
@@ -68,8 +68,8 @@ class Services:
         """Whether the database and the broker answer now."""
         checks = {"database": True, "broker": True}
         try:
-            with reading(self.pool) as conn:
-                conn.execute("SELECT 1")
+            with autocommit(self.pool) as conn:
+                ping(conn)
         except DatabaseUnavailable:
             checks["database"] = False
         try:

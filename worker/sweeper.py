@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool
 
 from shared import store
 from shared.catalog import Catalog, split_input
-from shared.db import DatabaseUnavailable, reading
+from shared.db import DatabaseUnavailable, autocommit
 from shared.logs import run_id_var
 from shared.queue import task_name
 from shared.scheduling import Limits, priority_for
@@ -84,7 +84,7 @@ class Sweeper:
         report = SweepReport()
         # A session lock, held across the sweep's transactions (the pool's
         # connections are in autocommit mode).
-        with reading(self.pool) as conn:
+        with autocommit(self.pool) as conn:
             if not store.try_sweeper_lock(conn, SWEEPER_LOCK_KEY):
                 report.skipped = True
                 return report
