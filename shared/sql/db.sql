@@ -32,3 +32,6 @@ CREATE DATABASE {name};
 
 -- name: drop_database
 DROP DATABASE IF EXISTS {name} WITH (FORCE);
+
+-- name: server_version_num
+SELECT current_setting('server_version_num') AS server_version_num;
