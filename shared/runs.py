@@ -23,7 +23,7 @@ from shared.logs import run_id_var
 from shared.money import micros_to_dollars
 from shared.queue import PublishFailed, task_name
 from shared.scheduling import priority_for
-from shared.services import Page, Services
+from shared.services import Page, Services, page_start
 from shared.store import END_STATUSES, STATUSES, Run
 
 __all__ = ["END_STATUSES", "STATUSES", "AcceptedRun", "Run", "Stopping", "get_run", "list_runs",
@@ -168,12 +168,7 @@ def get_run(svc: Services, caller: str, run_id: str, *, wait: float = 0.0) -> Ru
 def list_runs(svc: Services, caller: str, *, limit: int, cursor: str | None = None,
               status: str | None = None) -> Page[Run]:
     """A page of the caller's runs, newest first, without input, output and attempts."""
-    before = None
-    if cursor:
-        try:
-            before = cursors.decode_runs_cursor(cursor)
-        except ValueError:
-            raise errors.InvalidRequest({"cursor": ["is not a cursor from this API"]}) from None
+    before = page_start(cursors.decode_runs_cursor, cursor)
     with autocommit(svc.pool) as conn:
         runs, more = store.list_runs(conn, caller, limit=limit, before=before, status=status)
     return Page(runs, cursors.encode_runs_cursor(runs[-1].id) if more else None)

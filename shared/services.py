@@ -9,6 +9,7 @@ MCP tools and `monidctl` call the same ones.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -17,6 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from shared.catalog import Catalog
 from shared.db import DatabaseUnavailable, autocommit, make_pool, ping
+from shared.errors import InvalidRequest
 from shared.keycache import KeyCache
 from shared.queue import RunPublisher, make_redis
 from shared.scheduling import RecentStarts
@@ -46,6 +48,17 @@ class Page(Generic[T]):
 
     items: list[T]
     cursor: str | None
+
+
+def page_start(decode: Callable[[str], T], cursor: str | None) -> T | None:
+    """Where the page a list's `cursor` asks for starts (None: the first page);
+    InvalidRequest when the cursor is not one of this API's."""
+    if not cursor:
+        return None
+    try:
+        return decode(cursor)
+    except ValueError:
+        raise InvalidRequest({"cursor": ["is not a cursor from this API"]}) from None
 
 
 @dataclass(frozen=True)

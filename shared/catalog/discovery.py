@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from shared import cursors, errors
 from shared.catalog import Endpoint
 from shared.db import autocommit
-from shared.services import Page, Services
+from shared.services import Page, Services, page_start
 from shared.store.catalog import (
     Match,
     NoSearchableWords,
@@ -55,12 +55,7 @@ def inspect(svc: Services, provider: str, endpoint: str) -> Endpoint:
 
 def list_all(svc: Services, *, limit: int, cursor: str | None = None) -> Page[Endpoint]:
     """A page of every endpoint, in (provider, endpoint) order."""
-    after = None
-    if cursor:
-        try:
-            after = cursors.decode_endpoints_cursor(cursor)
-        except ValueError:
-            raise errors.InvalidRequest({"cursor": ["is not a cursor from this API"]}) from None
+    after = page_start(cursors.decode_endpoints_cursor, cursor)
     with autocommit(svc.pool) as conn:
         entries, more = list_endpoints(conn, limit, after)
     cursor = cursors.encode_endpoints_cursor(entries[-1].provider, entries[-1].path) \
