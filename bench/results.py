@@ -57,7 +57,7 @@ from bench.common import (
 from bench.inflight import insert_and_publish, rss_mb, wait_all_ended
 from shared import store
 from shared.catalog import load_catalog
-from shared.db import make_pool, reading, transaction
+from shared.db import autocommit, make_pool, transaction
 from shared.ids import new_run_id
 from shared.settings import DEFAULT_CATALOG_DIR, load_settings
 from tests.fakes.apify import FakeApify, SizedDataset
@@ -179,12 +179,12 @@ def store_result(url: str, total_bytes: int) -> str:
         with transaction(pool) as conn:
             store.insert_run(conn, run_id=run_id, caller=BENCH_CALLER, api_key_id=None,
                              endpoint=endpoint, input={"searchTerms": ["AI"]})
-        with reading(pool) as conn:
+        with autocommit(pool) as conn:
             claim = store.claim_run(conn, run_id, worker="bench", lease_seconds=600)
         assert claim is not None
 
         def write(fn: Any) -> Any:
-            with reading(pool) as conn:
+            with autocommit(pool) as conn:
                 return fn(conn)
 
         ended = ResultWriter(settings=settings, pool=pool).write(

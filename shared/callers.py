@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared import store
-from shared.db import reading
+from shared.db import autocommit
 from shared.errors import Unauthorized
 from shared.keys import hash_key, hashes_match, key_mode
 from shared.services import Services
@@ -25,7 +25,7 @@ def authenticate_key(svc: Services, key: str) -> Caller:
     digest = hash_key(key)
     found = svc.keys.get(digest)
     if found is None:
-        with reading(svc.pool) as conn:
+        with autocommit(svc.pool) as conn:
             found = store.find_api_key(conn, digest)
         if found is not None:
             svc.keys.put(digest, found)

@@ -25,11 +25,11 @@ from psycopg_pool import ConnectionPool
 
 from shared import keys, store
 from shared.catalog import Catalog, CatalogError, load_catalog
-from shared.catalog.sync import sync_catalog
 from shared.db import DatabaseUnavailable, make_pool, migrate, transaction
 from shared.embedded import EmbeddedUnavailable
 from shared.money import MICROS_PER_DOLLAR, format_usd, parse_usd
 from shared.settings import SettingsError, load_catalog_dir, load_database_url
+from shared.store.catalog import sync_catalog
 from shared.timefmt import iso
 
 USER_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")

@@ -27,9 +27,9 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 from psycopg_pool import ConnectionPool
 
-from shared import metrics_store
 from shared.db import DatabaseUnavailable, transaction
 from shared.queue import QUEUE_KEYS
+from shared.store import metrics as metrics_store
 
 log = logging.getLogger("monid.metrics")
 

@@ -1,4 +1,5 @@
-"""The database seam: the connection pool, named queries and migrations."""
+"""The database seam: every connection (pooled or not), named queries, query parameters
+of JSON, and migrations. Nothing else calls `psycopg.connect` or opens a pool."""
 
 from __future__ import annotations
 
@@ -14,14 +15,20 @@ from typing import Any, LiteralString, cast
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Json, Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
+
+from shared.jsontext import dumps
 
 SQL_DIR = Path(__file__).parent / "sql"
 MIGRATIONS_DIR = SQL_DIR / "migrations"
+# The named queries: the seam's own (db.sql), then one file per aggregate of the store.
+QUERY_FILES = (SQL_DIR / "db.sql", SQL_DIR / "store")
 # Any fixed number, the same in every process: serialises `monidctl migrate`.
 MIGRATION_LOCK_KEY = 0x6D6F6E6964_01
 
 Row = dict[str, Any]
+Conn = psycopg.Connection[Row]
 
 
 class DatabaseUnavailable(Exception):
@@ -30,9 +37,11 @@ class DatabaseUnavailable(Exception):
 
 @cache
 def queries() -> dict[str, str]:
-    """The named queries of every `sql/*.sql` file, read once."""
+    """The named queries of `sql/db.sql` and every `sql/store/*.sql` file, read once.
+    Each block starts with `-- name: <name>` and runs to the next."""
     named: dict[str, str] = {}
-    for path in sorted(SQL_DIR.glob("*.sql")):
+    db_file, store_dir = QUERY_FILES
+    for path in [db_file, *sorted(store_dir.glob("*.sql"))]:
         for block in re.split(r"^-- name: ", path.read_text(), flags=re.MULTILINE)[1:]:
             name, _, body = block.partition("\n")
             if name.strip() in named:
@@ -43,6 +52,16 @@ def queries() -> dict[str, str]:
 
 def query(name: str) -> sql.SQL:
     return sql.SQL(cast(LiteralString, queries()[name]))
+
+
+def json_param(value: Any) -> Json | None:
+    """A value for a `json` parameter (compact, as it is stored); None stays NULL."""
+    return None if value is None else Json(value, dumps=dumps)
+
+
+def jsonb_param(value: Any) -> Jsonb | None:
+    """A value for a `jsonb` parameter; None stays NULL."""
+    return None if value is None else Jsonb(value, dumps=dumps)
 
 
 # A connection used less than this long ago is handed out without a check: under
@@ -60,8 +79,8 @@ def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
 def make_pool(database_url: str, *, min_size: int = 1, max_size: int = 10,
               name: str = "monid", timeout: float = 5.0) -> ConnectionPool:
     """A pool of connections with dict rows, opened by the caller. The connections are
-    in autocommit mode: a lone read costs one round trip (`reading`), and writes
-    take an explicit transaction (`transaction`)."""
+    in autocommit mode: a lone statement costs one round trip (`autocommit`), and
+    statements that belong together take an explicit transaction (`transaction`)."""
     return ConnectionPool(
         database_url,
         min_size=min_size,
@@ -77,29 +96,59 @@ def make_pool(database_url: str, *, min_size: int = 1, max_size: int = 10,
 
 
 @contextmanager
-def transaction(pool: ConnectionPool) -> Iterator[psycopg.Connection[Row]]:
-    """A connection in a transaction, committed on success, rolled back on error.
+def transaction(pool: ConnectionPool) -> Iterator[Conn]:
+    """A pooled connection in a transaction, committed on success, rolled back on error.
 
     Connection-level failures come out as `DatabaseUnavailable`.
     """
-    with reading(pool) as conn, conn.transaction():
+    with autocommit(pool) as conn, conn.transaction():
         yield conn
 
 
 @contextmanager
-def reading(pool: ConnectionPool) -> Iterator[psycopg.Connection[Row]]:
-    """A connection outside any transaction: each statement commits on its own, so a
-    single read is one round trip. Connection-level failures come out as
-    `DatabaseUnavailable`."""
+def autocommit(pool: ConnectionPool) -> Iterator[Conn]:
+    """A pooled connection outside any transaction: each statement, read or write,
+    commits on its own, so a single one is one round trip. Connection-level failures
+    come out as `DatabaseUnavailable`."""
     try:
         with pool.connection() as conn:
             conn._monid_last_used = time.monotonic()  # type: ignore[attr-defined]
-            yield cast(psycopg.Connection[Row], conn)
+            yield cast(Conn, conn)
     except PoolTimeout as exc:
         raise DatabaseUnavailable("no database connection available in time") from exc
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else "connection failed"
         raise DatabaseUnavailable(first_line) from exc
+
+
+def connect(database_url: str, *, autocommit: bool = False,
+            connect_timeout: int = 5) -> Conn:
+    """A connection of its own, outside the pool, with dict rows: for what a pool does
+    not serve (migrations, a LISTEN, a last write on the way out, a command-line tool).
+    As a context manager it commits on success (unless in autocommit) and closes."""
+    return psycopg.connect(database_url, autocommit=autocommit, row_factory=dict_row,
+                           connect_timeout=connect_timeout)
+
+
+def listen(conn: Conn, channel: str) -> None:
+    conn.execute(query("listen").format(channel=sql.Identifier(channel)))
+
+
+def create_database(admin_url: str, name: str) -> None:
+    """Make database `name` on the server of `admin_url` unless it exists."""
+    with connect(admin_url, autocommit=True) as conn:
+        if conn.execute(query("database_exists"), {"name": name}).fetchone() is None:
+            conn.execute(query("create_database").format(name=sql.Identifier(name)))
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    """Drop database `name`, cutting off whoever is still connected to it."""
+    with connect(admin_url, autocommit=True) as conn:
+        conn.execute(query("drop_database").format(name=sql.Identifier(name)))
+
+
+def ping(conn: Conn) -> None:
+    conn.execute(query("ping"))
 
 
 @dataclass(frozen=True)
@@ -129,22 +178,15 @@ def migrate(database_url: str) -> list[Migration]:
     finds nothing left to do. Returns what this call applied.
     """
     applied_now: list[Migration] = []
-    with psycopg.connect(database_url, connect_timeout=10) as conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY,"
-            " name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    with connect(database_url, connect_timeout=10) as conn, conn.transaction():
+        conn.execute(query("lock_migrations"), {"key": MIGRATION_LOCK_KEY})
+        conn.execute(query("create_schema_migrations"))
+        done = {row["version"] for row in conn.execute(query("list_applied_migrations"))}
         for migration in list_migrations():
             if migration.version in done:
                 continue
             conn.execute(cast(LiteralString, migration.path.read_text()))
-            conn.execute(
-                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                (migration.version, migration.name),
-            )
+            conn.execute(query("note_applied_migration"),
+                         {"version": migration.version, "name": migration.name})
             applied_now.append(migration)
     return applied_now

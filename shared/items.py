@@ -20,11 +20,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from shared import errors, results
-from shared.db import DatabaseUnavailable, reading
+from shared import cursors, errors
+from shared.db import Conn, DatabaseUnavailable, autocommit
 from shared.ids import is_run_id
+from shared.jsontext import dumps
 from shared.services import Services
-from shared.store import Conn
+from shared.store import results
 
 log = logging.getLogger("monid.items")
 
@@ -124,13 +125,13 @@ def read_items(svc: Services, caller: str, run_id: str, *, format: str = "json",
     start = 0
     if cursor is not None:
         try:
-            start = results.decode_items_cursor(cursor, run_id)
+            start = cursors.decode_items_cursor(cursor, run_id)
         except ValueError:
             raise errors.InvalidRequest({"cursor": ["is not a cursor of this run's "
                                                     "items"]}) from None
     if not is_run_id(run_id):
         raise errors.RunNotFound(run_id)
-    with reading(svc.pool) as conn:
+    with autocommit(svc.pool) as conn:
         state = results.get_run_items_state(conn, run_id, caller)
         if state is None:
             raise errors.RunNotFound(run_id)
@@ -154,14 +155,10 @@ def _page(conn: Conn, run_id: str, total: int, start: int, limit: int,
                                    max_bytes=PAGE_BYTES) if start < total else [])
     # The items as they are stored (compact JSON), not parsed and written again.
     texts = [r.text for r in rows] if paths is None else [
-        _dumps(pick(json.loads(r.text), paths)) for r in rows]
+        dumps(pick(json.loads(r.text), paths)) for r in rows]
     after = rows[-1].seq + 1 if rows else total
-    cursor = results.encode_items_cursor(run_id, after) if after < total else None
+    cursor = cursors.encode_items_cursor(run_id, after) if after < total else None
     return ItemsPage(texts, cursor, total)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _jsonl(reader: _Reader, total: int, paths: list[Path] | None) -> Iterator[bytes]:
@@ -182,7 +179,7 @@ def _jsonl(reader: _Reader, total: int, paths: list[Path] | None) -> Iterator[by
                 if not rows:
                     return
                 at = rows[-1].seq + 1
-                data = "".join(_dumps(pick(json.loads(r.text), paths)) + "\n"
+                data = "".join(dumps(pick(json.loads(r.text), paths)) + "\n"
                                for r in rows).encode()
         yield data
 
@@ -220,7 +217,7 @@ class _Reader:
         on: the connection is then cut, and the client sees an incomplete answer, not a
         short file."""
         try:
-            with self.slots, reading(self.pool) as conn:
+            with self.slots, autocommit(self.pool) as conn:
                 yield conn
         except DatabaseUnavailable as exc:
             log.warning("download cut off: the database is unavailable",

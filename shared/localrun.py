@@ -28,16 +28,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-import psycopg
-from psycopg.rows import dict_row
-
 from shared import keys, store
 from shared.catalog import load_catalog
-from shared.catalog.sync import sync_catalog
-from shared.db import migrate
+from shared.db import connect, migrate
 from shared.embedded import EmbeddedPostgres, EmbeddedRedis, start_postgres, start_redis
 from shared.money import format_usd
 from shared.settings import SettingsError, load_local_ports, load_settings_or_exit
+from shared.store.catalog import sync_catalog
 
 DEMO_USER = "demo"
 DEMO_CREDIT_MICROS = 5_000_000
@@ -138,7 +135,7 @@ def _demo_key(database_url: str, state_dir: Path) -> str | None:
     if marker.exists():
         return None
     key = keys.generate_key()
-    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+    with connect(database_url) as conn:
         store.insert_api_key(conn, user_id=DEMO_USER, label="monidctl up demo", mode="live",
                              key_prefix=keys.display_prefix(key), key_hash=keys.hash_key(key))
         store.credit_wallet(conn, f"USER#{DEMO_USER}", DEMO_CREDIT_MICROS, "demo credit")
@@ -185,7 +182,7 @@ def _run(lock: IO[str], state_dir: Path, workers: int, port: int,
         catalog = load_catalog(settings.catalog_dir)
         say("migrating the database ...")
         applied = migrate(settings.database_url)
-        with psycopg.connect(settings.database_url, row_factory=dict_row) as conn:
+        with connect(settings.database_url) as conn:
             report = sync_catalog(conn, catalog)
         say(f"database ready ({len(applied)} migration(s) applied; catalog: {report})")
         demo_key = _demo_key(settings.database_url, state_dir)

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared import errors, store
+from shared import cursors, errors, store
 from shared.catalog import Price, hold_for, validate_input
-from shared.db import reading, transaction
+from shared.db import autocommit, transaction
 from shared.ids import is_run_id, new_run_id
 from shared.logs import run_id_var
 from shared.money import micros_to_dollars
 from shared.queue import PublishFailed, task_name
 from shared.scheduling import priority_for
-from shared.services import Page, Services
+from shared.services import Page, Services, page_start
 from shared.store import END_STATUSES, STATUSES, Run
 
 __all__ = ["END_STATUSES", "STATUSES", "AcceptedRun", "Run", "Stopping", "get_run", "list_runs",
@@ -65,7 +65,7 @@ def request_hash(provider: str, endpoint: str, input: Any) -> bytes:
 
 def _replay(svc: Services, caller: str, key: str, hashed: bytes) -> AcceptedRun | None:
     """The run a key the caller used in the last 24 hours started."""
-    with reading(svc.pool) as conn:
+    with autocommit(svc.pool) as conn:
         found = store.find_idempotency_key(conn, caller, key)
     if found is None:
         return None
@@ -103,7 +103,7 @@ def start_run(svc: Services, caller: str, *, provider: str, endpoint: str,
     # Commit, then publish: once the row is committed the run cannot be lost. Without an
     # Idempotency-Key the accept is one statement (atomic on its own, one round trip).
     try:
-        with (reading if idempotency_key is None else transaction)(svc.pool) as conn:
+        with (autocommit if idempotency_key is None else transaction)(svc.pool) as conn:
             created_at = store.insert_run(
                 conn, run_id=run_id, caller=caller, api_key_id=api_key_id, endpoint=found,
                 input=input, hold_micros=hold_micros, max_results=max_results,
@@ -139,7 +139,7 @@ def start_run(svc: Services, caller: str, *, provider: str, endpoint: str,
 
 
 def _read(svc: Services, caller: str, run_id: str) -> Run:
-    with reading(svc.pool) as conn:
+    with autocommit(svc.pool) as conn:
         run = store.get_run(conn, run_id, caller)
     if run is None:
         raise errors.RunNotFound(run_id)
@@ -157,7 +157,7 @@ def get_run(svc: Services, caller: str, run_id: str, *, wait: float = 0.0) -> Ru
     if wait > 0 and not run.ended:
 
         def ended() -> bool:
-            with reading(svc.pool) as conn:
+            with autocommit(svc.pool) as conn:
                 return store.run_status(conn, run_id, caller) in END_STATUSES
 
         svc.waiter.wait(run_id, wait, ended, caller)
@@ -168,16 +168,10 @@ def get_run(svc: Services, caller: str, run_id: str, *, wait: float = 0.0) -> Ru
 def list_runs(svc: Services, caller: str, *, limit: int, cursor: str | None = None,
               status: str | None = None) -> Page[Run]:
     """A page of the caller's runs, newest first, without input, output and attempts."""
-    before = None
-    if cursor:
-        try:
-            before = store.decode_cursor(cursor)
-        except ValueError:
-            raise errors.InvalidRequest({"cursor": ["is not a cursor from this API"]}) from None
-    with reading(svc.pool) as conn:
-        runs, next_cursor = store.list_runs(conn, caller, limit=limit, before=before,
-                                            status=status)
-    return Page(runs, next_cursor)
+    before = page_start(cursors.decode_runs_cursor, cursor)
+    with autocommit(svc.pool) as conn:
+        runs, more = store.list_runs(conn, caller, limit=limit, before=before, status=status)
+    return Page(runs, cursors.encode_runs_cursor(runs[-1].id) if more else None)
 
 
 def stop_run(svc: Services, caller: str, run_id: str) -> Stopping:

@@ -9,6 +9,7 @@ MCP tools and `monidctl` call the same ones.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -16,7 +17,8 @@ import redis
 from psycopg_pool import ConnectionPool
 
 from shared.catalog import Catalog
-from shared.db import DatabaseUnavailable, make_pool, reading
+from shared.db import DatabaseUnavailable, autocommit, make_pool, ping
+from shared.errors import InvalidRequest
 from shared.keycache import KeyCache
 from shared.queue import RunPublisher, make_redis
 from shared.scheduling import RecentStarts
@@ -48,6 +50,17 @@ class Page(Generic[T]):
     cursor: str | None
 
 
+def page_start(decode: Callable[[str], T], cursor: str | None) -> T | None:
+    """Where the page a list's `cursor` asks for starts (None: the first page);
+    InvalidRequest when the cursor is not one of this API's."""
+    if not cursor:
+        return None
+    try:
+        return decode(cursor)
+    except ValueError:
+        raise InvalidRequest({"cursor": ["is not a cursor from this API"]}) from None
+
+
 @dataclass(frozen=True)
 class Services:
     settings: Settings
@@ -68,8 +81,8 @@ class Services:
         """Whether the database and the broker answer now."""
         checks = {"database": True, "broker": True}
         try:
-            with reading(self.pool) as conn:
-                conn.execute("SELECT 1")
+            with autocommit(self.pool) as conn:
+                ping(conn)
         except DatabaseUnavailable:
             checks["database"] = False
         try:

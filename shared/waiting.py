@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import psycopg
+from shared.db import connect, listen
 
 log = logging.getLogger("monid.api")
 
@@ -66,9 +66,8 @@ class RunWaiter:
     def _listen(self) -> None:
         while not self._closed.is_set():
             try:
-                with psycopg.connect(self.database_url, autocommit=True,
-                                     connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                with connect(self.database_url, autocommit=True) as conn:
+                    listen(conn, CHANNEL)
                     self._wake_all()  # anything missed while not listening
                     while not self._closed.is_set():
                         for note in conn.notifies(timeout=RECHECK_SECONDS):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from shared import store
-from shared.db import reading
+from shared.db import autocommit
 from shared.services import Services
 from shared.store import Wallet
 
 
 def get_balance(svc: Services, caller: str) -> Wallet:
-    with reading(svc.pool) as conn:
+    with autocommit(svc.pool) as conn:
         return store.get_wallet(conn, caller)

@@ -10,14 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
 import redis as redis_lib
 from flask import Flask
 from flask.testing import FlaskClient
 from psycopg_pool import ConnectionPool
 
-from shared.db import make_pool, migrate, transaction
+from shared.db import create_database, drop_database, make_pool, migrate, transaction
 from shared.settings import Settings, load_settings
 from tests.fakes.jsonapi import FakeJsonApi
 from tests.helpers import KeyMaker
@@ -78,24 +77,20 @@ def database_url(admin_database_url: str) -> Iterator[str]:
     """A database made for this test run, migrated, dropped at the end."""
     admin_url = admin_database_url
     name = f"monid_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    create_database(admin_url, name)
     url = _with_database(admin_url, name)
     migrate(url)
     yield url
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(admin_url, name)
 
 
 @pytest.fixture
 def empty_database(admin_database_url: str) -> Iterator[str]:
     """A database with nothing in it, not even the migrations."""
     name = f"monid_empty_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_database_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    create_database(admin_database_url, name)
     yield _with_database(admin_database_url, name)
-    with psycopg.connect(admin_database_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(admin_database_url, name)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ import threading
 import uuid
 from typing import Any
 
-import psycopg
 from celery import Celery, Task, current_task
 from celery.exceptions import Retry
 from celery.signals import (
@@ -20,11 +19,10 @@ from celery.signals import (
     worker_shutdown,
     worker_shutting_down,
 )
-from psycopg.rows import dict_row
 
 from shared import store
 from shared.catalog import Catalog, load_catalog
-from shared.db import DatabaseUnavailable, make_pool, reading
+from shared.db import DatabaseUnavailable, autocommit, connect, make_pool
 from shared.logs import run_id_var
 from shared.queue import TASK_RUN, enqueue_run, worker_config
 from shared.scheduling import Limits, concurrency_limits
@@ -126,7 +124,7 @@ class MonidCelery(Celery):
         """Why the run failed, from its stored error."""
         status, code, message = outcome.upper(), "UNKNOWN", "see the run's error"
         try:
-            with reading(self.runner().pool) as conn:
+            with autocommit(self.runner().pool) as conn:
                 ended = store.get_run_end(conn, run_id)
             if ended is not None and isinstance(ended.error, dict):
                 status = ended.status
@@ -161,8 +159,7 @@ class MonidCelery(Celery):
         """The shutdown grace is over: hand back every run this worker (and its
         pool children) still holds, publish them for other workers, and exit."""
         try:
-            with psycopg.connect(self.monid_settings.database_url, connect_timeout=5,
-                                 row_factory=dict_row) as conn:
+            with connect(self.monid_settings.database_url) as conn:
                 released = store.hand_back_runs(conn, self.lease_prefix)
             for run_id in released:
                 try:

@@ -24,10 +24,11 @@ from typing import Any, TypeVar
 
 from psycopg_pool import ConnectionPool
 
-from shared import results, store
+from shared import store
 from shared.db import transaction
 from shared.scheduling import Freed
 from shared.settings import Settings
+from shared.store import results
 from worker.providers.base import (
     DeadlinePassed,
     MalformedAnswer,

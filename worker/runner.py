@@ -16,7 +16,7 @@ from psycopg_pool import ConnectionPool
 
 from shared import store
 from shared.catalog import Catalog, split_input
-from shared.db import DatabaseUnavailable, reading, transaction
+from shared.db import DatabaseUnavailable, autocommit, transaction
 from shared.logs import run_id_var
 from shared.money import cost_micros
 from shared.queue import task_name
@@ -112,7 +112,7 @@ class Runner:
 
     def _run(self, run_id: str) -> str:
         # Claiming is one statement (atomic on its own): one round trip per delivery.
-        with reading(self.pool) as conn:
+        with autocommit(self.pool) as conn:
             claim = store.claim_run(conn, run_id, worker=self.name,
                                     lease_seconds=self.settings.lease_seconds,
                                     limits=self.limits, full_callers=self._full_callers())
@@ -276,7 +276,7 @@ class Runner:
 
     def _stop_requested(self, claim: store.Claim) -> bool:
         try:
-            with reading(self.pool) as conn:
+            with autocommit(self.pool) as conn:
                 return store.run_status(conn, claim.run_id, claim.caller) == "STOPPING"
         except DatabaseUnavailable:
             return False
@@ -421,7 +421,7 @@ class Runner:
         failures = 0
         while True:
             try:
-                with reading(self.pool) as conn:
+                with autocommit(self.pool) as conn:
                     return write(conn)
             except DatabaseUnavailable:
                 failures += 1

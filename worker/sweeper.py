@@ -31,7 +31,7 @@ from psycopg_pool import ConnectionPool
 
 from shared import store
 from shared.catalog import Catalog, load_catalog, split_input
-from shared.db import DatabaseUnavailable, make_pool, reading
+from shared.db import DatabaseUnavailable, autocommit, make_pool
 from shared.logs import run_id_var
 from shared.queue import enqueue_run, make_publisher, task_name
 from shared.scheduling import Limits, concurrency_limits, priority_for
@@ -96,7 +96,7 @@ class Sweeper:
         report = SweepReport()
         # A session lock, held across the sweep's transactions (the pool's
         # connections are in autocommit mode).
-        with reading(self.pool) as conn:
+        with autocommit(self.pool) as conn:
             if not store.try_sweeper_lock(conn, SWEEPER_LOCK_KEY):
                 report.skipped = True
                 return report

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +216,10 @@ class Price:
 
 @dataclass(frozen=True)
 class Endpoint:
+    """One endpoint: its card (what callers see), and how it is run. Read back from the
+    catalog table (`shared.store.catalog`) it has its card only: the table does not keep
+    the adapter's `call`, the price's `maxResultsInput`, nor `maxConcurrent`."""
+
     provider: str
     provider_name: str
     path: str
@@ -229,10 +233,17 @@ class Endpoint:
     deadline_seconds: int
     max_attempts: int
     adapter: str
-    call: Mapping[str, Any]
-    validators: Mapping[str, Any] = field(repr=False, compare=False)
+    call: Mapping[str, Any] = field(default_factory=dict)
     example_input: Mapping[str, Any] | None = None
     max_concurrent: int | None = None
+
+    @cached_property
+    def validators(self) -> Mapping[str, Any]:
+        """A validator of each part of the input the endpoint takes (its body, and its
+        query and path parameters where it has them)."""
+        schemas = {"body": self.input_schema, "queryParams": self.query_params_schema,
+                   "pathParams": self.path_params_schema}
+        return {part: Validator(s) for part, s in schemas.items() if s is not None}
 
 
 @dataclass(frozen=True)
@@ -339,7 +350,6 @@ def _load_file(path: Path, problems: list[str], kinds: Mapping[str, AdapterKind]
                 max_attempts=raw.get("maxAttempts", DEFAULT_MAX_ATTEMPTS),
                 adapter=data["adapter"],
                 call=raw.get("call", {}),
-                validators={part: Validator(s) for part, s in schemas.items()},
                 example_input=raw.get("exampleInput"),
                 max_concurrent=raw.get("maxConcurrent"),
             )

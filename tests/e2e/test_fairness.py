@@ -18,7 +18,7 @@ import requests
 from psycopg_pool import ConnectionPool
 
 from shared import store
-from shared.db import reading, transaction
+from shared.db import autocommit, transaction
 from tests.fakes.apify import ApifyRun, FakeApify
 from tests.helpers import KeyMaker
 from tests.processes import Process, start_web, start_worker
@@ -57,7 +57,7 @@ def post_runs(base: str, key: str, body: dict[str, Any], count: int,
 def wait_for_runs(pool: ConnectionPool, ids: list[str], timeout: float) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     while True:
-        with reading(pool) as conn:
+        with autocommit(pool) as conn:
             rows = conn.execute("SELECT id, status FROM runs WHERE id = ANY(%s)"
                                 " AND completed_at IS NOT NULL", (ids,)).fetchall()
         if len(rows) == len(ids) or time.monotonic() > deadline:
@@ -103,7 +103,7 @@ def test_a_callers_flood_does_not_hold_up_another_callers_runs(
     statuses = wait_for_runs(pool, flood, timeout=240)
     assert len(statuses) == len(flood), "the flood's runs did not all end"
     assert set(statuses.values()) == {"COMPLETED"}
-    with reading(pool) as conn:
+    with autocommit(pool) as conn:
         waited = conn.execute("SELECT max(started_at - created_at) AS longest FROM runs"
                               " WHERE id = ANY(%s)", (flood,)).fetchone()
     assert waited is not None and waited["longest"].total_seconds() > 5, \
@@ -157,7 +157,7 @@ def test_a_provider_limit_holds_across_workers_and_a_killed_worker_frees_its_slo
         deadline = time.monotonic() + 20
         while len(apify.runs()) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
-        with reading(pool) as conn:
+        with autocommit(pool) as conn:
             waiting = conn.execute("SELECT count(*) AS n FROM runs WHERE waiting_for"
                                    " = 'provider:apify'").fetchone()
         victim.signal_group(signal.SIGKILL)

@@ -13,9 +13,9 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from shared.catalog import load_catalog
-from shared.catalog.sync import sync_catalog
 from shared.db import transaction
 from shared.settings import DEFAULT_CATALOG_DIR
+from shared.store.catalog import sync_catalog
 from tests.e2e.conftest import Stack
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -38,9 +38,9 @@ from api import openapi
 from api.app import create_app
 from shared import store
 from shared.catalog import load_catalog
-from shared.catalog.sync import sync_catalog
 from shared.db import transaction
 from shared.settings import Settings
+from shared.store.catalog import sync_catalog
 from tests.helpers import KeyMaker, auth
 from worker.providers import make_adapters
 from worker.runner import Runner

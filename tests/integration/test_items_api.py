@@ -13,8 +13,8 @@ import pytest
 from flask.testing import FlaskClient
 from psycopg_pool import ConnectionPool
 
-from shared import results, store
-from shared.db import reading
+from shared import cursors, store
+from shared.db import autocommit
 from shared.settings import Settings
 from tests.helpers import KeyMaker, auth
 from worker.providers.base import ProviderResult
@@ -36,11 +36,11 @@ def deliver(db: ConnectionPool, settings: Settings) -> Deliver:
     """Ends a run COMPLETED with these items, as a worker writes a result."""
 
     def write(fn: Callable[[store.Conn], Any]) -> Any:
-        with reading(db) as conn:
+        with autocommit(db) as conn:
             return fn(conn)
 
     def run(run_id: str, items: Any) -> None:
-        with reading(db) as conn:
+        with autocommit(db) as conn:
             claim = store.claim_run(conn, run_id, worker="test", lease_seconds=60)
         assert claim is not None
         ended = ResultWriter(settings=settings, pool=db).write(
@@ -116,7 +116,7 @@ def test_a_run_without_a_result_has_no_items(client: FlaskClient, key: str,
                                              db: ConnectionPool) -> None:
     run_id = start(client, key)
     assert page(client, key, run_id) == {"items": [], "cursor": None, "total": 0}
-    with reading(db) as conn:
+    with autocommit(db) as conn:
         store.request_stop(conn, run_id, "USER#user_abc123")
         store.end_unheld_run(conn, run_id, status="STOPPED", error=None, outcome="STOPPED",
                              message="stopped")
@@ -177,7 +177,7 @@ def test_csv_of_a_run_that_ended_before_fields_were_noted_has_the_same_columns(
                        {"id": 2, "extra": {"deep": {"er": True}}, "author": {"name": "bob"}},
                        "bare"])
     noted = get(client, key, run_id, format="csv").get_data()
-    with reading(db) as conn:
+    with autocommit(db) as conn:
         conn.execute("UPDATE runs SET item_fields = NULL WHERE id = %s", (run_id,))
     assert get(client, key, run_id, format="csv").get_data() == noted
     assert noted.decode().splitlines()[0] == "id,author.name,tags,extra.deep.er,value"
@@ -234,7 +234,7 @@ def test_only_the_runs_caller_may_read_its_items(client: FlaskClient, key: str,
     ({"fields": ".".join(["a"] * 21)}, "fields"),
     ({"fields": ",".join(f"f{n}" for n in range(201))}, "fields"),
     ({"cursor": "not-a-cursor"}, "cursor"),
-    ({"cursor": results.encode_items_cursor("01ARZ3NDEKTSV4RRFFQ69G5FAV", 1)}, "cursor"),
+    ({"cursor": cursors.encode_items_cursor("01ARZ3NDEKTSV4RRFFQ69G5FAV", 1)}, "cursor"),
     ({"format": "jsonl", "limit": 10}, "limit"),
     ({"format": "csv", "cursor": "abc"}, "cursor"),
     ({"offset": 10}, "offset"),
@@ -254,7 +254,7 @@ def test_bad_parameters_are_400_in_the_envelope(client: FlaskClient, key: str,
 def test_a_cursor_past_the_end_is_an_empty_last_page(client: FlaskClient, key: str,
                                                      run_with: Callable[[Any], str]) -> None:
     run_id = run_with([{"a": 1}])
-    past = results.encode_items_cursor(run_id, 5)
+    past = cursors.encode_items_cursor(run_id, 5)
     assert page(client, key, run_id, cursor=past) == {"items": [], "cursor": None, "total": 1}
 
 

@@ -16,9 +16,9 @@ from flask.testing import FlaskClient
 from psycopg_pool import ConnectionPool
 
 from shared.catalog import load_catalog
-from shared.catalog.sync import sync_catalog
 from shared.db import transaction
 from shared.settings import Settings
+from shared.store.catalog import sync_catalog
 from tests.helpers import auth
 
 

@@ -17,7 +17,7 @@ from psycopg_pool import ConnectionPool
 
 from shared import store
 from shared.catalog import load_catalog
-from shared.db import list_migrations, migrate, reading, transaction
+from shared.db import autocommit, list_migrations, migrate, transaction
 from shared.settings import DEFAULT_CATALOG_DIR, load_settings
 from tests.fakes.apify import FakeApify, SizedDataset
 from tests.fakes.jsonapi import FakeJsonApi
@@ -52,7 +52,7 @@ def driver(base_env: dict[str, str], db: ConnectionPool, apify: FakeApify,
 
 
 def items_of(pool: ConnectionPool, run_id: str) -> list[Any]:
-    with reading(pool) as conn:
+    with autocommit(pool) as conn:
         rows = conn.execute("SELECT seq, item FROM run_items WHERE run_id = %s ORDER BY seq",
                             (run_id,)).fetchall()
     assert [r["seq"] for r in rows] == list(range(len(rows)))
@@ -60,7 +60,7 @@ def items_of(pool: ConnectionPool, run_id: str) -> list[Any]:
 
 
 def count_items(pool: ConnectionPool, run_id: str) -> int:
-    with reading(pool) as conn:
+    with autocommit(pool) as conn:
         row = conn.execute("SELECT count(*) AS n FROM run_items WHERE run_id = %s",
                            (run_id,)).fetchone()
     assert row is not None
@@ -68,7 +68,7 @@ def count_items(pool: ConnectionPool, run_id: str) -> int:
 
 
 def held(pool: ConnectionPool) -> int:
-    with reading(pool) as conn:
+    with autocommit(pool) as conn:
         return store.get_wallet(conn, CALLER).held_micros
 
 
@@ -284,7 +284,7 @@ def test_a_run_stopped_mid_read_ends_stopped_with_no_items(driver: Driver, apify
 def test_a_stop_that_wins_over_a_small_result_keeps_none_of_it(driver: Driver,
                                                                db: ConnectionPool) -> None:
     run_id = driver.start("demo", "/echo", {"a": 1})
-    with reading(db) as conn:
+    with autocommit(db) as conn:
         claim = store.claim_run(conn, run_id, worker="w", lease_seconds=60)
         assert claim is not None
         assert store.request_stop(conn, run_id, CALLER) is not None
@@ -303,7 +303,7 @@ def test_a_stop_that_wins_over_a_small_result_keeps_none_of_it(driver: Driver,
 def test_only_the_holder_of_the_lease_writes_items(driver: Driver, db: ConnectionPool,
                                                    size: int) -> None:
     run_id = driver.start("demo", "/echo", {"a": 1})
-    with reading(db) as conn:
+    with autocommit(db) as conn:
         stale = store.claim_run(conn, run_id, worker="old", lease_seconds=60)
         assert stale is not None
         # Its lease ran out and another worker took the run.

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from psycopg_pool import ConnectionPool
 
 from shared import store
-from shared.db import reading, transaction
+from shared.db import autocommit, transaction
 from shared.ids import new_run_id
 from shared.scheduling import Freed, Limits, RecentStarts, priority_for
 from shared.settings import Settings
@@ -31,7 +31,7 @@ def start(db: ConnectionPool, caller: str, endpoint: str = "/echo",
     found = CATALOG.find("demo", endpoint)
     assert found is not None
     run_id = new_run_id()
-    with reading(db) as conn:
+    with autocommit(db) as conn:
         store.insert_run(conn, run_id=run_id, caller=caller, api_key_id=None, endpoint=found,
                          input=input or {}, in_flight_cap=cap,
                          queue_timeout_seconds=queue_timeout)
@@ -41,7 +41,7 @@ def start(db: ConnectionPool, caller: str, endpoint: str = "/echo",
 def claim(db: ConnectionPool, run_id: str, limits: Limits, worker: str = "w",
           full: tuple[str, ...] = ()) -> store.Claim | store.Waiting | None:
     """Claim as a worker process does; `full`: the callers it has no thread left for."""
-    with reading(db) as conn:
+    with autocommit(db) as conn:
         return store.claim_run(conn, run_id, worker=worker, lease_seconds=60, limits=limits,
                                full_callers=full)
 
@@ -49,7 +49,7 @@ def claim(db: ConnectionPool, run_id: str, limits: Limits, worker: str = "w",
 def finish(db: ConnectionPool, claimed: store.Claim | store.Waiting | None,
            limits: Limits, caller_freed: bool = False) -> store.Ended:
     assert isinstance(claimed, store.Claim)
-    with reading(db) as conn:
+    with autocommit(db) as conn:
         ended = store.end_run(conn, claimed, store.AttemptEnd("OK", 200), status="COMPLETED",
                               output={}, result_count=1, cost_micros=0,
                               freed=limits.freed(claimed.provider, claimed.endpoint,
@@ -59,7 +59,7 @@ def finish(db: ConnectionPool, claimed: store.Claim | store.Waiting | None,
 
 
 def row(db: ConnectionPool, run_id: str) -> dict[str, Any]:
-    with reading(db) as conn:
+    with autocommit(db) as conn:
         found = conn.execute("SELECT status, waiting_for, attempt_count, started_at, deadline_at,"
                              " created_at, error, cost_micros FROM runs WHERE id = %s",
                              (run_id,)).fetchone()
@@ -102,7 +102,7 @@ def test_a_run_that_could_not_start_in_time_ends_queue_timeout(
     paid = CATALOG.find("demo", "/echo")
     assert paid is not None
     run_id = new_run_id()
-    with reading(db) as conn:
+    with autocommit(db) as conn:
         store.insert_run(conn, run_id=run_id, caller=A, api_key_id=None, endpoint=paid,
                          input={}, hold_micros=250_000, queue_timeout_seconds=1)
         conn.execute("UPDATE runs SET deadline_at = now() - interval '1 ms' WHERE id = %s",
@@ -115,7 +115,7 @@ def test_a_run_that_could_not_start_in_time_ends_queue_timeout(
     ended = row(db, run_id)
     assert ended["error"]["code"] == "QUEUE_TIMEOUT"
     assert ended["cost_micros"] == 0 and ended["started_at"] is None
-    with reading(db) as conn:
+    with autocommit(db) as conn:
         assert store.get_wallet(conn, A) == store.Wallet(A, 1_000_000, 0)
 
 
@@ -378,7 +378,7 @@ def test_two_hundred_parallel_starts_never_pass_the_cap(db: ConnectionPool) -> N
         barrier.wait()
         for _ in range(4):
             try:
-                with reading(db) as conn:
+                with autocommit(db) as conn:
                     store.insert_run(conn, run_id=new_run_id(), caller=A, api_key_id=None,
                                      endpoint=echo, input={}, in_flight_cap=100)
                 outcome = "accepted"
@@ -393,7 +393,7 @@ def test_two_hundred_parallel_starts_never_pass_the_cap(db: ConnectionPool) -> N
     for thread in threads:
         thread.join()
     assert outcomes.count("accepted") == 60 and outcomes.count("refused") == 140
-    with reading(db) as conn:
+    with autocommit(db) as conn:
         open_runs = conn.execute("SELECT count(*) AS n FROM runs WHERE caller = %s"
                                  " AND completed_at IS NULL", (A,)).fetchone()
     assert open_runs == {"n": 100}

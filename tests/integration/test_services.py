@@ -15,12 +15,12 @@ from psycopg_pool import ConnectionPool
 from shared import errors, items, runs, wallets
 from shared.callers import authenticate_key
 from shared.catalog import discovery
-from shared.catalog.sync import sync_catalog
 from shared.db import transaction
 from shared.keycache import KeyCache
 from shared.services import Services
 from shared.settings import Settings
 from shared.store import credit_wallet
+from shared.store.catalog import sync_catalog
 from shared.waiting import RunWaiter
 from tests.helpers import CATALOG, KeyMaker
 

@@ -12,12 +12,9 @@ from typing import Any
 import pytest
 
 from shared.catalog import Catalog, CatalogError, Endpoint, load_catalog, validate_input
-from shared.catalog.sync import (
-    decode_endpoint_cursor,
-    encode_endpoint_cursor,
-    search_terms,
-)
+from shared.cursors import decode_endpoints_cursor, encode_endpoints_cursor
 from shared.settings import DEFAULT_CATALOG_DIR
+from shared.store.catalog import search_terms
 
 CATALOG = load_catalog(DEFAULT_CATALOG_DIR)
 ENDPOINTS = CATALOG.all()
@@ -129,7 +126,7 @@ def test_endpoints_built_in_code_need_no_example() -> None:
     fields = {k: getattr(endpoint, k) for k in (
         "provider", "provider_name", "path", "name", "description", "tags", "input_schema",
         "query_params_schema", "path_params_schema", "price", "deadline_seconds",
-        "max_attempts", "adapter", "call", "validators")}
+        "max_attempts", "adapter", "call")}
     assert Endpoint(**fields).example_input is None
 
 
@@ -164,8 +161,8 @@ def b64(data: bytes) -> str:
     ("a", "/x"),
 ])
 def test_cursor_round_trip(provider: str, path: str) -> None:
-    cursor = encode_endpoint_cursor(provider, path)
-    assert decode_endpoint_cursor(cursor) == (provider, path)
+    cursor = encode_endpoints_cursor(provider, path)
+    assert decode_endpoints_cursor(cursor) == (provider, path)
     assert path not in cursor and "=" not in cursor
 
 
@@ -187,4 +184,4 @@ def test_cursor_round_trip(provider: str, path: str) -> None:
 ])
 def test_what_is_not_our_cursor_is_a_value_error(cursor: str) -> None:
     with pytest.raises(ValueError, match="not a cursor from this API"):
-        decode_endpoint_cursor(cursor)
+        decode_endpoints_cursor(cursor)

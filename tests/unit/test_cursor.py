@@ -8,8 +8,9 @@ import re
 
 import pytest
 
+from shared.cursors import decode_runs_cursor as decode_cursor
+from shared.cursors import encode_runs_cursor as encode_cursor
 from shared.ids import new_run_id
-from shared.store import decode_cursor, encode_cursor
 
 URL_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from shared.cursors import decode_items_cursor, encode_items_cursor
 from shared.items import parse_fields, pick
-from shared.results import MAX_ITEM_FIELDS, decode_items_cursor, encode_items_cursor
+from shared.store.results import MAX_ITEM_FIELDS
 from worker.providers.base import MalformedAnswer, ProviderResult
 from worker.results import FieldPaths, ResultWriter, _Shape, dumps_item
 

@@ -101,8 +101,8 @@ WHERE before < %(max_bytes)s;
 
 -- name: read_run_items_csv
 -- The same page as CSV rows (RFC 4180, every cell quoted but empty ones, lines ending
--- CRLF) in one value, and the last item in it. `cells` is filled in with one
--- monid_csv_cell(item, path) per column, joined with ','.
+-- CRLF) in one value, and the last item in it. `cells` is filled in with a csv_line
+-- of one csv_cell per column (the two fragments below).
 SELECT max(seq) AS last, convert_to(string_agg(line, E'\r\n' ORDER BY seq) || E'\r\n', 'UTF8') AS data
 FROM (
     SELECT seq, {cells} AS line
@@ -155,3 +155,9 @@ FROM leaves
 GROUP BY path
 ORDER BY min(first)
 LIMIT %(limit)s;
+
+-- name: csv_cell
+monid_csv_cell(item, {path}::text[])
+
+-- name: csv_line
+array_to_string(ARRAY[{cells}], ',')

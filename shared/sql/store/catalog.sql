@@ -62,7 +62,7 @@ RETURNING provider, path;
 -- name: get_catalog_endpoint
 SELECT provider, provider_name, path, name, description, tags, input_schema,
        query_params_schema, path_params_schema, price_type, price_micros, flat_fee_micros,
-       max_results, deadline_seconds, max_attempts, adapter, example_input, synced_at
+       max_results, deadline_seconds, max_attempts, adapter, example_input
 FROM catalog_endpoints
 WHERE provider = %(provider)s AND path = %(path)s;
 
@@ -70,7 +70,7 @@ WHERE provider = %(provider)s AND path = %(path)s;
 -- A page in (provider, path) order, after the given pair ('', '' for the first page).
 SELECT provider, provider_name, path, name, description, tags, input_schema,
        query_params_schema, path_params_schema, price_type, price_micros, flat_fee_micros,
-       max_results, deadline_seconds, max_attempts, adapter, example_input, synced_at
+       max_results, deadline_seconds, max_attempts, adapter, example_input
 FROM catalog_endpoints
 WHERE (provider, path) > (%(provider)s, %(path)s)
 ORDER BY provider, path
@@ -90,7 +90,7 @@ WITH search_query AS (
 SELECT e.provider, e.provider_name, e.path, e.name, e.description, e.tags, e.input_schema,
        e.query_params_schema, e.path_params_schema, e.price_type, e.price_micros,
        e.flat_fee_micros, e.max_results, e.deadline_seconds, e.max_attempts, e.adapter,
-       e.example_input, e.synced_at,
+       e.example_input,
        round(ts_rank_cd(e.search, q.query, 1 | 32)::numeric, 4) AS score
 FROM catalog_endpoints AS e, search_query AS q
 WHERE e.search @@ q.query

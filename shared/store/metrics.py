@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.db import query
-from shared.store import END_STATUSES, Conn
+from shared.db import Conn, query
+from shared.store.runs import END_STATUSES
 
 OPEN_STATUSES = ("RUNNING", "STOPPING")
 ATTEMPT_OUTCOMES = ("OK", "TRANSIENT_ERROR", "PERMANENT_ERROR", "TIMEOUT", "LOST", "STOPPED")

@@ -1,4 +1,4 @@
-"""Store functions of results: a run's items, written with its end, read in pages.
+"""Results: a run's items, written with its end, read in pages.
 
 A result is stored as items, one row of `run_items` each, in the transaction that
 ends the run (see `worker/results.py`); the caller owns the transaction.
@@ -6,9 +6,6 @@ ends the run (see `worker/results.py`); the caller owns the transaction.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +14,9 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from shared.db import query
+from shared.db import Conn, json_param, query
 from shared.scheduling import Freed
-from shared.store import Claim, Conn, Woken, _json, slot_params, woken_runs
+from shared.store.claims import Claim, Woken, slot_params, woken_runs
 
 # The most fields of a run's items that are noted (the columns of its CSV).
 MAX_ITEM_FIELDS = 1000
@@ -79,10 +76,10 @@ def deliver_run(conn: Conn, claim: Claim, *, http_status: int, output: Any,
     try:
         row = conn.execute(query("deliver_run"), {
             "run_id": claim.run_id, "lease_token": claim.lease_token, "number": claim.attempt,
-            "output": _json(output), "output_truncated": output_truncated,
-            "item_count": item_count, "item_fields": _json([list(p) for p in item_fields]),
+            "output": json_param(output), "output_truncated": output_truncated,
+            "item_count": item_count, "item_fields": json_param([list(p) for p in item_fields]),
             "items": items_json, "first_seq": first_seq,
-            "provider_response": _json(provider_response), "cost_micros": cost_micros,
+            "provider_response": json_param(provider_response), "cost_micros": cost_micros,
             "http_status": http_status, **slot_params(freed),
         }).fetchone()
     except psycopg.errors.UniqueViolation as exc:
@@ -161,9 +158,8 @@ def read_run_items_csv(conn: Conn, run_id: str, paths: Sequence[Sequence[str]], 
     cells = []
     for n, path in enumerate(paths):
         params[f"path_{n}"] = list(path)
-        cells.append(sql.SQL("monid_csv_cell(item, {}::text[])").format(
-            sql.Placeholder(f"path_{n}")))
-    line = sql.SQL("array_to_string(ARRAY[{}], ',')").format(sql.SQL(", ").join(cells))
+        cells.append(query("csv_cell").format(path=sql.Placeholder(f"path_{n}")))
+    line = query("csv_line").format(cells=sql.SQL(", ").join(cells))
     return _chunk(conn, query("read_run_items_csv").format(cells=line), params)
 
 
@@ -171,24 +167,6 @@ def list_run_item_columns(conn: Conn, run_id: str, *, limit: int) -> list[FieldP
     """The paths of the fields of a run's items, in the order they first appear."""
     rows = conn.execute(query("list_run_item_columns"), {"run_id": run_id, "limit": limit})
     return [tuple(r["path"]) for r in rows]
-
-
-def encode_items_cursor(run_id: str, seq: int) -> str:
-    raw = json.dumps({"run": run_id, "at": seq}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_items_cursor(cursor: str, run_id: str) -> int:
-    """The item a cursor of this run's items points at; ValueError when it is not one."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        run, at = data["run"], data["at"]
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeEncodeError):
-        raise ValueError("not a cursor from this API") from None
-    if run != run_id or not isinstance(at, int) or isinstance(at, bool) or at < 0:
-        raise ValueError("not a cursor of this run's items")
-    return at
 
 
 def items_json(texts: Iterable[bytes]) -> str:

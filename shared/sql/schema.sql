@@ -1,0 +1,541 @@
+-- The whole schema the migrations make, as pg_dump writes it (normalised), with
+-- PostgreSQL 15. Made by `python -m shared.schema`; never applied: the
+-- migrations are. tests/integration/test_schema.py checks the two agree.
+
+CREATE FUNCTION public.catalog_words(words text[]) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$ SELECT array_to_string(words, ' ') $$;
+
+CREATE FUNCTION public.monid_claim(p_run_id text, p_lease_token uuid, p_worker text, p_lease_seconds integer, p_full_callers text[], p_limits jsonb) RETURNS TABLE(waiting_for text, id text, caller text, status text, provider text, endpoint text, adapter text, input json, provider_state json, attempt_count integer, max_attempts integer, deadline_at timestamp with time zone, price_type text, price_micros bigint, flat_fee_micros bigint, malformed_answers integer, hold_micros bigint, max_results integer, new_attempt boolean)
+    LANGUAGE plpgsql
+    AS $$
+#variable_conflict use_column
+DECLARE
+    r runs%ROWTYPE;
+    full_slot text;
+    slot_limit integer;
+BEGIN
+    SELECT * INTO r FROM runs WHERE runs.id = p_run_id;
+    IF NOT FOUND OR r.lease_token IS NOT NULL OR r.completed_at IS NOT NULL THEN
+        RETURN;
+    END IF;
+    IF r.status = 'RUNNING' AND r.provider_state IS NULL THEN
+        IF r.attempt_count >= r.max_attempts
+           OR (r.next_attempt_at IS NOT NULL AND r.next_attempt_at > now())
+           OR (r.started_at IS NULL AND r.deadline_at <= now()) THEN
+            RETURN;  -- not due, out of attempts, or out of queue time: nothing to take
+        END IF;
+        IF r.caller = ANY(p_full_callers) THEN
+            full_slot := 'caller';
+        END IF;
+        slot_limit := (p_limits ->> r.provider)::integer;
+        IF full_slot IS NULL AND slot_limit IS NOT NULL THEN
+            PERFORM monid_lock_slot('provider:' || r.provider);
+            IF monid_slot_busy(r.provider, NULL) >= slot_limit THEN
+                full_slot := 'provider:' || r.provider;
+            END IF;
+        END IF;
+        slot_limit := (p_limits ->> (r.provider || r.endpoint))::integer;
+        IF full_slot IS NULL AND slot_limit IS NOT NULL THEN
+            PERFORM monid_lock_slot('endpoint:' || r.provider || r.endpoint);
+            IF monid_slot_busy(r.provider, r.endpoint) >= slot_limit THEN
+                full_slot := 'endpoint:' || r.provider || r.endpoint;
+            END IF;
+        END IF;
+        IF full_slot IS NOT NULL THEN
+            RETURN QUERY
+            UPDATE runs
+            SET waiting_for = full_slot, next_attempt_at = NULL, last_published_at = NULL,
+                updated_at = now()
+            WHERE runs.id = p_run_id AND lease_token IS NULL AND completed_at IS NULL
+              AND status = 'RUNNING'
+            RETURNING full_slot, runs.id, runs.caller, runs.status, runs.provider,
+                      runs.endpoint, runs.adapter, runs.input, runs.provider_state,
+                      runs.attempt_count, runs.max_attempts, runs.deadline_at,
+                      runs.price_type, runs.price_micros, runs.flat_fee_micros,
+                      runs.malformed_answers, runs.hold_micros, runs.max_results, false;
+            RETURN;
+        END IF;
+    END IF;
+    RETURN QUERY
+    WITH claimed AS (
+        UPDATE runs
+        SET attempt_count = attempt_count + (provider_state IS NULL AND status = 'RUNNING')::int,
+            lease_token = p_lease_token,
+            lease_owner = p_worker,
+            lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+            next_attempt_at = NULL,
+            waiting_for = NULL,
+            -- The endpoint's deadline starts with the run's first start.
+            deadline_at = CASE WHEN started_at IS NULL AND deadline_seconds IS NOT NULL
+                               THEN now() + make_interval(secs => deadline_seconds)
+                               ELSE deadline_at END,
+            started_at = coalesce(started_at, now()),
+            updated_at = now()
+        WHERE runs.id = p_run_id
+          AND lease_token IS NULL
+          AND ((status = 'RUNNING'
+                AND (provider_state IS NOT NULL OR attempt_count < max_attempts)
+                AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+                AND (started_at IS NOT NULL OR deadline_at > now()))
+               -- A stop was asked: take it at once, to carry the stop out.
+               OR status = 'STOPPING')
+        RETURNING runs.id, runs.caller, runs.status, runs.provider, runs.endpoint, runs.adapter,
+                  runs.input, runs.provider_state, runs.attempt_count, runs.max_attempts,
+                  runs.deadline_at, runs.price_type, runs.price_micros, runs.flat_fee_micros,
+                  runs.malformed_answers, runs.hold_micros, runs.max_results,
+                  (runs.provider_state IS NULL AND runs.status = 'RUNNING') AS new_attempt
+    ), attempt AS (
+        INSERT INTO attempts (run_id, number, lease_token, worker)
+        SELECT claimed.id, claimed.attempt_count, p_lease_token, p_worker
+        FROM claimed WHERE claimed.new_attempt
+    )
+    SELECT NULL::text, claimed.* FROM claimed;
+    -- A new attempt took a provider's or endpoint's slot: that was its caller's turn.
+    IF FOUND AND r.status = 'RUNNING' AND r.provider_state IS NULL THEN
+        IF (p_limits ->> r.provider) IS NOT NULL THEN
+            INSERT INTO slot_turns (slot, caller) VALUES ('provider:' || r.provider, r.caller)
+            ON CONFLICT (slot, caller) DO UPDATE SET served_at = clock_timestamp();
+        END IF;
+        IF (p_limits ->> (r.provider || r.endpoint)) IS NOT NULL THEN
+            INSERT INTO slot_turns (slot, caller)
+            VALUES ('endpoint:' || r.provider || r.endpoint, r.caller)
+            ON CONFLICT (slot, caller) DO UPDATE SET served_at = clock_timestamp();
+        END IF;
+    END IF;
+END
+$$;
+
+CREATE FUNCTION public.monid_csv_cell(item jsonb, path text[]) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT coalesce('"' || replace(CASE WHEN jsonb_typeof(item) = 'object' THEN item #>> path
+                                        WHEN path = ARRAY['value']
+                                        THEN item #>> ARRAY[]::text[] END,
+                                   '"', '""') || '"', '')
+$$;
+
+CREATE FUNCTION public.monid_item_json(item json) RETURNS json
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE WHEN strpos(item::text, '\u0000') = 0 THEN item
+                ELSE regexp_replace(item::text, '(?<!\\)((?:\\\\)*)\\u0000', '\1\\ufffd',
+                                    'g')::json END
+$$;
+
+CREATE FUNCTION public.monid_lock_slot(p_slot text) RETURNS void
+    LANGUAGE sql
+    AS $$
+    SELECT pg_advisory_xact_lock(hashtextextended('monid:slot:' || p_slot, 0));
+$$;
+
+CREATE FUNCTION public.monid_notify_run_ended() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('monid_run_ended', NEW.id);
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION public.monid_settle(p_caller text, p_run_id text, p_cost_micros bigint, p_hold_micros bigint) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF coalesce(p_cost_micros, 0) = 0 AND coalesce(p_hold_micros, 0) = 0 THEN
+        RETURN;
+    END IF;
+    INSERT INTO ledger_entries (caller, run_id, kind, amount_micros)
+    VALUES (p_caller, p_run_id, 'CHARGE', coalesce(p_cost_micros, 0));
+    IF p_hold_micros > 0 THEN
+        INSERT INTO ledger_entries (caller, run_id, kind, amount_micros)
+        VALUES (p_caller, p_run_id, 'RELEASE', p_hold_micros);
+    END IF;
+    UPDATE wallets
+    SET balance_micros = balance_micros - coalesce(p_cost_micros, 0),
+        held_micros = held_micros - greatest(p_hold_micros, 0),
+        updated_at = now()
+    WHERE caller = p_caller;
+END
+$$;
+
+CREATE FUNCTION public.monid_slot_busy(p_provider text, p_endpoint text) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    busy integer;
+BEGIN
+    SELECT count(*) INTO busy FROM runs
+    WHERE provider = p_provider AND (p_endpoint IS NULL OR endpoint = p_endpoint)
+      AND completed_at IS NULL
+      AND (lease_token IS NOT NULL OR provider_state IS NOT NULL);
+    RETURN busy;
+END
+$$;
+
+CREATE FUNCTION public.monid_wake(p_slot text, p_caller text, p_provider text, p_endpoint text, p_limit integer, p_wanted integer) RETURNS TABLE(id text, caller text, open_runs integer, provider text, endpoint text)
+    LANGUAGE plpgsql
+    AS $$
+#variable_conflict use_column
+DECLARE
+    room integer;
+    chosen text;
+    candidate text;
+    fewest integer;
+    held integer;
+    turn timestamptz;
+    oldest_turn timestamptz;
+    woken jsonb := '{}';
+    run_id text;
+    woken_provider text;
+    woken_endpoint text;
+BEGIN
+    -- Mostly nobody waits: then that is all there is to do.
+    IF NOT EXISTS (SELECT 1 FROM runs WHERE waiting_for = p_slot
+                   AND (p_slot <> 'caller' OR runs.caller = p_caller)) THEN
+        RETURN;
+    END IF;
+    room := p_wanted;
+    IF p_slot <> 'caller' THEN
+        PERFORM monid_lock_slot(p_slot);  -- as the claims of the slot do
+        IF p_limit > 0 THEN
+            room := least(room, p_limit - monid_slot_busy(p_provider, p_endpoint));
+        END IF;
+    END IF;
+    WHILE room > 0 LOOP
+        IF p_slot = 'caller' THEN
+            chosen := p_caller;
+        ELSE
+            -- Every waiting caller, in one index probe each (a loose index scan).
+            chosen := NULL;
+            candidate := '';
+            LOOP
+                SELECT runs.caller INTO candidate FROM runs
+                WHERE waiting_for = p_slot AND runs.caller > candidate
+                ORDER BY runs.caller LIMIT 1;
+                EXIT WHEN NOT FOUND;
+                held := coalesce((woken ->> candidate)::integer, 0) + (
+                    SELECT count(*) FROM runs
+                    WHERE provider = p_provider AND (p_endpoint IS NULL OR endpoint = p_endpoint)
+                      AND runs.caller = candidate AND completed_at IS NULL
+                      AND (lease_token IS NOT NULL OR provider_state IS NOT NULL))::integer;
+                turn := coalesce((SELECT served_at FROM slot_turns
+                                  WHERE slot = p_slot AND slot_turns.caller = candidate),
+                                 '-infinity');
+                IF chosen IS NULL OR held < fewest OR (held = fewest AND turn < oldest_turn) THEN
+                    chosen := candidate;
+                    fewest := held;
+                    oldest_turn := turn;
+                END IF;
+            END LOOP;
+            EXIT WHEN chosen IS NULL;
+        END IF;
+        UPDATE runs
+        SET waiting_for = NULL, last_published_at = now(), updated_at = now()
+        WHERE runs.id = (SELECT w.id FROM runs w
+                         WHERE w.waiting_for = p_slot AND w.caller = chosen
+                         ORDER BY w.id LIMIT 1 FOR UPDATE SKIP LOCKED)
+          AND waiting_for = p_slot AND completed_at IS NULL
+        RETURNING runs.id, runs.provider, runs.endpoint
+        INTO run_id, woken_provider, woken_endpoint;
+        EXIT WHEN run_id IS NULL;
+        woken := jsonb_set(woken, ARRAY[chosen],
+                           to_jsonb(coalesce((woken ->> chosen)::integer, 0) + 1));
+        IF p_slot <> 'caller' THEN
+            INSERT INTO slot_turns (slot, caller) VALUES (p_slot, chosen)
+            ON CONFLICT (slot, caller) DO UPDATE SET served_at = clock_timestamp();
+        END IF;
+        RETURN QUERY SELECT run_id, chosen,
+                            (SELECT count(*) FROM (SELECT 1 FROM runs o
+                                                   WHERE o.caller = chosen
+                                                     AND o.status IN ('RUNNING', 'STOPPING')
+                                                   LIMIT 101) open)::integer,
+                            woken_provider, woken_endpoint;
+        run_id := NULL;
+        room := room - 1;
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION public.monid_wake_freed(p_caller text, p_provider text, p_endpoint text, p_caller_freed boolean, p_provider_limit integer, p_endpoint_limit integer, p_provider_freed boolean) RETURNS TABLE(id text, caller text, open_runs integer, provider text, endpoint text)
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF p_caller_freed THEN
+        RETURN QUERY SELECT * FROM monid_wake('caller', p_caller, NULL, NULL, 0, 1);
+    END IF;
+    IF p_provider_freed AND p_provider_limit > 0 THEN
+        RETURN QUERY SELECT * FROM monid_wake('provider:' || p_provider, NULL, p_provider, NULL,
+                                              p_provider_limit, 1);
+    END IF;
+    IF p_provider_freed AND p_endpoint_limit > 0 THEN
+        RETURN QUERY SELECT * FROM monid_wake('endpoint:' || p_provider || p_endpoint, NULL,
+                                              p_provider, p_endpoint, p_endpoint_limit, 1);
+    END IF;
+END
+$$;
+
+CREATE TABLE public.api_keys (
+    id bigint NOT NULL,
+    user_id text NOT NULL,
+    label text,
+    mode text NOT NULL,
+    key_prefix text NOT NULL,
+    key_hash bytea NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    revoked_at timestamp with time zone,
+    CONSTRAINT api_keys_mode_check CHECK ((mode = ANY (ARRAY['live'::text, 'test'::text]))),
+    CONSTRAINT api_keys_user_id_check CHECK ((user_id ~ '^[A-Za-z0-9_.:@-]{1,128}$'::text))
+);
+
+CREATE SEQUENCE public.api_keys_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+ALTER SEQUENCE public.api_keys_id_seq OWNED BY public.api_keys.id;
+
+CREATE TABLE public.attempts (
+    run_id text NOT NULL COLLATE pg_catalog."C",
+    number integer NOT NULL,
+    lease_token uuid NOT NULL,
+    worker text NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    ended_at timestamp with time zone,
+    outcome text,
+    http_status integer,
+    message text,
+    next_attempt_at timestamp with time zone,
+    CONSTRAINT attempts_number_check CHECK ((number >= 1)),
+    CONSTRAINT attempts_outcome_check CHECK ((outcome = ANY (ARRAY['OK'::text, 'TRANSIENT_ERROR'::text, 'PERMANENT_ERROR'::text, 'TIMEOUT'::text, 'LOST'::text, 'STOPPED'::text])))
+)
+WITH (fillfactor='70');
+
+CREATE TABLE public.catalog_endpoints (
+    provider text NOT NULL COLLATE pg_catalog."C",
+    provider_name text NOT NULL,
+    path text NOT NULL COLLATE pg_catalog."C",
+    name text NOT NULL,
+    description text NOT NULL,
+    tags text[] DEFAULT '{}'::text[] NOT NULL,
+    input_schema jsonb NOT NULL,
+    query_params_schema jsonb,
+    path_params_schema jsonb,
+    price_type text NOT NULL,
+    price_micros bigint NOT NULL,
+    flat_fee_micros bigint,
+    max_results integer,
+    deadline_seconds integer NOT NULL,
+    max_attempts integer NOT NULL,
+    adapter text NOT NULL,
+    example_input jsonb,
+    search tsvector GENERATED ALWAYS AS (((setweight(to_tsvector('english'::regconfig, ((((((name || ' '::text) || provider) || ' '::text) || provider_name) || ' '::text) || COALESCE(public.catalog_words(tags), ''::text))), 'A'::"char") || setweight(to_tsvector('english'::regconfig, description), 'B'::"char")) || setweight(to_tsvector('english'::regconfig, translate(path, '/-_.~'::text, '     '::text)), 'C'::"char"))) STORED,
+    synced_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT catalog_endpoints_deadline_seconds_check CHECK ((deadline_seconds >= 1)),
+    CONSTRAINT catalog_endpoints_flat_fee_micros_check CHECK ((flat_fee_micros >= 0)),
+    CONSTRAINT catalog_endpoints_max_attempts_check CHECK ((max_attempts >= 1)),
+    CONSTRAINT catalog_endpoints_max_results_check CHECK ((max_results >= 1)),
+    CONSTRAINT catalog_endpoints_price_micros_check CHECK ((price_micros >= 0)),
+    CONSTRAINT catalog_endpoints_price_type_check CHECK ((price_type = ANY (ARRAY['PER_CALL'::text, 'PER_RESULT'::text])))
+);
+
+CREATE TABLE public.idempotency_keys (
+    caller text NOT NULL,
+    key text NOT NULL,
+    request_hash bytea NOT NULL,
+    run_id text NOT NULL COLLATE pg_catalog."C",
+    response json,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+CREATE TABLE public.ledger_entries (
+    id bigint NOT NULL,
+    caller text NOT NULL,
+    run_id text COLLATE pg_catalog."C",
+    kind text NOT NULL,
+    amount_micros bigint NOT NULL,
+    note text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT ledger_entries_amount_micros_check CHECK ((amount_micros >= 0)),
+    CONSTRAINT ledger_entries_check CHECK (((kind = 'CREDIT'::text) = (run_id IS NULL))),
+    CONSTRAINT ledger_entries_kind_check CHECK ((kind = ANY (ARRAY['CREDIT'::text, 'HOLD'::text, 'RELEASE'::text, 'CHARGE'::text])))
+);
+
+CREATE SEQUENCE public.ledger_entries_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+ALTER SEQUENCE public.ledger_entries_id_seq OWNED BY public.ledger_entries.id;
+
+CREATE TABLE public.run_items (
+    run_id text NOT NULL COLLATE pg_catalog."C",
+    seq integer NOT NULL,
+    item json NOT NULL,
+    CONSTRAINT run_items_seq_check CHECK ((seq >= 0))
+);
+
+CREATE TABLE public.runs (
+    id text NOT NULL COLLATE pg_catalog."C",
+    caller text NOT NULL,
+    api_key_id bigint,
+    provider text NOT NULL,
+    provider_name text NOT NULL,
+    endpoint text NOT NULL,
+    adapter text NOT NULL,
+    input json NOT NULL,
+    status text DEFAULT 'RUNNING'::text NOT NULL,
+    output json,
+    result_count integer,
+    provider_response json,
+    error json,
+    provider_state json,
+    price_type text NOT NULL,
+    price_micros bigint NOT NULL,
+    flat_fee_micros bigint,
+    cost_micros bigint,
+    attempt_count integer DEFAULT 0 NOT NULL,
+    max_attempts integer NOT NULL,
+    lease_token uuid,
+    lease_owner text,
+    lease_expires_at timestamp with time zone,
+    next_attempt_at timestamp with time zone,
+    deadline_at timestamp with time zone NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    started_at timestamp with time zone,
+    completed_at timestamp with time zone,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    malformed_answers integer DEFAULT 0 NOT NULL,
+    last_published_at timestamp with time zone,
+    lost_count integer DEFAULT 0 NOT NULL,
+    hold_micros bigint DEFAULT 0 NOT NULL,
+    max_results integer,
+    stop_requested_at timestamp with time zone,
+    deadline_seconds integer,
+    waiting_for text,
+    inflight_slot integer,
+    output_truncated boolean DEFAULT false NOT NULL,
+    item_count integer,
+    item_fields json,
+    CONSTRAINT runs_check CHECK (((status = ANY (ARRAY['RUNNING'::text, 'STOPPING'::text])) = (completed_at IS NULL))),
+    CONSTRAINT runs_cost_micros_check CHECK ((cost_micros >= 0)),
+    CONSTRAINT runs_deadline_seconds_check CHECK ((deadline_seconds >= 1)),
+    CONSTRAINT runs_flat_fee_micros_check CHECK ((flat_fee_micros >= 0)),
+    CONSTRAINT runs_hold_micros_check CHECK ((hold_micros >= 0)),
+    CONSTRAINT runs_id_check CHECK ((id ~ '^[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT runs_inflight_slot_check CHECK ((inflight_slot >= 0)),
+    CONSTRAINT runs_item_count_check CHECK ((item_count >= 0)),
+    CONSTRAINT runs_max_attempts_check CHECK ((max_attempts >= 1)),
+    CONSTRAINT runs_price_micros_check CHECK ((price_micros >= 0)),
+    CONSTRAINT runs_price_type_check CHECK ((price_type = ANY (ARRAY['PER_CALL'::text, 'PER_RESULT'::text]))),
+    CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['RUNNING'::text, 'STOPPING'::text, 'COMPLETED'::text, 'FAILED'::text, 'STOPPED'::text, 'TIMED_OUT'::text]))),
+    CONSTRAINT runs_waiting_for_check CHECK ((waiting_for ~ '^(caller|provider:.+|endpoint:.+)$'::text))
+)
+WITH (fillfactor='85');
+
+CREATE TABLE public.schema_migrations (
+    version integer NOT NULL,
+    name text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+CREATE TABLE public.slot_turns (
+    slot text NOT NULL,
+    caller text NOT NULL,
+    served_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL
+);
+
+CREATE TABLE public.wallets (
+    caller text NOT NULL,
+    balance_micros bigint DEFAULT 0 NOT NULL,
+    held_micros bigint DEFAULT 0 NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT wallet_covers_holds CHECK ((balance_micros >= held_micros)),
+    CONSTRAINT wallets_held_micros_check CHECK ((held_micros >= 0))
+);
+
+ALTER TABLE ONLY public.api_keys ALTER COLUMN id SET DEFAULT nextval('public.api_keys_id_seq'::regclass);
+
+ALTER TABLE ONLY public.ledger_entries ALTER COLUMN id SET DEFAULT nextval('public.ledger_entries_id_seq'::regclass);
+
+ALTER TABLE ONLY public.api_keys
+    ADD CONSTRAINT api_keys_key_hash_key UNIQUE (key_hash);
+
+ALTER TABLE ONLY public.api_keys
+    ADD CONSTRAINT api_keys_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.attempts
+    ADD CONSTRAINT attempts_pkey PRIMARY KEY (run_id, number);
+
+ALTER TABLE ONLY public.catalog_endpoints
+    ADD CONSTRAINT catalog_endpoints_pkey PRIMARY KEY (provider, path);
+
+ALTER TABLE ONLY public.idempotency_keys
+    ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (caller, key);
+
+ALTER TABLE ONLY public.ledger_entries
+    ADD CONSTRAINT ledger_entries_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.run_items
+    ADD CONSTRAINT run_items_pkey PRIMARY KEY (run_id, seq);
+
+ALTER TABLE ONLY public.runs
+    ADD CONSTRAINT runs_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.schema_migrations
+    ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+
+ALTER TABLE ONLY public.slot_turns
+    ADD CONSTRAINT slot_turns_pkey PRIMARY KEY (slot, caller);
+
+ALTER TABLE ONLY public.wallets
+    ADD CONSTRAINT wallets_pkey PRIMARY KEY (caller);
+
+CREATE INDEX api_keys_user ON public.api_keys USING btree (user_id, id);
+
+CREATE INDEX catalog_endpoints_search ON public.catalog_endpoints USING gin (search);
+
+CREATE INDEX idempotency_keys_created ON public.idempotency_keys USING btree (created_at);
+
+CREATE INDEX ledger_entries_caller ON public.ledger_entries USING btree (caller, id DESC);
+
+CREATE UNIQUE INDEX ledger_one_charge_per_run ON public.ledger_entries USING btree (run_id) WHERE (kind = 'CHARGE'::text);
+
+CREATE UNIQUE INDEX ledger_one_hold_per_run ON public.ledger_entries USING btree (run_id) WHERE (kind = 'HOLD'::text);
+
+CREATE UNIQUE INDEX ledger_one_release_per_run ON public.ledger_entries USING btree (run_id) WHERE (kind = 'RELEASE'::text);
+
+CREATE INDEX runs_busy ON public.runs USING btree (provider, endpoint) WHERE ((completed_at IS NULL) AND ((lease_token IS NOT NULL) OR (provider_state IS NOT NULL)));
+
+CREATE INDEX runs_caller_id ON public.runs USING btree (caller, id DESC);
+
+CREATE INDEX runs_caller_status_id ON public.runs USING btree (caller, status, id DESC);
+
+CREATE UNIQUE INDEX runs_inflight_slot ON public.runs USING btree (caller, inflight_slot) WHERE ((completed_at IS NULL) AND (inflight_slot IS NOT NULL));
+
+CREATE INDEX runs_leased ON public.runs USING btree (lease_owner) WHERE (lease_token IS NOT NULL);
+
+CREATE INDEX runs_open ON public.runs USING btree (next_attempt_at) WHERE (completed_at IS NULL);
+
+CREATE INDEX runs_waiting ON public.runs USING btree (waiting_for, caller, id) WHERE (waiting_for IS NOT NULL);
+
+CREATE TRIGGER runs_notify_ended AFTER UPDATE OF completed_at ON public.runs FOR EACH ROW WHEN (((old.completed_at IS NULL) AND (new.completed_at IS NOT NULL))) EXECUTE FUNCTION public.monid_notify_run_ended();
+
+ALTER TABLE ONLY public.attempts
+    ADD CONSTRAINT attempts_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.idempotency_keys
+    ADD CONSTRAINT idempotency_keys_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.ledger_entries
+    ADD CONSTRAINT ledger_entries_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id);
+
+ALTER TABLE ONLY public.run_items
+    ADD CONSTRAINT run_items_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.runs
+    ADD CONSTRAINT runs_api_key_id_fkey FOREIGN KEY (api_key_id) REFERENCES public.api_keys(id);

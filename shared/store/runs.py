@@ -1,0 +1,184 @@
+"""Runs: accepted (with their hold, in one statement), read, listed, asked to stop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from shared.catalog import Endpoint, Price
+from shared.db import Conn, json_param, query
+
+END_STATUSES = frozenset({"COMPLETED", "FAILED", "STOPPED", "TIMED_OUT"})
+STATUSES = ("RUNNING", "STOPPING", *sorted(END_STATUSES))
+_NEWEST = "Z" * 26  # sorts after every ULID
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    caller: str
+    provider: str
+    provider_name: str
+    endpoint: str
+    status: str
+    result_count: int | None
+    provider_response: Any
+    error: Any
+    price_type: str
+    price_micros: int
+    flat_fee_micros: int | None
+    cost_micros: int | None
+    attempt_count: int
+    max_attempts: int
+    next_attempt_at: datetime | None
+    deadline_at: datetime
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    input: Any = None
+    output: Any = None
+    attempts: tuple[dict[str, Any], ...] = ()
+    # `output` holds only the first of the run's items (read all of them with the
+    # run's items).
+    output_truncated: bool = False
+
+    @property
+    def ended(self) -> bool:
+        return self.status in END_STATUSES
+
+    @property
+    def stoppable(self) -> bool:
+        return not self.ended
+
+    @property
+    def price(self) -> Price:
+        return Price(self.price_type, self.price_micros, self.flat_fee_micros)
+
+    @property
+    def result(self) -> Any:
+        """The output, shown once the run has ended (None before)."""
+        return self.output if self.ended else None
+
+    @property
+    def charged_micros(self) -> int | None:
+        """The cost, known once the run has ended (None before)."""
+        return self.cost_micros if self.ended else None
+
+    @property
+    def tries(self) -> list[dict[str, Any]]:
+        """The attempts, each with when the next one is due: only the last one of a run
+        that has not ended can have one."""
+        tries = [dict(a) for a in self.attempts]
+        for attempt in tries[:-1]:
+            attempt["nextAttemptAt"] = None
+        if tries and self.ended:
+            tries[-1]["nextAttemptAt"] = None
+        return tries
+
+
+class InsufficientFunds(Exception):
+    """The caller's available balance does not cover the run's hold."""
+
+
+class TooManyRunsInFlight(Exception):
+    """The caller has as many runs in flight as it may have."""
+
+
+def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
+               endpoint: Endpoint, input: Any, hold_micros: int = 0,
+               max_results: int | None = None, in_flight_cap: int = 0,
+               queue_timeout_seconds: int = 900) -> datetime:
+    """Insert a new RUNNING run and hold its price on the caller's wallet, in one
+    statement; writes nothing and raises TooManyRunsInFlight when the caller has
+    `in_flight_cap` runs in flight (0: no cap), InsufficientFunds when the wallet
+    cannot cover the hold."""
+    params = {
+        "id": run_id,
+        "caller": caller,
+        "api_key_id": api_key_id,
+        "provider": endpoint.provider,
+        "provider_name": endpoint.provider_name,
+        "endpoint": endpoint.path,
+        "adapter": endpoint.adapter,
+        "input": json_param(input),
+        "price_type": endpoint.price.type,
+        "price_micros": endpoint.price.amount_micros,
+        "flat_fee_micros": endpoint.price.flat_fee_micros,
+        "max_attempts": endpoint.max_attempts,
+        "deadline_seconds": endpoint.deadline_seconds,
+        "hold_micros": hold_micros,
+        "max_results": max_results,
+        "cap": max(0, in_flight_cap),
+        "queue_timeout_seconds": queue_timeout_seconds,
+    }
+    for _ in range(5):
+        try:
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+                with conn.transaction():  # a savepoint: a number taken meanwhile is retried
+                    row = conn.execute(query("insert_run"), params).fetchone()
+            else:
+                row = conn.execute(query("insert_run"), params).fetchone()
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name != "runs_inflight_slot":
+                raise
+            continue  # a concurrent accept took the same number: pick another
+        assert row is not None
+        if not row["under_cap"]:
+            raise TooManyRunsInFlight(caller)
+        if not row["funded"]:
+            raise InsufficientFunds(caller)
+        created_at: datetime = row["created_at"]
+        return created_at
+    raise TooManyRunsInFlight(caller)
+
+
+def get_run(conn: Conn, run_id: str, caller: str) -> Run | None:
+    row = conn.execute(query("get_run"), {"id": run_id, "caller": caller}).fetchone()
+    if row is None:
+        return None
+    row["attempts"] = tuple(row["attempts"])
+    return Run(**row)
+
+
+def list_runs(conn: Conn, caller: str, *, limit: int, before: str | None = None,
+              status: str | None = None) -> tuple[list[Run], bool]:
+    """Up to `limit` of the caller's runs older than `before`, newest first, and
+    whether older ones follow."""
+    params = {"caller": caller, "before": before or _NEWEST, "limit": limit + 1,
+              "status": status}
+    name = "list_runs_by_status" if status else "list_runs"
+    rows = conn.execute(query(name), params).fetchall()
+    return [Run(**r) for r in rows[:limit]], len(rows) > limit
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    run_id: str
+    held: bool
+    following: bool
+
+
+def request_stop(conn: Conn, run_id: str, caller: str) -> StopRequest | None:
+    """Mark an open run STOPPING; None when it has ended (or is not the caller's)."""
+    row = conn.execute(query("request_stop"), {"run_id": run_id, "caller": caller}).fetchone()
+    return StopRequest(row["id"], row["held"], row["following"]) if row else None
+
+
+def run_status(conn: Conn, run_id: str, caller: str) -> str | None:
+    row = conn.execute(query("run_status"), {"run_id": run_id, "caller": caller}).fetchone()
+    return row["status"] if row else None
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    status: str
+    error: Any
+
+
+def get_run_end(conn: Conn, run_id: str) -> RunEnd | None:
+    """A run's status and error, for monitors (whoever's run it is)."""
+    row = conn.execute(query("get_run_end"), {"run_id": run_id}).fetchone()
+    return RunEnd(row["status"], row["error"]) if row else None
