@@ -10,16 +10,13 @@ from api.auth import authenticate
 from api.openapi import documented
 from api.schemas import (
     DiscoverResultsSchema,
-    DiscoverSchema,
     EndpointCardSchema,
     EndpointListSchema,
-    InspectSchema,
-    ListEndpointsSchema,
-    load,
     parse_json_object,
 )
 from api.services import services
 from shared.catalog import discovery
+from shared.requests import DiscoverSchema, InspectSchema, ListEndpointsSchema, load
 
 blueprint = Blueprint("catalog", __name__, url_prefix="/v1")
 

@@ -10,9 +10,10 @@ from flask import Blueprint, Response, request
 from api import errors
 from api.auth import authenticate
 from api.openapi import documented
-from api.schemas import ListItemsSchema, RunItemsPageSchema, load
+from api.schemas import RunItemsPageSchema
 from api.services import services
 from shared import items
+from shared.requests import ListItemsSchema, load
 
 blueprint = Blueprint("items", __name__, url_prefix="/v1")
 

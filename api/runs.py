@@ -12,18 +12,15 @@ from api.auth import authenticate
 from api.openapi import documented
 from api.schemas import (
     AcceptedRunSchema,
-    GetRunSchema,
-    ListRunsSchema,
     RunListSchema,
     RunSchema,
-    StartRunSchema,
     StopAnswerSchema,
-    load,
     parse_json_object,
 )
 from api.services import services
 from shared import runs
 from shared.errors import InvalidRequest
+from shared.requests import GetRunSchema, ListRunsSchema, StartRunSchema, load
 
 blueprint = Blueprint("runs", __name__, url_prefix="/v1")
 

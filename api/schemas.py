@@ -7,36 +7,28 @@ wallet, an endpoint's card...); each field says where its value comes from.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import (
-    EXCLUDE,
     INCLUDE,
-    RAISE,
     Schema,
-    ValidationError,
     fields,
     post_dump,
     pre_dump,
     validate,
-    validates,
 )
 
 from api.errors import UNSUPPORTED_MEDIA_TYPE, VALIDATION_FAILED, ApiError, ErrorSchema
-from shared.errors import InvalidRequest
 from shared.ids import ULID_PATTERN
-from shared.items import FORMATS, MAX_PAGE_ITEMS
 from shared.money import micros_to_dollars
-from shared.runs import MAX_WAIT_SECONDS, STATUSES
+from shared.requests import strict_json_loads
+from shared.runs import STATUSES
 from shared.timefmt import iso
 
 ISO_EXAMPLE = "2026-03-28T10:30:00.000Z"
 RUN_ID_EXAMPLE = "01JGXYZABCDEFGHJKMNPQRSTVW"
 ATTEMPT_OUTCOMES = ["OK", "TRANSIENT_ERROR", "PERMANENT_ERROR", "TIMEOUT", "LOST", "STOPPED"]
-MAX_QUERY_CHARS = 500
 
 
 # --- fields ---------------------------------------------------------------------------
@@ -70,180 +62,6 @@ def _without_nulls(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, An
 
 
 # --- requests -------------------------------------------------------------------------
-
-
-def provider_field(*, example: str) -> fields.String:
-    """A request's `provider`: a provider's slug."""
-    return fields.String(required=True, validate=validate.Length(min=1, max=100),
-                         error_messages={"invalid": "must be a string"},
-                         metadata={"description": "The provider's slug.", "example": example})
-
-
-def endpoint_field(*, example: str) -> fields.String:
-    """A request's `endpoint`: an endpoint's path."""
-    return fields.String(required=True, validate=validate.Length(min=1, max=500),
-                         error_messages={"invalid": "must be a string"},
-                         metadata={"description": "The endpoint's path.", "example": example})
-
-
-def _cursor(max_length: int = 200) -> fields.String:
-    return fields.String(load_default=None, validate=validate.Length(min=1, max=max_length),
-                         metadata={"description": "The previous page's `cursor`."})
-
-
-class StartRunSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    provider = provider_field(example="apify")
-    endpoint = endpoint_field(example="/apidojo/tweet-scraper")
-    input = fields.Dict(required=True, error_messages={"invalid": "must be an object"},
-                        metadata={"description": "The endpoint's input: flat (the input "
-                                                 "itself) or composite (`body`, `queryParams`, "
-                                                 "`pathParams`).",
-                                  "example": {"searchTerms": ["AI"], "maxItems": 10}})
-
-
-_WAIT_RANGE = f"must be a number of seconds from 0 to {MAX_WAIT_SECONDS}"
-
-
-class GetRunSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE  # other parameters are let be
-
-    wait = fields.Float(
-        load_default=0, validate=validate.Range(min=0, max=MAX_WAIT_SECONDS, error=_WAIT_RANGE),
-        error_messages={"invalid": _WAIT_RANGE, "special": _WAIT_RANGE},
-        metadata={"description": f"Seconds (0 to {MAX_WAIT_SECONDS}) to wait for the run to "
-                                 "end: the answer comes as soon as it ends, or after `wait` "
-                                 "seconds with the run as it then is."})
-
-
-class ListRunsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    limit = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100),
-                           error_messages={"invalid": "must be an integer"},
-                           metadata={"description": "Runs per page."})
-    cursor = _cursor()
-    status = fields.String(load_default=None, validate=validate.OneOf(STATUSES),
-                           metadata={"description": "Only runs in this status."})
-
-
-class ListItemsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    limit = fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_PAGE_ITEMS),
-                           error_messages={"invalid": "must be an integer"},
-                           metadata={"description": "Items per JSON page (default 100); a "
-                                                    "page holds fewer when its items pass 4 "
-                                                    "MiB. JSON pages only."})
-    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200),
-                           metadata={"description": "The previous page's `cursor`. JSON pages "
-                                                    "only."})
-    format = fields.String(load_default="json", validate=validate.OneOf(FORMATS),
-                           metadata={"description": "`json`: a page; `jsonl` or `csv`: a "
-                                                    "download of every item, streamed."})
-    field_paths = fields.String(
-        data_key="fields", load_default=None, validate=validate.Length(min=1, max=4000),
-        metadata={"description": "Comma-separated fields to keep, nested ones by their "
-                                 "dotted path (`a,b.c`), in this order: the columns of a CSV, "
-                                 "the fields of JSON items.",
-                  "example": "id,author.name"})
-
-
-class DiscoverSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    # The length and "not blank" rules are checked below, with their own messages; the
-    # metadata tells the OpenAPI document about them.
-    query = fields.String(required=True, error_messages={"invalid": "must be a string"},
-                          metadata={"description": "What the endpoint should do, in words.",
-                                    "minLength": 1, "maxLength": MAX_QUERY_CHARS,
-                                    "pattern": r"\S", "example": "twitter posts"})
-    limit = fields.Integer(load_default=5, strict=True, validate=validate.Range(min=1, max=50),
-                           error_messages={"invalid": "must be an integer"},
-                           metadata={"description": "At most this many results."})
-
-    @validates("query")
-    def _query_has_text(self, value: str, **_: Any) -> None:
-        if not value.strip():
-            raise ValidationError("must not be empty")
-        if len(value) > MAX_QUERY_CHARS:
-            raise ValidationError(f"must be at most {MAX_QUERY_CHARS} characters long")
-
-
-class InspectSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    provider = provider_field(example="demo")
-    endpoint = endpoint_field(example="/echo")
-
-
-class ListEndpointsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    limit = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100),
-                           error_messages={"invalid": "must be an integer"},
-                           metadata={"description": "Endpoints per page."})
-    cursor = _cursor(max_length=1000)
-
-
-def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
-    flat: dict[str, list[str]] = {}
-    if isinstance(messages, Mapping):
-        for key, value in messages.items():
-            path = f"{prefix}.{key}" if prefix else str(key)
-            for sub_path, sub_messages in _flatten(value, path).items():
-                flat.setdefault(sub_path, []).extend(sub_messages)
-    elif isinstance(messages, list):
-        flat[prefix or "body"] = [_tidy(str(m)) for m in messages]
-    else:
-        flat[prefix or "body"] = [_tidy(str(messages))]
-    return flat
-
-
-def _tidy(message: str) -> str:
-    return {
-        "Missing data for required field.": "is required",
-        "Unknown field.": "is not a known field",
-        "Field may not be null.": "must not be null",
-    }.get(message, message.rstrip("."))
-
-
-def load(schema: Schema, data: Any) -> dict[str, Any]:
-    """Validate with a marshmallow schema; every failing field becomes a 400."""
-    try:
-        result: dict[str, Any] = schema.load(data)
-    except ValidationError as exc:
-        raise InvalidRequest(_flatten(exc.messages)) from None
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError("number out of range")
-    return value
-
-
-def strict_json_loads(raw: bytes) -> Any:
-    """JSON as RFC 8259 has it: UTF-8, no NaN or Infinity, no lone surrogates.
-    ValueError (or RecursionError for absurd nesting) otherwise."""
-    text = raw.decode("utf-8")  # UnicodeDecodeError is a ValueError
-    data = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
-    # A lone surrogate parses, but cannot be stored or sent on: refuse it here.
-    json.dumps(data, ensure_ascii=False).encode("utf-8")
-    return data
 
 
 def parse_json_object() -> dict[str, Any]:

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
 from api import openapi
-from api.schemas import (
+from shared.requests import (
     DiscoverSchema,
     InspectSchema,
     ListEndpointsSchema,

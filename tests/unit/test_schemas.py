@@ -10,19 +10,10 @@ from typing import Any
 
 import pytest
 
-from api.schemas import (
-    AcceptedRunSchema,
-    ListRunsSchema,
-    PriceSchema,
-    RunSchema,
-    RunSummarySchema,
-    StartRunSchema,
-    _flatten,
-    _tidy,
-    load,
-)
+from api.schemas import AcceptedRunSchema, PriceSchema, RunSchema, RunSummarySchema
 from shared.catalog import Price
 from shared.errors import InvalidRequest
+from shared.requests import ListRunsSchema, StartRunSchema, _flatten, _tidy, load
 from shared.runs import AcceptedRun
 from shared.store import END_STATUSES, Run
 
