@@ -560,3 +560,57 @@ class ReadinessSchema(Schema):
 
 class ReadinessErrorSchema(ErrorSchema):
     checks = fields.Nested(ReadinessChecksSchema, required=True)
+
+
+class UserSchema(Schema):
+    """The caller's user (`shared.accounts.User`)."""
+
+    userId = fields.String(required=True, attribute="user_id",
+                           metadata={"example": "user_abc123"})
+    username = fields.String(required=True, metadata={"example": "ada"})
+    email = fields.String(metadata={"description": "Only when one is known.",
+                                    "example": "ada@example.com"})
+    metadata = fields.Dict(required=True)
+    createdAt = Timestamp(required=True, attribute="created_at",
+                          metadata={"example": ISO_EXAMPLE})
+    updatedAt = Timestamp(required=True, attribute="updated_at",
+                          metadata={"example": ISO_EXAMPLE})
+
+    @post_dump
+    def _no_email_without_one(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return _without_nulls(data, ("email",))
+
+
+class WorkspaceSchema(Schema):
+    """The caller's workspace (`shared.accounts.Workspace`): its account."""
+
+    workspaceId = fields.String(required=True, attribute="workspace_id",
+                                metadata={"example": "ws_01JGXYZABCDEFGHJKMNPQRSTVW"})
+    name = fields.String(required=True, metadata={"example": "Ada's workspace"})
+    slug = fields.String(required=True, metadata={"pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+                                                  "example": "ada"})
+    metadata = fields.Dict(required=True)
+    createdAt = Timestamp(required=True, attribute="created_at",
+                          metadata={"example": ISO_EXAMPLE})
+    updatedAt = Timestamp(required=True, attribute="updated_at",
+                          metadata={"example": ISO_EXAMPLE})
+
+
+class WhoamiSchema(Schema):
+    """Who the key belongs to (`shared.accounts.Account`)."""
+
+    user = fields.Nested(UserSchema, required=True)
+    workspace = fields.Nested(WorkspaceSchema, required=True,
+                              metadata={"description": "The workspace the key acts in."})
+
+
+class WorkspaceRefSchema(Schema):
+    workspaceId = fields.String(required=True, attribute="workspace_id",
+                                metadata={"example": "ws_01JGXYZABCDEFGHJKMNPQRSTVW"})
+    slug = fields.String(required=True, metadata={"example": "ada"})
+
+
+class WorkspaceListSchema(Schema):
+    workspaces = fields.List(fields.Nested(WorkspaceRefSchema), required=True,
+                             metadata={"description": "The workspaces the key may act in: its "
+                                                      "user's own (one per user)."})
