@@ -9,7 +9,7 @@ import time
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from api import errors, metrics, openapi
+from api import errors, mcp_server, metrics, openapi
 from api.ratelimit import add_quota_headers
 from shared.catalog import Catalog, load_catalog
 from shared.ids import is_run_id, sane_request_id
@@ -94,4 +94,5 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
     app.register_blueprint(account.blueprint)
     metrics.init_app(app)
     openapi.init_app(app)
+    mcp_server.init_app(app, app.extensions["monid"])
     return app

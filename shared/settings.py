@@ -87,6 +87,9 @@ class Settings:
     # A run's `output` holds its whole result up to this size; past it, the first
     # items that fit, and the run says its output is truncated.
     max_inline_output_bytes: int = 256 * 1024
+    # What an MCP tool answers inline at most (a run's output, a page of its items), so
+    # that a big result does not flood an agent's context; the rest is paged.
+    mcp_inline_output_bytes: int = 20 * 1024
     # How a rediss:// REDIS_URL's certificate is checked: "required" (verified against
     # the system's CAs, or REDIS_SSL_CA_CERTS), "optional" or "none" (not checked: for
     # managed Redis whose certificate is self-signed).
@@ -261,6 +264,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_result_items=_int(env, "MAX_RESULT_ITEMS", 100_000, 1, 10_000_000),
         max_inline_output_bytes=_int(env, "MAX_INLINE_OUTPUT_BYTES", 256 * 1024, 0,
                                      16 * 1024 * 1024),
+        mcp_inline_output_bytes=_int(env, "MCP_INLINE_OUTPUT_BYTES", 20 * 1024, 1024,
+                                     4 * 1024 * 1024),
         redis_ssl_cert_reqs=_choice(env, "REDIS_SSL_CERT_REQS", "required",
                                     ("none", "optional", "required")),
         redis_ssl_ca_certs=_file(env, "REDIS_SSL_CA_CERTS"),
