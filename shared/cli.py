@@ -10,6 +10,7 @@
     monidctl wallet show --user USER
     monidctl users set --user USER [--username NAME] [--email E] [--workspace-name N] ...
     monidctl users show --user USER
+    monidctl mcp
     monidctl catalog check [--dir DIR]
     monidctl catalog sync [--dir DIR]
 """
@@ -274,6 +275,12 @@ def cmd_users_show(args: argparse.Namespace) -> None:
     _print_account(account)
 
 
+def cmd_mcp(args: argparse.Namespace) -> None:
+    from shared.mcp_stdio import run_stdio
+
+    raise SystemExit(run_stdio())
+
+
 def _text(limit: int) -> Callable[[str], str]:
     def check(value: str) -> str:
         if not value.strip() or len(value) > limit or not value.isprintable():
@@ -439,6 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(user_commands, "show", "a user and its workspace")
     p.add_argument("--user", required=True, type=_user, help="the user ID")
     p.set_defaults(func=cmd_users_show)
+
+    p = _command(commands, "mcp", "serve the MCP tools over stdio, for a local agent",
+                 "They act on the monid-runs server at MONID_API_BASE_URL (its /mcp) with the "
+                 "key MONID_API_KEY.")
+    p.set_defaults(func=cmd_mcp)
 
     catalog_parser = _command(commands, "catalog", "check the catalog files and load them")
     catalog_commands = catalog_parser.add_subparsers(dest="catalog_command", required=True,

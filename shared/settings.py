@@ -344,6 +344,27 @@ def load_database_url(env: Mapping[str, str] | None = None) -> str | None:
     return _url(env, "DATABASE_URL", ("postgresql", "postgres"))
 
 
+@dataclass(frozen=True)
+class AgentClientSettings:
+    """What `monidctl mcp` needs: the server it talks to and the key it talks with (the
+    names monid's own command-line client reads)."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+
+
+def load_agent_client_settings(env: Mapping[str, str] | None = None) -> AgentClientSettings:
+    env = os.environ if env is None else env
+    key = env.get("MONID_API_KEY", "").strip()
+    if not key:
+        raise SettingsError("MONID_API_KEY", "is not set: expected an API key (monid_live_... "
+                            "or monid_test_..., from `monidctl keys create`)")
+    if not env.get("MONID_API_BASE_URL", "").strip():
+        return AgentClientSettings("http://localhost:8000", key)
+    return AgentClientSettings(_url(env, "MONID_API_BASE_URL", ("http", "https")).rstrip("/"),
+                               key)
+
+
 def load_local_ports(env: Mapping[str, str] | None = None) -> tuple[int, int]:
     """PORT and FLOWER_PORT alone (checked), for `monidctl up` to look at before it
     starts anything."""
