@@ -39,9 +39,8 @@ from api.schemas import (
 from shared import accounts, items, runs, wallets
 from shared.catalog import discovery
 from shared.money import micros_to_dollars
-from shared.results import encode_items_cursor
+from shared.runs import Run
 from shared.services import Services
-from shared.store import Run
 
 MAX_ITEMS_PAGE = items.MAX_PAGE_ITEMS
 DEFAULT_ITEMS_PAGE = 20
@@ -266,7 +265,7 @@ def bounded_run(svc: Services, caller: str, run: Run) -> dict[str, Any]:
         assert isinstance(page, items.ItemsPage)
         dumped["itemsTotal"] = page.total
         start = len(kept) if isinstance(output, list) else 0
-        dumped["itemsCursor"] = (encode_items_cursor(run.id, start)
+        dumped["itemsCursor"] = (items.items_cursor(run.id, start)
                                  if start < page.total else None)
         dumped["output"] = kept if isinstance(output, list) else None
         dumped["outputTruncated"] = True

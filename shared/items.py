@@ -149,6 +149,12 @@ def read_items(svc: Services, caller: str, run_id: str, *, format: str = "json",
     return Download(run_id, format, chunks)
 
 
+def items_cursor(run_id: str, start: int) -> str:
+    """The cursor of the page of the run's items that starts at item `start` (0 is the
+    first): where a reader of the first `start` items goes on."""
+    return results.encode_items_cursor(run_id, start)
+
+
 def _page(conn: Conn, run_id: str, total: int, start: int, limit: int,
           paths: list[Path] | None, page_bytes: int) -> ItemsPage:
     rows = (results.list_run_items(conn, run_id, from_seq=start, limit=limit,
