@@ -9,7 +9,7 @@ import time
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from api import errors, metrics, openapi
+from api import errors, mcp_server, metrics, openapi
 from api.ratelimit import add_quota_headers
 from shared.catalog import Catalog, load_catalog
 from shared.ids import is_run_id, sane_request_id
@@ -83,14 +83,16 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
         return add_quota_headers(response)
 
     errors.init_app(app)
+    from api import account, health, items, runs, wallet
     from api import catalog as catalog_routes
-    from api import health, items, runs, wallet
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(catalog_routes.blueprint)
     app.register_blueprint(runs.blueprint)
     app.register_blueprint(items.blueprint)
     app.register_blueprint(wallet.blueprint)
+    app.register_blueprint(account.blueprint)
     metrics.init_app(app)
     openapi.init_app(app)
+    mcp_server.init_app(app, app.extensions["monid"])
     return app

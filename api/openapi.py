@@ -188,6 +188,7 @@ TAGS = [
     {"name": "runs", "description": "Start runs, poll them, list them, stop them."},
     {"name": "catalog", "description": "The providers' endpoints a caller can run."},
     {"name": "wallet", "description": "The caller's prepaid wallet."},
+    {"name": "account", "description": "Who the key belongs to: its user and workspace."},
     {"name": "operations", "description": "Health, readiness and this document; no key "
                                           "needed."},
 ]

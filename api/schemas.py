@@ -287,7 +287,7 @@ class WalletBalanceSchema(Schema):
 
 
 class DiscoverResultSchema(Schema):
-    """A match (`shared.catalog.sync.Match`): the endpoint, and how well it matches."""
+    """A match (`shared.store.catalog.Match`): the endpoint, and how well it matches."""
 
     provider = fields.String(required=True, attribute="entry.provider")
     providerName = fields.String(required=True, attribute="entry.provider_name")
@@ -307,7 +307,7 @@ class DiscoverResultsSchema(Schema):
 
 
 class EndpointSummarySchema(Schema):
-    """An endpoint in a list (`shared.catalog.sync.CatalogEntry`): what it is and what it
+    """An endpoint in a list (`shared.catalog.Endpoint`): what it is and what it
     costs, without its schemas."""
 
     provider = fields.String(required=True, metadata={"example": "demo"})
@@ -378,3 +378,57 @@ class ReadinessSchema(Schema):
 
 class ReadinessErrorSchema(ErrorSchema):
     checks = fields.Nested(ReadinessChecksSchema, required=True)
+
+
+class UserSchema(Schema):
+    """The caller's user (`shared.accounts.User`)."""
+
+    userId = fields.String(required=True, attribute="user_id",
+                           metadata={"example": "user_abc123"})
+    username = fields.String(required=True, metadata={"example": "ada"})
+    email = fields.String(metadata={"description": "Only when one is known.",
+                                    "example": "ada@example.com"})
+    metadata = fields.Dict(required=True)
+    createdAt = Timestamp(required=True, attribute="created_at",
+                          metadata={"example": ISO_EXAMPLE})
+    updatedAt = Timestamp(required=True, attribute="updated_at",
+                          metadata={"example": ISO_EXAMPLE})
+
+    @post_dump
+    def _no_email_without_one(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return _without_nulls(data, ("email",))
+
+
+class WorkspaceSchema(Schema):
+    """The caller's workspace (`shared.accounts.Workspace`): its account."""
+
+    workspaceId = fields.String(required=True, attribute="workspace_id",
+                                metadata={"example": "ws_01JGXYZABCDEFGHJKMNPQRSTVW"})
+    name = fields.String(required=True, metadata={"example": "Ada's workspace"})
+    slug = fields.String(required=True, metadata={"pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+                                                  "example": "ada"})
+    metadata = fields.Dict(required=True)
+    createdAt = Timestamp(required=True, attribute="created_at",
+                          metadata={"example": ISO_EXAMPLE})
+    updatedAt = Timestamp(required=True, attribute="updated_at",
+                          metadata={"example": ISO_EXAMPLE})
+
+
+class WhoamiSchema(Schema):
+    """Who the key belongs to (`shared.accounts.Account`)."""
+
+    user = fields.Nested(UserSchema, required=True)
+    workspace = fields.Nested(WorkspaceSchema, required=True,
+                              metadata={"description": "The workspace the key acts in."})
+
+
+class WorkspaceRefSchema(Schema):
+    workspaceId = fields.String(required=True, attribute="workspace_id",
+                                metadata={"example": "ws_01JGXYZABCDEFGHJKMNPQRSTVW"})
+    slug = fields.String(required=True, metadata={"example": "ada"})
+
+
+class WorkspaceListSchema(Schema):
+    workspaces = fields.List(fields.Nested(WorkspaceRefSchema), required=True,
+                             metadata={"description": "The workspaces the key may act in: its "
+                                                      "user's own (one per user)."})

@@ -8,6 +8,9 @@
     monidctl keys revoke KEY_ID_OR_KEY
     monidctl wallet credit --user USER --amount 10.00
     monidctl wallet show --user USER
+    monidctl users set --user USER [--username NAME] [--email E] [--workspace-name N] ...
+    monidctl users show --user USER
+    monidctl mcp
     monidctl catalog check [--dir DIR]
     monidctl catalog sync [--dir DIR]
 """
@@ -15,15 +18,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
-from shared import keys, store
+from shared import accounts, keys, store
 from shared.catalog import Catalog, CatalogError, load_catalog
 from shared.db import DatabaseUnavailable, make_pool, migrate, transaction
 from shared.embedded import EmbeddedUnavailable
@@ -104,6 +109,7 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
             created = store.insert_api_key(
                 conn, user_id=args.user, label=args.label, mode="test" if args.test else "live",
                 key_prefix=keys.display_prefix(key), key_hash=keys.hash_key(key))
+            accounts.ensure_account(conn, args.user)
     finally:
         pool.close()
     print(f"created key {created.id} for {created.caller}"
@@ -229,6 +235,83 @@ def cmd_wallet_show(args: argparse.Namespace) -> None:
               f"{format_usd(e.amount_micros):>16}  {e.run_id or e.note or ''}")
 
 
+def _print_account(account: accounts.Account) -> None:
+    user, workspace = account.user, account.workspace
+    print(f"user {user.user_id}: {user.username}" + (f" <{user.email}>" if user.email else "")
+          + (f" {json.dumps(user.metadata)}" if user.metadata else ""))
+    print(f"workspace {workspace.workspace_id}: {workspace.name} (slug {workspace.slug})"
+          + (f" {json.dumps(workspace.metadata)}" if workspace.metadata else ""))
+
+
+def cmd_users_set(args: argparse.Namespace) -> None:
+    pool = _with_conn("users")
+    try:
+        with transaction(pool) as conn:
+            if not store.user_known(conn, args.user):
+                raise CommandError(_unknown_user(args.user))
+            try:
+                account = accounts.update_account(
+                    conn, args.user, username=args.username, email=args.email or None,
+                    clear_email=args.email == "", metadata=args.metadata,
+                    workspace_name=args.workspace_name, workspace_slug=args.workspace_slug,
+                    workspace_metadata=args.workspace_metadata)
+            except psycopg.errors.UniqueViolation:
+                raise CommandError(f"another workspace has the slug {args.workspace_slug}; "
+                                   "choose another") from None
+    finally:
+        pool.close()
+    _print_account(account)
+
+
+def cmd_users_show(args: argparse.Namespace) -> None:
+    pool = _with_conn("users")
+    try:
+        with transaction(pool) as conn:
+            if not store.user_known(conn, args.user):
+                raise CommandError(_unknown_user(args.user))
+            account = accounts.ensure_account(conn, args.user)
+    finally:
+        pool.close()
+    _print_account(account)
+
+
+def cmd_mcp(args: argparse.Namespace) -> None:
+    from shared.mcp_stdio import run_stdio
+
+    raise SystemExit(run_stdio())
+
+
+def _text(limit: int) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not value.strip() or len(value) > limit or not value.isprintable():
+            raise argparse.ArgumentTypeError(f"1-{limit} printable characters")
+        return value
+    return check
+
+
+def _email(value: str) -> str:
+    if value and not re.fullmatch(r"[^@\s]{1,64}@[^@\s]{1,189}", value):
+        raise argparse.ArgumentTypeError("an e-mail address, or \"\" to forget it")
+    return value
+
+
+def _slug(value: str) -> str:
+    if not accounts.SLUG_PATTERN.fullmatch(value):
+        raise argparse.ArgumentTypeError("1-63 lower-case letters, digits or dashes, starting "
+                                         "with a letter or digit")
+    return value
+
+
+def _metadata(value: str) -> dict[str, object]:
+    try:
+        found = json.loads(value)
+    except ValueError:
+        found = None
+    if not isinstance(found, dict) or len(value) > 4096:
+        raise argparse.ArgumentTypeError("a JSON object of at most 4096 characters")
+    return found
+
+
 def cmd_catalog_check(args: argparse.Namespace) -> None:
     directory = _catalog_dir(args.dir)
     catalog = load_catalog(directory)
@@ -343,6 +426,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--entries", type=_entries, default=10,
                    help=f"how many entries, 0-{MAX_ENTRIES} (default 10)")
     p.set_defaults(func=cmd_wallet_show)
+
+    users_parser = _command(commands, "users", "name users and their workspaces",
+                            "A workspace is its user's account: one per user. `GET "
+                            "/v1/auth/whoami` shows them.")
+    user_commands = users_parser.add_subparsers(dest="users_command", required=True,
+                                                metavar="COMMAND")
+    p = _command(user_commands, "set", "name a user and its workspace; what is not given is "
+                 "kept", "The user must have a key (or a wallet) already.")
+    p.add_argument("--user", required=True, type=_user, help="the user ID")
+    p.add_argument("--username", type=_text(128), help="the user's name")
+    p.add_argument("--email", type=_email, help="the user's e-mail address (\"\" forgets it)")
+    p.add_argument("--metadata", type=_metadata, help="the user's metadata, a JSON object")
+    p.add_argument("--workspace-name", type=_text(128), help="the workspace's name")
+    p.add_argument("--workspace-slug", type=_slug, help="the workspace's slug, e.g. acme-data")
+    p.add_argument("--workspace-metadata", type=_metadata,
+                   help="the workspace's metadata, a JSON object")
+    p.set_defaults(func=cmd_users_set)
+    p = _command(user_commands, "show", "a user and its workspace")
+    p.add_argument("--user", required=True, type=_user, help="the user ID")
+    p.set_defaults(func=cmd_users_show)
+
+    p = _command(commands, "mcp", "serve the MCP tools over stdio, for a local agent",
+                 "They act on the monid-runs server at MONID_API_BASE_URL (its /mcp) with the "
+                 "key MONID_API_KEY.")
+    p.set_defaults(func=cmd_mcp)
 
     catalog_parser = _command(commands, "catalog", "check the catalog files and load them")
     catalog_commands = catalog_parser.add_subparsers(dest="catalog_command", required=True,

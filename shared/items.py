@@ -108,10 +108,10 @@ def pick(item: Any, paths: Sequence[Path]) -> dict[str, Any]:
 
 def read_items(svc: Services, caller: str, run_id: str, *, format: str = "json",
                limit: int | None = None, cursor: str | None = None,
-               fields: str | None = None) -> ItemsPage | Download:
-    """A page of the run's items (`format` json: `limit` of them from `cursor`), or a
-    download of all of them (`jsonl`, `csv`); `fields` (`a,b.c`) picks and orders
-    their fields."""
+               fields: str | None = None, page_bytes: int = PAGE_BYTES) -> ItemsPage | Download:
+    """A page of the run's items (`format` json: `limit` of them from `cursor`, fewer once
+    they pass `page_bytes`), or a download of all of them (`jsonl`, `csv`); `fields`
+    (`a,b.c`) picks and orders their fields."""
     try:
         paths = parse_fields(fields)
     except ValueError as exc:
@@ -137,7 +137,8 @@ def read_items(svc: Services, caller: str, run_id: str, *, format: str = "json",
             raise errors.RunNotFound(run_id)
         total = state.item_count if state.status == "COMPLETED" else 0
         if not download:
-            return _page(conn, run_id, total, start, limit or DEFAULT_PAGE_ITEMS, paths)
+            return _page(conn, run_id, total, start, limit or DEFAULT_PAGE_ITEMS, paths,
+                         page_bytes)
         if format == "csv":
             columns = paths or list(state.item_fields or ())
             if paths is None and state.item_fields is None and total:
@@ -149,10 +150,16 @@ def read_items(svc: Services, caller: str, run_id: str, *, format: str = "json",
     return Download(run_id, format, chunks)
 
 
+def items_cursor(run_id: str, start: int) -> str:
+    """The cursor of the page of the run's items that starts at item `start` (0 is the
+    first): where a reader of the first `start` items goes on."""
+    return cursors.encode_items_cursor(run_id, start)
+
+
 def _page(conn: Conn, run_id: str, total: int, start: int, limit: int,
-          paths: list[Path] | None) -> ItemsPage:
+          paths: list[Path] | None, page_bytes: int) -> ItemsPage:
     rows = (results.list_run_items(conn, run_id, from_seq=start, limit=limit,
-                                   max_bytes=PAGE_BYTES) if start < total else [])
+                                   max_bytes=page_bytes) if start < total else [])
     # The items as they are stored (compact JSON), not parsed and written again.
     texts = [r.text for r in rows] if paths is None else [
         dumps(pick(json.loads(r.text), paths)) for r in rows]

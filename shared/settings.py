@@ -87,6 +87,9 @@ class Settings:
     # A run's `output` holds its whole result up to this size; past it, the first
     # items that fit, and the run says its output is truncated.
     max_inline_output_bytes: int = 256 * 1024
+    # What an MCP tool answers inline at most (a run's output, a page of its items), so
+    # that a big result does not flood an agent's context; the rest is paged.
+    mcp_inline_output_bytes: int = 20 * 1024
     # How a rediss:// REDIS_URL's certificate is checked: "required" (verified against
     # the system's CAs, or REDIS_SSL_CA_CERTS), "optional" or "none" (not checked: for
     # managed Redis whose certificate is self-signed).
@@ -261,6 +264,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_result_items=_int(env, "MAX_RESULT_ITEMS", 100_000, 1, 10_000_000),
         max_inline_output_bytes=_int(env, "MAX_INLINE_OUTPUT_BYTES", 256 * 1024, 0,
                                      16 * 1024 * 1024),
+        mcp_inline_output_bytes=_int(env, "MCP_INLINE_OUTPUT_BYTES", 20 * 1024, 1024,
+                                     4 * 1024 * 1024),
         redis_ssl_cert_reqs=_choice(env, "REDIS_SSL_CERT_REQS", "required",
                                     ("none", "optional", "required")),
         redis_ssl_ca_certs=_file(env, "REDIS_SSL_CA_CERTS"),
@@ -337,6 +342,27 @@ def load_database_url(env: Mapping[str, str] | None = None) -> str | None:
     if not env.get("DATABASE_URL", "").strip():
         return None
     return _url(env, "DATABASE_URL", ("postgresql", "postgres"))
+
+
+@dataclass(frozen=True)
+class AgentClientSettings:
+    """What `monidctl mcp` needs: the server it talks to and the key it talks with (the
+    names monid's own command-line client reads)."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+
+
+def load_agent_client_settings(env: Mapping[str, str] | None = None) -> AgentClientSettings:
+    env = os.environ if env is None else env
+    key = env.get("MONID_API_KEY", "").strip()
+    if not key:
+        raise SettingsError("MONID_API_KEY", "is not set: expected an API key (monid_live_... "
+                            "or monid_test_..., from `monidctl keys create`)")
+    if not env.get("MONID_API_BASE_URL", "").strip():
+        return AgentClientSettings("http://localhost:8000", key)
+    return AgentClientSettings(_url(env, "MONID_API_BASE_URL", ("http", "https")).rstrip("/"),
+                               key)
 
 
 def load_local_ports(env: Mapping[str, str] | None = None) -> tuple[int, int]:

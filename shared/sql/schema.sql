@@ -448,6 +448,19 @@ CREATE TABLE public.slot_turns (
     served_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL
 );
 
+CREATE TABLE public.users (
+    user_id text NOT NULL,
+    username text NOT NULL,
+    email text,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT users_email_check CHECK (((length(email) >= 3) AND (length(email) <= 254))),
+    CONSTRAINT users_metadata_check CHECK ((jsonb_typeof(metadata) = 'object'::text)),
+    CONSTRAINT users_user_id_check CHECK ((user_id ~ '^[A-Za-z0-9_.:@-]{1,128}$'::text)),
+    CONSTRAINT users_username_check CHECK (((length(username) >= 1) AND (length(username) <= 128)))
+);
+
 CREATE TABLE public.wallets (
     caller text NOT NULL,
     balance_micros bigint DEFAULT 0 NOT NULL,
@@ -456,6 +469,19 @@ CREATE TABLE public.wallets (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT wallet_covers_holds CHECK ((balance_micros >= held_micros)),
     CONSTRAINT wallets_held_micros_check CHECK ((held_micros >= 0))
+);
+
+CREATE TABLE public.workspaces (
+    workspace_id text NOT NULL,
+    owner_user_id text NOT NULL,
+    name text NOT NULL,
+    slug text NOT NULL,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT workspaces_metadata_check CHECK ((jsonb_typeof(metadata) = 'object'::text)),
+    CONSTRAINT workspaces_name_check CHECK (((length(name) >= 1) AND (length(name) <= 128))),
+    CONSTRAINT workspaces_slug_check CHECK ((slug ~ '^[a-z0-9][a-z0-9-]{0,62}$'::text))
 );
 
 ALTER TABLE ONLY public.api_keys ALTER COLUMN id SET DEFAULT nextval('public.api_keys_id_seq'::regclass);
@@ -492,8 +518,20 @@ ALTER TABLE ONLY public.schema_migrations
 ALTER TABLE ONLY public.slot_turns
     ADD CONSTRAINT slot_turns_pkey PRIMARY KEY (slot, caller);
 
+ALTER TABLE ONLY public.users
+    ADD CONSTRAINT users_pkey PRIMARY KEY (user_id);
+
 ALTER TABLE ONLY public.wallets
     ADD CONSTRAINT wallets_pkey PRIMARY KEY (caller);
+
+ALTER TABLE ONLY public.workspaces
+    ADD CONSTRAINT workspaces_owner_user_id_key UNIQUE (owner_user_id);
+
+ALTER TABLE ONLY public.workspaces
+    ADD CONSTRAINT workspaces_pkey PRIMARY KEY (workspace_id);
+
+ALTER TABLE ONLY public.workspaces
+    ADD CONSTRAINT workspaces_slug_key UNIQUE (slug);
 
 CREATE INDEX api_keys_user ON public.api_keys USING btree (user_id, id);
 
@@ -539,3 +577,6 @@ ALTER TABLE ONLY public.run_items
 
 ALTER TABLE ONLY public.runs
     ADD CONSTRAINT runs_api_key_id_fkey FOREIGN KEY (api_key_id) REFERENCES public.api_keys(id);
+
+ALTER TABLE ONLY public.workspaces
+    ADD CONSTRAINT workspaces_owner_user_id_fkey FOREIGN KEY (owner_user_id) REFERENCES public.users(user_id);

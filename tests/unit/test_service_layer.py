@@ -14,7 +14,8 @@ from shared import errors
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_MODULES = ["shared/errors.py", "shared/services.py", "shared/callers.py",
                    "shared/runs.py", "shared/items.py", "shared/wallets.py",
-                   "shared/catalog/discovery.py", "shared/waiting.py", "shared/keycache.py"]
+                   "shared/catalog/discovery.py", "shared/waiting.py", "shared/keycache.py",
+                   "shared/accounts.py"]
 
 
 def imported(path: Path) -> set[str]:
