@@ -84,13 +84,14 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
 
     errors.init_app(app)
     from api import catalog as catalog_routes
-    from api import health, items, runs, wallet
+    from api import controls, health, items, runs, wallet
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(catalog_routes.blueprint)
     app.register_blueprint(runs.blueprint)
     app.register_blueprint(items.blueprint)
     app.register_blueprint(wallet.blueprint)
+    app.register_blueprint(controls.blueprint)
     metrics.init_app(app)
     openapi.init_app(app)
     return app
