@@ -455,7 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "It counts from the next run on.")
     p.add_argument("id", help="the budget's ID")
     p.add_argument("--limit", type=_limit, help="USD a window")
-    p.add_argument("--status", choices=controls.CONTROL_STATUSES)
+    p.add_argument("--status", choices=controls.CONTROL_STATUSES,
+                   help="PAUSED: it judges no run until ACTIVE again")
     p.set_defaults(func=cmd_budget_set)
     cap_parser = _command(control_commands, "run-cap", "a workspace's run caps")
     cap_commands = cap_parser.add_subparsers(dest="run_cap_command", required=True,
@@ -468,7 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(cap_commands, "set", "change a run cap's limit or status")
     p.add_argument("id", help="the run cap's ID")
     p.add_argument("--limit", type=_limit, help="USD a run")
-    p.add_argument("--status", choices=controls.CONTROL_STATUSES)
+    p.add_argument("--status", choices=controls.CONTROL_STATUSES,
+                   help="PAUSED: it judges no run until ACTIVE again")
     p.set_defaults(func=cmd_run_cap_set)
 
     catalog_parser = _command(commands, "catalog", "check the catalog files and load them")

@@ -78,6 +78,7 @@ $$;
 -- ends: concurrent accepts against one budget take their turns, and each sees what
 -- the one before it held. A budget refuses a run whose hold is over what it has
 -- available (limit - spent in the window - held); a cap, one whose hold is over it.
+-- A run that holds nothing is judged by none, and locks nothing.
 CREATE FUNCTION monid_check_controls(p_caller text, p_api_key_id bigint, p_hold_micros bigint,
                                      OUT blocked boolean, OUT controls jsonb)
 LANGUAGE plpgsql AS $$
@@ -90,6 +91,9 @@ DECLARE
 BEGIN
     blocked := false;
     controls := '[]'::jsonb;
+    IF p_hold_micros <= 0 THEN
+        RETURN;  -- a run that holds nothing spends nothing: no control judges it
+    END IF;
     FOR cap IN SELECT id, limit_micros FROM run_cap_controls
                WHERE caller = p_caller AND status = 'ACTIVE' ORDER BY id LOOP
         v_refused := p_hold_micros > cap.limit_micros;
@@ -108,8 +112,7 @@ BEGIN
                   FOR UPDATE LOOP
         v_window := monid_window_start(budget.period, now());
         v_spent := CASE WHEN budget.window_start = v_window THEN budget.spent_micros ELSE 0 END;
-        v_refused := p_hold_micros > 0
-                     AND p_hold_micros > budget.limit_micros - v_spent - budget.held_micros;
+        v_refused := p_hold_micros > budget.limit_micros - v_spent - budget.held_micros;
         blocked := blocked OR v_refused;
         controls := controls || jsonb_build_object(
             'controlId', budget.id,
