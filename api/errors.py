@@ -54,6 +54,9 @@ NOT_FOUND = ErrorAnswer(
     404, "NOT_FOUND", "No such run, or another caller's (`NOT_FOUND`).",
     f"no run {RUN_ID_EXAMPLE!r}",
     raised_by=(domain.RunNotFound, http.NotFound))
+CONTROL_NOT_FOUND = ErrorAnswer(
+    404, "NOT_FOUND", "No such control, or another workspace's (`NOT_FOUND`).",
+    "no budget '01JH0C0NTR0000000000000000'", raised_by=(domain.ControlNotFound,))
 ENDPOINT_NOT_FOUND = ErrorAnswer(
     404, "ENDPOINT_NOT_FOUND", "No such provider or endpoint (`ENDPOINT_NOT_FOUND`).",
     "no endpoint '/nope' for provider 'demo'", raised_by=(domain.EndpointNotFound,))
@@ -109,7 +112,8 @@ SERVICE_UNAVAILABLE = ErrorAnswer(
     "the database is unavailable; try again shortly", headers=("Retry-After",),
     raised_by=(DatabaseUnavailable,), sends={"Retry-After": "2"})
 
-ERRORS = (VALIDATION_FAILED, UNAUTHORIZED, INSUFFICIENT_FUNDS, NOT_FOUND, ENDPOINT_NOT_FOUND,
+ERRORS = (VALIDATION_FAILED, UNAUTHORIZED, INSUFFICIENT_FUNDS, NOT_FOUND, CONTROL_NOT_FOUND,
+          ENDPOINT_NOT_FOUND,
           METHOD_NOT_ALLOWED, RUN_NOT_STOPPABLE, IDEMPOTENCY_KEY_IN_PROGRESS, PAYLOAD_TOO_LARGE,
           URI_TOO_LONG, UNSUPPORTED_MEDIA_TYPE, IDEMPOTENCY_KEY_REUSED, RATE_LIMITED,
           HEADERS_TOO_LARGE, INTERNAL, SERVICE_UNAVAILABLE)

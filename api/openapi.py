@@ -116,6 +116,13 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string", "pattern": ULID_PATTERN.pattern,
                    "example": RUN_ID_EXAMPLE},
     },
+    "control_id": {
+        "in": "path", "name": "controlId", "required": True,
+        "description": "The control's ID. Another workspace's control is not found, exactly "
+                       "as one that does not exist.",
+        "schema": {"type": "string", "pattern": ULID_PATTERN.pattern,
+                   "example": "01JH0C0NTR0000000000000000"},
+    },
     "filename": {"in": "path", "name": "filename", "required": True,
                  "schema": {"type": "string", "enum": sorted(ASSETS)}},
 }
@@ -189,6 +196,8 @@ TAGS = [
     {"name": "catalog", "description": "The providers' endpoints a caller can run."},
     {"name": "wallet", "description": "The caller's prepaid wallet."},
     {"name": "account", "description": "Who the key belongs to: its user and workspace."},
+    {"name": "controls", "description": "Spend controls: budgets and run caps that block "
+                                        "runs, and what they said of each run."},
     {"name": "operations", "description": "Health, readiness and this document; no key "
                                           "needed."},
 ]

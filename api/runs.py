@@ -12,6 +12,7 @@ from api.auth import authenticate
 from api.openapi import documented
 from api.schemas import (
     AcceptedRunSchema,
+    BlockedRunSchema,
     RunListSchema,
     RunSchema,
     StopAnswerSchema,
@@ -26,6 +27,7 @@ blueprint = Blueprint("runs", __name__, url_prefix="/v1")
 
 _start_schema = StartRunSchema()
 _accepted_schema = AcceptedRunSchema()
+_blocked_schema = BlockedRunSchema()
 _get_schema = GetRunSchema()
 _run_schema = RunSchema()
 _list_schema = ListRunsSchema()
@@ -75,7 +77,15 @@ def _idempotency_key() -> str | None:
                     "`Idempotency-Key`, or an input that fails the endpoint's input schema; "
                     "`errors` maps each failing field to its messages.",
                429: f"{errors.RATE_LIMITED.meaning} Also when the caller has as many runs in "
-                    "flight as it may have (`MAX_RUNS_IN_FLIGHT`)."})
+                    "flight as it may have (`MAX_RUNS_IN_FLIGHT`)."},
+    responses={"200": {
+        "description": "`BLOCKED`: a spend control (a budget, a key's budget, a run cap) "
+                       "refused the run. It is stored, ended at once: nothing held, no "
+                       "provider called, cost 0. `controls` names each control that refused "
+                       "it, `hints` how to unblock it.",
+        "headers": {"x-request-id": "RequestId", "Location": "Location",
+                    "Idempotent-Replayed": "IdempotentReplayed"},
+        "content": {"application/json": {"schema": BlockedRunSchema}}}})
 def start_run() -> ResponseReturnValue:
     caller = authenticate()
     raw_body = parse_json_object()
@@ -85,6 +95,10 @@ def start_run() -> ResponseReturnValue:
                               endpoint=body["endpoint"], input=body["input"],
                               api_key_id=caller.api_key_id, idempotency_key=key)
     headers = {"Location": f"/v1/runs/{accepted.run_id}"}
+    if accepted.blocked:
+        if accepted.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return jsonify(_blocked_schema.dump(accepted)), 200, headers
     if accepted.replayed:
         headers["Idempotent-Replayed"] = "true"
     else:

@@ -432,3 +432,179 @@ class WorkspaceListSchema(Schema):
     workspaces = fields.List(fields.Nested(WorkspaceRefSchema), required=True,
                              metadata={"description": "The workspaces the key may act in: its "
                                                       "user's own (one per user)."})
+
+
+# --- spend controls -------------------------------------------------------------------
+
+CONTROL_TYPES = ["WORKSPACE_BUDGET", "WORKSPACE_RUN_CAP", "KEY_BUDGET"]
+CONTROL_ID_EXAMPLE = "01JH0C0NTR0000000000000000"
+_SNAPSHOT_AMOUNTS = {"limitMicros": "limitAmount", "spentMicros": "spentAmount",
+                     "heldMicros": "heldAmount"}
+
+
+class Snapshot(fields.Dict):
+    """A control as it was when it judged a run (stored in micro-dollars), in dollars."""
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        if value is None:
+            return None
+        return {_SNAPSHOT_AMOUNTS.get(k, k): (micros_to_dollars(v) if k in _SNAPSHOT_AMOUNTS
+                                              else v)
+                for k, v in value.items()}
+
+
+def _snapshot() -> Snapshot:
+    return Snapshot(required=True, metadata={
+        "description": "The control when it judged the run: `limitAmount` (and for a budget "
+                       "`period`, `spentAmount`, `heldAmount` before this run, `windowStart`).",
+        "example": {"period": "DAY", "limitAmount": 5.0, "spentAmount": 4.998,
+                    "heldAmount": 0, "windowStart": "2026-12-01T00:00:00.000Z"}})
+
+
+def _hints() -> fields.Dict:
+    return fields.Dict(keys=fields.String(), values=fields.Raw(), required=True, metadata={
+        "description": "For agents: a short phrase to a string, or to "
+                       "`{\"kind\": \"command\", \"command\"}` and the like."})
+
+
+def _control_id(attribute: str = "id") -> fields.String:
+    return fields.String(required=True, attribute=attribute,
+                         metadata={"pattern": ULID_PATTERN.pattern,
+                                   "example": CONTROL_ID_EXAMPLE})
+
+
+class BlockingControlSchema(Schema):
+    controlId = _control_id("control_id")
+    controlType = fields.String(required=True, attribute="control_type",
+                                validate=validate.OneOf(CONTROL_TYPES))
+    requiredAmount = Dollars(required=True, attribute="required_micros",
+                             metadata={"description": "What the run needed: its hold."})
+    snapshot = _snapshot()
+
+
+class BlockedRunSchema(_RunIdentitySchema):
+    """A run a spend control refused (`shared.runs.AcceptedRun`, BLOCKED): ended at once,
+    nothing held, nothing called, cost 0."""
+
+    runId = _run_id("run_id")
+    status = fields.String(required=True, validate=validate.OneOf(["BLOCKED"]))
+    reason = fields.String(required=True, metadata={
+        "example": "the DAY budget of 5.00 USD has 0.002 USD available; this run needs "
+                   "0.003 USD"})
+    price = fields.Nested(PriceSchema, required=True)
+    controls = fields.List(fields.Nested(BlockingControlSchema), required=True,
+                           metadata={"description": "The controls that refused the run."})
+    hints = _hints()
+    createdAt = Timestamp(required=True, attribute="created_at",
+                          metadata={"example": ISO_EXAMPLE})
+    completedAt = Timestamp(required=True, attribute="completed_at",
+                            metadata={"example": ISO_EXAMPLE})
+
+
+def _workspace() -> fields.String:
+    return fields.String(required=True, attribute="caller", metadata={
+        "description": "The workspace: the caller.", "example": "USER#user_abc123"})
+
+
+class BudgetControlSchema(Schema):
+    """A budget, as it is in its current window (`shared.controls.BudgetControl`)."""
+
+    budgetControlId = _control_id()
+    workspaceId = _workspace()
+    period = fields.String(required=True, validate=validate.OneOf(["HOUR", "DAY", "WEEK",
+                                                                   "MONTH"]))
+    limitAmount = Dollars(required=True, attribute="limit_micros")
+    spentAmount = Dollars(required=True, attribute="spent_micros",
+                          metadata={"description": "What runs accepted in this window cost."})
+    heldAmount = Dollars(required=True, attribute="held_micros",
+                         metadata={"description": "What runs not yet ended hold."})
+    availableAmount = Dollars(required=True, attribute="available_micros",
+                              metadata={"description": "What a new run may still hold."})
+    currency = _usd()
+    windowStart = Timestamp(required=True, attribute="window_start",
+                            metadata={"description": "The current calendar window's start "
+                                                     "(UTC; weeks start on Monday)."})
+    status = fields.String(required=True, validate=validate.OneOf(["ACTIVE", "PAUSED"]))
+    createdAt = Timestamp(required=True, attribute="created_at")
+    updatedAt = Timestamp(required=True, attribute="updated_at")
+
+
+class RunCapControlSchema(Schema):
+    runCapControlId = _control_id()
+    workspaceId = _workspace()
+    limitAmount = Dollars(required=True, attribute="limit_micros",
+                          metadata={"description": "The most one run may hold."})
+    currency = _usd()
+    status = fields.String(required=True, validate=validate.OneOf(["ACTIVE", "PAUSED"]))
+    createdAt = Timestamp(required=True, attribute="created_at")
+    updatedAt = Timestamp(required=True, attribute="updated_at")
+
+
+class BudgetControlListSchema(Schema):
+    items = fields.List(fields.Nested(BudgetControlSchema), required=True)
+    cursor = _next_cursor()
+
+
+class RunCapControlListSchema(Schema):
+    items = fields.List(fields.Nested(RunCapControlSchema), required=True)
+    cursor = _next_cursor()
+
+
+class BudgetRunRecordSchema(Schema):
+    """What a budget said of a run (`shared.controls.ControlRecord`)."""
+
+    budgetControlId = _control_id("control_id")
+    runId = _run_id("run_id")
+    holdAmount = Dollars(required=True, attribute="hold_micros")
+    settledAmount = Dollars(required=True, allow_none=True, attribute="settled_micros",
+                            metadata={"description": "What the run cost; null until it ends."})
+    currency = _usd()
+    status = fields.String(required=True, validate=validate.OneOf(
+        ["HELD", "SETTLED", "RELEASED", "BLOCKED"]))
+    snapshot = _snapshot()
+    createdAt = Timestamp(required=True, attribute="created_at")
+    settledAt = Timestamp(required=True, allow_none=True, attribute="settled_at")
+
+
+class RunCapRunRecordSchema(Schema):
+    runCapControlId = _control_id("control_id")
+    runId = _run_id("run_id")
+    estimatedCost = Dollars(required=True, attribute="hold_micros",
+                            metadata={"description": "What the run holds: the most it costs."})
+    currency = _usd()
+    status = fields.String(required=True, validate=validate.OneOf(["PASSED", "BLOCKED"]))
+    snapshot = _snapshot()
+    createdAt = Timestamp(required=True, attribute="created_at")
+
+
+class RunControlRecordSchema(Schema):
+    """What one control said of the run."""
+
+    controlId = _control_id("control_id")
+    controlType = fields.String(required=True, attribute="control_type",
+                                validate=validate.OneOf(CONTROL_TYPES))
+    runId = _run_id("run_id")
+    requiredAmount = Dollars(required=True, attribute="hold_micros",
+                             metadata={"description": "What the run held, or would have."})
+    settledAmount = Dollars(required=True, allow_none=True, attribute="settled_micros")
+    currency = _usd()
+    status = fields.String(required=True, validate=validate.OneOf(
+        ["HELD", "SETTLED", "RELEASED", "BLOCKED", "PASSED"]))
+    snapshot = _snapshot()
+    createdAt = Timestamp(required=True, attribute="created_at")
+    settledAt = Timestamp(required=True, allow_none=True, attribute="settled_at")
+
+
+class BudgetRunListSchema(Schema):
+    items = fields.List(fields.Nested(BudgetRunRecordSchema), required=True)
+    cursor = _next_cursor()
+
+
+class RunCapRunListSchema(Schema):
+    items = fields.List(fields.Nested(RunCapRunRecordSchema), required=True)
+    cursor = _next_cursor()
+
+
+class RunControlListSchema(Schema):
+    items = fields.List(fields.Nested(RunControlRecordSchema), required=True)
+    cursor = _next_cursor()

@@ -2,7 +2,7 @@
 against `GET /healthz` on the same server and a raw PostgreSQL INSERT ceiling, in one run.
 
     python -m bench.accept [--repeat 3] [--duration 10] [--connections 64] [--inserters 4]
-        [--tool auto|wrk|python] [--profile DIR] [--quick] [--json PATH]
+        [--tool auto|wrk|python] [--profile DIR] [--quick] [--json PATH] [--priced] [--budget]
 
 A real gunicorn web (WEB_CONCURRENCY=2, default WEB_THREADS) on a scratch database,
 with one key and a funded wallet; no worker runs, so accepted runs only queue (Redis
@@ -105,6 +105,24 @@ PARTS = [
 ]
 
 
+PRICED_BODY = {"provider": "apify", "endpoint": "/apidojo/tweet-scraper",
+               "input": {"searchTerms": ["AI"], "maxItems": 10}}
+
+
+def seed_budget(url: str) -> None:
+    """An active DAY budget of the bench's caller that no load reaches."""
+    from shared import controls
+    from shared.db import make_pool
+
+    pool = make_pool(url, max_size=1)
+    pool.open()
+    try:
+        controls.create_budget(pool, BENCH_CALLER, period="DAY",
+                               limit_micros=controls.MAX_LIMIT_MICROS)
+    finally:
+        pool.close()
+
+
 def raw_inserts(conns: list[psycopg.Connection[Any]], duration: float, key_id: int
                 ) -> LoadResult:
     """One thread per connection, each INSERT + COMMIT of one run after another, for
@@ -160,7 +178,14 @@ def main(argv: list[str] | None = None) -> Report:
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument("--quick", action="store_true", help="2 x 2 s, for a smoke test")
     parser.add_argument("--json", help="write the summary here (for bench.run_all)")
+    parser.add_argument("--priced", action="store_true",
+                        help="accept a priced endpoint (apify /apidojo/tweet-scraper, 0.003 "
+                             "USD) instead of the free demo /echo: each run holds money")
+    parser.add_argument("--budget", action="store_true",
+                        help="with --priced: the caller has an active DAY budget (never "
+                             "reached), so each accept locks it and holds on it")
     args = parser.parse_args(argv)
+    args.priced = args.priced or args.budget
     install_cleanup()
     if args.quick:
         args.repeat, args.duration, args.warmup = 2, 2.0, 1.0
@@ -171,12 +196,14 @@ def main(argv: list[str] | None = None) -> Report:
     print(machine_line())
     print(f"{args.repeat} x {args.duration:g} s per load, {args.connections} connections "
           f"({tool}), {args.inserters} raw inserters; logs in {log_dir}")
-    body = json.dumps(ECHO_BODY).encode()
+    body = json.dumps(PRICED_BODY if args.priced else ECHO_BODY).encode()
     results: dict[str, list[LoadResult]] = {"accept": [], "healthz": [], "raw": []}
     cpus: dict[str, list[dict[str, float]]] = {"accept": [], "healthz": [], "raw": []}
     flush(broker)
     with scratch_database() as url:
         key, key_id = seed_key(url)
+        if args.budget:
+            seed_budget(url)
         web, base = start_load_web(url, broker, log_dir)
         conns = [psycopg.connect(url, row_factory=dict_row, prepare_threshold=0)
                  for _ in range(args.inserters)]

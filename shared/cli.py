@@ -3,9 +3,13 @@
     monidctl up [--workers N] [--no-flower]
     monidctl migrate
     monidctl flower
-    monidctl keys create --user USER [--label NAME] [--test]
+    monidctl keys create --user USER [--label NAME] [--test] [--budget 0.50 --period DAY]
     monidctl keys list --user USER
     monidctl keys revoke KEY_ID_OR_KEY
+    monidctl controls budget create --user USER --period DAY --limit 5.00
+    monidctl controls budget set ID [--limit 10.00] [--status ACTIVE|PAUSED]
+    monidctl controls run-cap create --user USER --limit 1.00
+    monidctl controls run-cap set ID [--limit 2.00] [--status ACTIVE|PAUSED]
     monidctl wallet credit --user USER --amount 10.00
     monidctl wallet show --user USER
     monidctl users set --user USER [--username NAME] [--email E] [--workspace-name N] ...
@@ -28,12 +32,14 @@ from pathlib import Path
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from shared import accounts, keys, store
+from shared import accounts, controls, keys, store
 from shared.catalog import Catalog, CatalogError, load_catalog
 from shared.db import DatabaseUnavailable, make_pool, migrate, transaction
 from shared.embedded import EmbeddedUnavailable
+from shared.errors import ServiceError
 from shared.money import MICROS_PER_DOLLAR, format_usd, parse_usd
 from shared.settings import SettingsError, load_catalog_dir, load_database_url
+from shared.store import controls as controls_store
 from shared.store.catalog import sync_catalog
 from shared.timefmt import iso
 
@@ -102,16 +108,25 @@ def _with_conn(action: str) -> ConnectionPool:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> None:
+    if (args.budget is None) != (args.period is None):
+        raise CommandError("a key's own budget needs both --budget and --period")
     key = keys.generate_key(test=args.test)
     pool = _with_conn("keys")
+    budget = None
     try:
         with transaction(pool) as conn:
             created = store.insert_api_key(
                 conn, user_id=args.user, label=args.label, mode="test" if args.test else "live",
                 key_prefix=keys.display_prefix(key), key_hash=keys.hash_key(key))
             accounts.ensure_account(conn, args.user)
+        if args.budget is not None:
+            budget = controls.create_budget(pool, created.caller, period=args.period,
+                                            limit_micros=args.budget, api_key_id=created.id)
     finally:
         pool.close()
+    if budget is not None:
+        print(f"key budget {budget.id}: this key may spend at most {_usd(budget.limit_micros)} "
+              f"a {budget.period} (UTC)")
     print(f"created key {created.id} for {created.caller}"
           + (f" ({created.label})" if created.label else "")
           + "; it is shown only now, so keep it:")
@@ -184,6 +199,83 @@ def _amount(value: str) -> int:
         raise argparse.ArgumentTypeError(
             f"at most {format_usd(MAX_CREDIT_MICROS)} USD at once")
     return micros
+
+
+def _limit(value: str) -> int:
+    try:
+        micros = parse_usd(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an amount in USD: digits with at most 6 after the point, "
+            "e.g. 5.00") from None
+    if micros > controls.MAX_LIMIT_MICROS:
+        raise argparse.ArgumentTypeError(
+            f"at most {format_usd(controls.MAX_LIMIT_MICROS)} USD")
+    return micros
+
+
+def _known_caller(pool: ConnectionPool, user: str) -> str:
+    with transaction(pool) as conn:
+        if not store.user_known(conn, user):
+            raise CommandError(_unknown_user(user))
+    return f"USER#{user}"
+
+
+def cmd_budget_create(args: argparse.Namespace) -> None:
+    pool = _with_conn("controls")
+    try:
+        budget = controls.create_budget(pool, _known_caller(pool, args.user),
+                                        period=args.period, limit_micros=args.limit)
+    finally:
+        pool.close()
+    print(f"budget for {budget.caller}: at most {_usd(budget.limit_micros)} a {budget.period} "
+          f"(UTC), from the next run on; its ID:")
+    print(budget.id)
+
+
+def cmd_budget_set(args: argparse.Namespace) -> None:
+    pool = _with_conn("controls")
+    try:
+        with transaction(pool) as conn:
+            caller = controls_store.find_control_owner(conn, args.id)
+        if caller is None:
+            raise CommandError(f"no budget {args.id}")
+        budget = controls.update_budget(pool, caller, args.id,
+                                        limit_micros=args.limit, status=args.status)
+    finally:
+        pool.close()
+    print(f"budget {budget.id} of {budget.caller}: {budget.status}, at most "
+          f"{_usd(budget.limit_micros)} a {budget.period}; spent {_usd(budget.spent_micros)}, "
+          f"held {_usd(budget.held_micros)}, available {_usd(budget.available_micros)}")
+    print(budget.id)
+
+
+def cmd_run_cap_create(args: argparse.Namespace) -> None:
+    pool = _with_conn("controls")
+    try:
+        cap = controls.create_run_cap(pool, _known_caller(pool, args.user),
+                                      limit_micros=args.limit)
+    finally:
+        pool.close()
+    print(f"run cap for {cap.caller}: no run may hold more than {_usd(cap.limit_micros)}, "
+          "from the next run on; its ID:")
+    print(cap.id)
+
+
+def cmd_run_cap_set(args: argparse.Namespace) -> None:
+    pool = _with_conn("controls")
+    try:
+        with transaction(pool) as conn:
+            caller = controls_store.find_control_owner(conn, args.id)
+        if caller is None:
+            raise CommandError(f"no run cap {args.id}")
+        cap = controls.update_run_cap(pool, caller, args.id,
+                                      limit_micros=args.limit, status=args.status)
+    finally:
+        pool.close()
+    print(f"run cap {cap.id} of {cap.caller}: {cap.status}, at most {_usd(cap.limit_micros)} "
+          "a run")
+    print(cap.id)
 
 
 def _entries(value: str) -> int:
@@ -400,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True, type=_user, help="the user ID, e.g. user_abc123")
     p.add_argument("--label", help="a name to recognise the key by")
     p.add_argument("--test", action="store_true", help="make a monid_test_ key")
+    p.add_argument("--budget", type=_limit, help="the key's own budget in USD (with --period): "
+                   "what it may spend at most, whatever the workspace's budgets allow")
+    p.add_argument("--period", choices=controls.PERIODS, help="the window of --budget (UTC)")
     p.set_defaults(func=cmd_keys_create)
     p = _command(key_commands, "list", "list a user's keys (never the secrets)")
     p.add_argument("--user", required=True, type=_user, help="the user ID")
@@ -426,6 +521,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--entries", type=_entries, default=10,
                    help=f"how many entries, 0-{MAX_ENTRIES} (default 10)")
     p.set_defaults(func=cmd_wallet_show)
+
+    controls_parser = _command(commands, "controls", "spend controls: budgets and run caps",
+                               "A run a control refuses ends BLOCKED, holding nothing.")
+    control_commands = controls_parser.add_subparsers(dest="controls_command", required=True,
+                                                      metavar="COMMAND")
+    budget_parser = _command(control_commands, "budget", "a workspace's budgets")
+    budget_commands = budget_parser.add_subparsers(dest="budget_command", required=True,
+                                                   metavar="COMMAND")
+    p = _command(budget_commands, "create", "make a budget; its ID is on the last line",
+                 "It counts what runs hold and cost in each calendar window (UTC).")
+    p.add_argument("--user", required=True, type=_user, help="the user ID (the workspace)")
+    p.add_argument("--period", required=True, choices=controls.PERIODS, help="the window")
+    p.add_argument("--limit", required=True, type=_limit, help="USD a window, e.g. 5.00")
+    p.set_defaults(func=cmd_budget_create)
+    p = _command(budget_commands, "set", "change a budget's limit or status",
+                 "It counts from the next run on.")
+    p.add_argument("id", help="the budget's ID")
+    p.add_argument("--limit", type=_limit, help="USD a window")
+    p.add_argument("--status", choices=controls.CONTROL_STATUSES,
+                   help="PAUSED: it judges no run until ACTIVE again")
+    p.set_defaults(func=cmd_budget_set)
+    cap_parser = _command(control_commands, "run-cap", "a workspace's run caps")
+    cap_commands = cap_parser.add_subparsers(dest="run_cap_command", required=True,
+                                             metavar="COMMAND")
+    p = _command(cap_commands, "create", "make a run cap; its ID is on the last line",
+                 "No run may hold more than the cap.")
+    p.add_argument("--user", required=True, type=_user, help="the user ID (the workspace)")
+    p.add_argument("--limit", required=True, type=_limit, help="USD a run, e.g. 1.00")
+    p.set_defaults(func=cmd_run_cap_create)
+    p = _command(cap_commands, "set", "change a run cap's limit or status")
+    p.add_argument("id", help="the run cap's ID")
+    p.add_argument("--limit", type=_limit, help="USD a run")
+    p.add_argument("--status", choices=controls.CONTROL_STATUSES,
+                   help="PAUSED: it judges no run until ACTIVE again")
+    p.set_defaults(func=cmd_run_cap_set)
 
     users_parser = _command(commands, "users", "name users and their workspaces",
                             "A workspace is its user's account: one per user. `GET "
@@ -474,6 +604,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except (CommandError, CatalogError, SettingsError, EmbeddedUnavailable) as exc:
         print(f"monidctl: {exc}", file=sys.stderr)
+        return 1
+    except ServiceError as exc:
+        print(f"monidctl: {exc.message}", file=sys.stderr)
         return 1
     except DatabaseUnavailable as exc:
         print(f"monidctl: the database is unavailable: {exc}", file=sys.stderr)

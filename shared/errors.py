@@ -62,3 +62,7 @@ class IdempotencyKeyReused(ServiceError):
 
 class IdempotencyKeyInProgress(ServiceError):
     """A request with the same Idempotency-Key is still being served."""
+
+
+class ControlNotFound(ServiceError):
+    """No such spend control, or another workspace's: the two are never told apart."""

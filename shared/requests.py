@@ -142,6 +142,41 @@ class ListEndpointsSchema(Schema):
     cursor = _cursor(max_length=1000)
 
 
+class ListControlsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100),
+                           error_messages={"invalid": "must be an integer"},
+                           metadata={"description": "Items per page."})
+    cursor = _cursor()
+
+
+class LimitAmountSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    value = fields.Integer(required=True, strict=True, validate=validate.Range(min=0),
+                           error_messages={"invalid": "must be a whole number of `unit`"},
+                           metadata={"description": "A whole number of `unit`; at most a "
+                                                    "million dollars.", "example": 500})
+    unit = fields.String(required=True, validate=validate.OneOf(["MICRO_DOLLAR", "CENT",
+                                                                 "DOLLAR"]),
+                         metadata={"example": "CENT"})
+    currency = fields.String(load_default="USD", validate=validate.OneOf(["USD"]))
+
+
+class UpdateControlSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    limitAmount = fields.Nested(LimitAmountSchema, load_default=None,
+                                metadata={"description": "The new limit."})
+    status = fields.String(load_default=None, validate=validate.OneOf(["ACTIVE", "PAUSED"]),
+                           metadata={"description": "`PAUSED`: the control judges no run "
+                                                    "until it is `ACTIVE` again."})
+
+
 def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     flat: dict[str, list[str]] = {}
     if isinstance(messages, Mapping):

@@ -11,11 +11,11 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from shared import cursors, errors, store
+from shared import controls, cursors, errors, store
 from shared.catalog import Price, hold_for, validate_input
 from shared.db import autocommit, transaction
 from shared.ids import is_run_id, new_run_id
@@ -25,6 +25,7 @@ from shared.queue import PublishFailed, task_name
 from shared.scheduling import priority_for
 from shared.services import Page, Services, page_start
 from shared.store import END_STATUSES, STATUSES, Run
+from shared.store import controls as controls_store
 
 __all__ = ["END_STATUSES", "STATUSES", "AcceptedRun", "Run", "Stopping", "get_run", "list_runs",
            "start_run", "stop_run"]
@@ -36,7 +37,9 @@ STOP_MESSAGE = "the run is being stopped; it will end STOPPED and cost nothing"
 
 @dataclass(frozen=True)
 class AcceptedRun:
-    """A run just started (or, `replayed`, the one an Idempotency-Key started)."""
+    """A run just started (or, `replayed`, the one an Idempotency-Key started). One a
+    spend control refused is `BLOCKED`, ended as it was made: `reason` and `controls`
+    say which control refused it, `hints` how to unblock it."""
 
     run_id: str
     caller: str
@@ -47,6 +50,22 @@ class AcceptedRun:
     created_at: datetime
     replayed: bool = False
     status: str = "RUNNING"
+    completed_at: datetime | None = None
+    reason: str | None = None
+    controls: tuple[controls.BlockingControl, ...] = ()
+    hints: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def blocked(self) -> bool:
+        return self.status == "BLOCKED"
+
+
+def _blocked(accepted: AcceptedRun, blocking: tuple[controls.BlockingControl, ...]
+             ) -> AcceptedRun:
+    """The answer of a run a control refused (ended as it was made)."""
+    return replace(accepted, status="BLOCKED", completed_at=accepted.created_at,
+                   reason=controls.blocked_reason(blocking), controls=blocking,
+                   hints=controls.blocked_hints(blocking))
 
 
 @dataclass(frozen=True)
@@ -67,6 +86,14 @@ def _replay(svc: Services, caller: str, key: str, hashed: bytes) -> AcceptedRun 
     """The run a key the caller used in the last 24 hours started."""
     with autocommit(svc.pool) as conn:
         found = store.find_idempotency_key(conn, caller, key)
+        if found is not None and found.request_hash == hashed and \
+                store.run_status(conn, found.run.id, caller) == "BLOCKED":
+            records, _ = controls_store.list_run_control_records(conn, found.run.id, caller,
+                                                                 limit=100)
+            run = found.run
+            return _blocked(AcceptedRun(run.id, run.caller, run.provider, run.provider_name,
+                                        run.endpoint, run.price, run.created_at, replayed=True),
+                            controls.blocking_records(records))
     if found is None:
         return None
     if found.request_hash != hashed:
@@ -102,13 +129,17 @@ def start_run(svc: Services, caller: str, *, provider: str, endpoint: str,
     hold_micros, max_results = hold_for(found, input)
     # Commit, then publish: once the row is committed the run cannot be lost. Without an
     # Idempotency-Key the accept is one statement (atomic on its own, one round trip).
+    blocked: store.RunBlocked | None = None
     try:
         with (autocommit if idempotency_key is None else transaction)(svc.pool) as conn:
-            created_at = store.insert_run(
-                conn, run_id=run_id, caller=caller, api_key_id=api_key_id, endpoint=found,
-                input=input, hold_micros=hold_micros, max_results=max_results,
-                in_flight_cap=svc.settings.max_runs_in_flight,
-                queue_timeout_seconds=svc.settings.queue_timeout_seconds)
+            try:
+                created_at = store.insert_run(
+                    conn, run_id=run_id, caller=caller, api_key_id=api_key_id, endpoint=found,
+                    input=input, hold_micros=hold_micros, max_results=max_results,
+                    in_flight_cap=svc.settings.max_runs_in_flight,
+                    queue_timeout_seconds=svc.settings.queue_timeout_seconds)
+            except store.RunBlocked as refused:  # stored BLOCKED: nothing to publish
+                blocked, created_at = refused, refused.created_at
             if idempotency_key is not None:
                 store.claim_idempotency_key(conn, caller=caller, key=idempotency_key,
                                             request_hash=hashed, run_id=run_id)
@@ -128,6 +159,11 @@ def start_run(svc: Services, caller: str, *, provider: str, endpoint: str,
             raise errors.IdempotencyKeyInProgress(
                 "a request with this Idempotency-Key is in progress") from None
         return replayed
+    if blocked is not None:
+        log.info("run blocked", extra={"provider": found.provider, "endpoint": found.path})
+        return _blocked(AcceptedRun(run_id, caller, found.provider, found.provider_name,
+                                    found.path, found.price, created_at),
+                        controls.blocking_controls(blocked.controls, hold_micros))
     # The run is stored: it is published without holding up the answer, and should
     # that fail, the sweeper publishes runs that no worker claimed. A caller with a
     # backlog gets a lower priority: it does not hold up callers with a few runs.

@@ -147,7 +147,8 @@ def db(pool: ConnectionPool, redis_url: str) -> ConnectionPool:
     """A clean slate: no keys, no runs, an empty queue."""
     with transaction(pool) as conn:
         conn.execute("TRUNCATE ledger_entries, wallets, attempts, runs, api_keys, slot_turns,"
-                     " workspaces, users"
+                     " workspaces, users, budget_controls, run_cap_controls,"
+                     " run_control_records"
                      " RESTART IDENTITY CASCADE")
     redis_lib.Redis.from_url(redis_url).flushdb()
     return pool

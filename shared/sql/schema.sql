@@ -6,6 +6,56 @@ CREATE FUNCTION public.catalog_words(words text[]) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     AS $$ SELECT array_to_string(words, ' ') $$;
 
+CREATE FUNCTION public.monid_check_controls(p_caller text, p_api_key_id bigint, p_hold_micros bigint, OUT blocked boolean, OUT controls jsonb) RETURNS record
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    cap record;
+    budget record;
+    v_window timestamptz;
+    v_spent bigint;
+    v_refused boolean;
+BEGIN
+    blocked := false;
+    controls := '[]'::jsonb;
+    IF p_hold_micros <= 0 THEN
+        RETURN;  -- a run that holds nothing spends nothing: no control judges it
+    END IF;
+    FOR cap IN SELECT id, limit_micros FROM run_cap_controls
+               WHERE caller = p_caller AND status = 'ACTIVE' ORDER BY id LOOP
+        v_refused := p_hold_micros > cap.limit_micros;
+        blocked := blocked OR v_refused;
+        controls := controls || jsonb_build_object(
+            'controlId', cap.id, 'controlType', 'WORKSPACE_RUN_CAP',
+            'status', CASE WHEN v_refused THEN 'BLOCKED' ELSE 'PASSED' END,
+            'snapshot', jsonb_build_object('limitMicros', cap.limit_micros));
+    END LOOP;
+    FOR budget IN SELECT id, api_key_id, period, limit_micros, spent_micros, held_micros,
+                         window_start
+                  FROM budget_controls
+                  WHERE caller = p_caller AND status = 'ACTIVE'
+                    AND (api_key_id IS NULL OR api_key_id = p_api_key_id)
+                  ORDER BY id
+                  FOR UPDATE LOOP
+        v_window := monid_window_start(budget.period, now());
+        v_spent := CASE WHEN budget.window_start = v_window THEN budget.spent_micros ELSE 0 END;
+        v_refused := p_hold_micros > budget.limit_micros - v_spent - budget.held_micros;
+        blocked := blocked OR v_refused;
+        controls := controls || jsonb_build_object(
+            'controlId', budget.id,
+            'controlType', CASE WHEN budget.api_key_id IS NULL THEN 'WORKSPACE_BUDGET'
+                                ELSE 'KEY_BUDGET' END,
+            'status', CASE WHEN v_refused THEN 'BLOCKED' ELSE 'HELD' END,
+            'windowStart', v_window,
+            'snapshot', jsonb_build_object(
+                'period', budget.period, 'limitMicros', budget.limit_micros,
+                'spentMicros', v_spent, 'heldMicros', budget.held_micros,
+                'windowStart', to_char(v_window AT TIME ZONE 'UTC',
+                                       'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')));
+    END LOOP;
+END
+$$;
+
 CREATE FUNCTION public.monid_claim(p_run_id text, p_lease_token uuid, p_worker text, p_lease_seconds integer, p_full_callers text[], p_limits jsonb) RETURNS TABLE(waiting_for text, id text, caller text, status text, provider text, endpoint text, adapter text, input json, provider_state json, attempt_count integer, max_attempts integer, deadline_at timestamp with time zone, price_type text, price_micros bigint, flat_fee_micros bigint, malformed_answers integer, hold_micros bigint, max_results integer, new_attempt boolean)
     LANGUAGE plpgsql
     AS $$
@@ -115,6 +165,36 @@ CREATE FUNCTION public.monid_csv_cell(item jsonb, path text[]) RETURNS text
                                    '"', '""') || '"', '')
 $$;
 
+CREATE FUNCTION public.monid_hold_controls(p_run_id text, p_blocked boolean, p_controls jsonb, p_hold_micros bigint) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_written integer;
+BEGIN
+    IF jsonb_array_length(p_controls) = 0 THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO run_control_records (run_id, control_id, control_type, hold_micros, status,
+                                     window_start, snapshot)
+    SELECT p_run_id, c->>'controlId', c->>'controlType', p_hold_micros, c->>'status',
+           (c->>'windowStart')::timestamptz, c->'snapshot'
+    FROM jsonb_array_elements(p_controls) c
+    WHERE CASE WHEN p_blocked THEN c->>'status' = 'BLOCKED'
+               ELSE c->>'status' = 'PASSED' OR p_hold_micros > 0 END;
+    GET DIAGNOSTICS v_written = ROW_COUNT;
+    IF NOT p_blocked AND p_hold_micros > 0 THEN
+        UPDATE budget_controls b
+        SET held_micros = b.held_micros + p_hold_micros,
+            spent_micros = CASE WHEN b.window_start = (c->>'windowStart')::timestamptz
+                                THEN b.spent_micros ELSE 0 END,
+            window_start = (c->>'windowStart')::timestamptz
+        FROM jsonb_array_elements(p_controls) c
+        WHERE c->>'status' = 'HELD' AND b.id = c->>'controlId';
+    END IF;
+    RETURN v_written;
+END
+$$;
+
 CREATE FUNCTION public.monid_item_json(item json) RETURNS json
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
@@ -143,6 +223,30 @@ CREATE FUNCTION public.monid_settle(p_caller text, p_run_id text, p_cost_micros 
 BEGIN
     IF coalesce(p_cost_micros, 0) = 0 AND coalesce(p_hold_micros, 0) = 0 THEN
         RETURN;
+    END IF;
+    IF p_hold_micros > 0 THEN
+        PERFORM 1 FROM budget_controls
+        WHERE id IN (SELECT control_id FROM run_control_records
+                     WHERE run_id = p_run_id AND status = 'HELD')
+        ORDER BY id
+        FOR UPDATE;
+        IF FOUND THEN
+            WITH settled AS (
+                UPDATE run_control_records
+                SET status = CASE WHEN coalesce(p_cost_micros, 0) > 0 THEN 'SETTLED'
+                                  ELSE 'RELEASED' END,
+                    settled_micros = coalesce(p_cost_micros, 0),
+                    settled_at = now()
+                WHERE run_id = p_run_id AND status = 'HELD'
+                RETURNING control_id, hold_micros, settled_micros, window_start
+            )
+            UPDATE budget_controls b
+            SET held_micros = b.held_micros - s.hold_micros,
+                spent_micros = b.spent_micros + CASE WHEN b.window_start = s.window_start
+                                                     THEN s.settled_micros ELSE 0 END
+            FROM settled s
+            WHERE b.id = s.control_id;
+        END IF;
     END IF;
     INSERT INTO ledger_entries (caller, run_id, kind, amount_micros)
     VALUES (p_caller, p_run_id, 'CHARGE', coalesce(p_cost_micros, 0));
@@ -274,6 +378,14 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION public.monid_window_start(p_period text, p_at timestamp with time zone) RETURNS timestamp with time zone
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT date_trunc(CASE p_period WHEN 'HOUR' THEN 'hour' WHEN 'DAY' THEN 'day'
+                                    WHEN 'WEEK' THEN 'week' ELSE 'month' END,
+                      p_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+$$;
+
 CREATE TABLE public.api_keys (
     id bigint NOT NULL,
     user_id text NOT NULL,
@@ -311,6 +423,26 @@ CREATE TABLE public.attempts (
     CONSTRAINT attempts_outcome_check CHECK ((outcome = ANY (ARRAY['OK'::text, 'TRANSIENT_ERROR'::text, 'PERMANENT_ERROR'::text, 'TIMEOUT'::text, 'LOST'::text, 'STOPPED'::text])))
 )
 WITH (fillfactor='70');
+
+CREATE TABLE public.budget_controls (
+    id text NOT NULL COLLATE pg_catalog."C",
+    caller text NOT NULL,
+    api_key_id bigint,
+    period text NOT NULL,
+    limit_micros bigint NOT NULL,
+    status text DEFAULT 'ACTIVE'::text NOT NULL,
+    window_start timestamp with time zone NOT NULL,
+    spent_micros bigint DEFAULT 0 NOT NULL,
+    held_micros bigint DEFAULT 0 NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT budget_controls_held_micros_check CHECK ((held_micros >= 0)),
+    CONSTRAINT budget_controls_id_check CHECK ((id ~ '^[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT budget_controls_limit_micros_check CHECK ((limit_micros >= 0)),
+    CONSTRAINT budget_controls_period_check CHECK ((period = ANY (ARRAY['HOUR'::text, 'DAY'::text, 'WEEK'::text, 'MONTH'::text]))),
+    CONSTRAINT budget_controls_spent_micros_check CHECK ((spent_micros >= 0)),
+    CONSTRAINT budget_controls_status_check CHECK ((status = ANY (ARRAY['ACTIVE'::text, 'PAUSED'::text])))
+);
 
 CREATE TABLE public.catalog_endpoints (
     provider text NOT NULL COLLATE pg_catalog."C",
@@ -370,6 +502,35 @@ CREATE SEQUENCE public.ledger_entries_id_seq
     CACHE 1;
 
 ALTER SEQUENCE public.ledger_entries_id_seq OWNED BY public.ledger_entries.id;
+
+CREATE TABLE public.run_cap_controls (
+    id text NOT NULL COLLATE pg_catalog."C",
+    caller text NOT NULL,
+    limit_micros bigint NOT NULL,
+    status text DEFAULT 'ACTIVE'::text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT run_cap_controls_id_check CHECK ((id ~ '^[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT run_cap_controls_limit_micros_check CHECK ((limit_micros >= 0)),
+    CONSTRAINT run_cap_controls_status_check CHECK ((status = ANY (ARRAY['ACTIVE'::text, 'PAUSED'::text])))
+);
+
+CREATE TABLE public.run_control_records (
+    run_id text NOT NULL COLLATE pg_catalog."C",
+    control_id text NOT NULL COLLATE pg_catalog."C",
+    control_type text NOT NULL,
+    hold_micros bigint NOT NULL,
+    settled_micros bigint,
+    status text NOT NULL,
+    window_start timestamp with time zone,
+    snapshot jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    settled_at timestamp with time zone,
+    CONSTRAINT run_control_records_control_type_check CHECK ((control_type = ANY (ARRAY['WORKSPACE_BUDGET'::text, 'KEY_BUDGET'::text, 'WORKSPACE_RUN_CAP'::text]))),
+    CONSTRAINT run_control_records_hold_micros_check CHECK ((hold_micros >= 0)),
+    CONSTRAINT run_control_records_settled_micros_check CHECK ((settled_micros >= 0)),
+    CONSTRAINT run_control_records_status_check CHECK ((status = ANY (ARRAY['HELD'::text, 'SETTLED'::text, 'RELEASED'::text, 'BLOCKED'::text, 'PASSED'::text])))
+);
 
 CREATE TABLE public.run_items (
     run_id text NOT NULL COLLATE pg_catalog."C",
@@ -431,7 +592,7 @@ CREATE TABLE public.runs (
     CONSTRAINT runs_max_attempts_check CHECK ((max_attempts >= 1)),
     CONSTRAINT runs_price_micros_check CHECK ((price_micros >= 0)),
     CONSTRAINT runs_price_type_check CHECK ((price_type = ANY (ARRAY['PER_CALL'::text, 'PER_RESULT'::text]))),
-    CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['RUNNING'::text, 'STOPPING'::text, 'COMPLETED'::text, 'FAILED'::text, 'STOPPED'::text, 'TIMED_OUT'::text]))),
+    CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['RUNNING'::text, 'STOPPING'::text, 'COMPLETED'::text, 'FAILED'::text, 'STOPPED'::text, 'TIMED_OUT'::text, 'BLOCKED'::text]))),
     CONSTRAINT runs_waiting_for_check CHECK ((waiting_for ~ '^(caller|provider:.+|endpoint:.+)$'::text))
 )
 WITH (fillfactor='85');
@@ -497,6 +658,9 @@ ALTER TABLE ONLY public.api_keys
 ALTER TABLE ONLY public.attempts
     ADD CONSTRAINT attempts_pkey PRIMARY KEY (run_id, number);
 
+ALTER TABLE ONLY public.budget_controls
+    ADD CONSTRAINT budget_controls_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY public.catalog_endpoints
     ADD CONSTRAINT catalog_endpoints_pkey PRIMARY KEY (provider, path);
 
@@ -505,6 +669,12 @@ ALTER TABLE ONLY public.idempotency_keys
 
 ALTER TABLE ONLY public.ledger_entries
     ADD CONSTRAINT ledger_entries_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.run_cap_controls
+    ADD CONSTRAINT run_cap_controls_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.run_control_records
+    ADD CONSTRAINT run_control_records_pkey PRIMARY KEY (run_id, control_id);
 
 ALTER TABLE ONLY public.run_items
     ADD CONSTRAINT run_items_pkey PRIMARY KEY (run_id, seq);
@@ -535,6 +705,10 @@ ALTER TABLE ONLY public.workspaces
 
 CREATE INDEX api_keys_user ON public.api_keys USING btree (user_id, id);
 
+CREATE INDEX budget_controls_active ON public.budget_controls USING btree (caller) WHERE (status = 'ACTIVE'::text);
+
+CREATE INDEX budget_controls_caller ON public.budget_controls USING btree (caller, id DESC);
+
 CREATE INDEX catalog_endpoints_search ON public.catalog_endpoints USING gin (search);
 
 CREATE INDEX idempotency_keys_created ON public.idempotency_keys USING btree (created_at);
@@ -546,6 +720,12 @@ CREATE UNIQUE INDEX ledger_one_charge_per_run ON public.ledger_entries USING btr
 CREATE UNIQUE INDEX ledger_one_hold_per_run ON public.ledger_entries USING btree (run_id) WHERE (kind = 'HOLD'::text);
 
 CREATE UNIQUE INDEX ledger_one_release_per_run ON public.ledger_entries USING btree (run_id) WHERE (kind = 'RELEASE'::text);
+
+CREATE INDEX run_cap_controls_active ON public.run_cap_controls USING btree (caller) WHERE (status = 'ACTIVE'::text);
+
+CREATE INDEX run_cap_controls_caller ON public.run_cap_controls USING btree (caller, id DESC);
+
+CREATE INDEX run_control_records_control ON public.run_control_records USING btree (control_id, run_id DESC);
 
 CREATE INDEX runs_busy ON public.runs USING btree (provider, endpoint) WHERE ((completed_at IS NULL) AND ((lease_token IS NOT NULL) OR (provider_state IS NOT NULL)));
 
@@ -566,11 +746,17 @@ CREATE TRIGGER runs_notify_ended AFTER UPDATE OF completed_at ON public.runs FOR
 ALTER TABLE ONLY public.attempts
     ADD CONSTRAINT attempts_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id) ON DELETE CASCADE;
 
+ALTER TABLE ONLY public.budget_controls
+    ADD CONSTRAINT budget_controls_api_key_id_fkey FOREIGN KEY (api_key_id) REFERENCES public.api_keys(id) ON DELETE CASCADE;
+
 ALTER TABLE ONLY public.idempotency_keys
     ADD CONSTRAINT idempotency_keys_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.ledger_entries
     ADD CONSTRAINT ledger_entries_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id);
+
+ALTER TABLE ONLY public.run_control_records
+    ADD CONSTRAINT run_control_records_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.run_items
     ADD CONSTRAINT run_items_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id) ON DELETE CASCADE;

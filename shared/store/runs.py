@@ -11,7 +11,8 @@ import psycopg
 from shared.catalog import Endpoint, Price
 from shared.db import Conn, json_param, query
 
-END_STATUSES = frozenset({"COMPLETED", "FAILED", "STOPPED", "TIMED_OUT"})
+# BLOCKED: refused by a spend control at accept (see shared.controls).
+END_STATUSES = frozenset({"COMPLETED", "FAILED", "STOPPED", "TIMED_OUT", "BLOCKED"})
 STATUSES = ("RUNNING", "STOPPING", *sorted(END_STATUSES))
 _NEWEST = "Z" * 26  # sorts after every ULID
 
@@ -87,6 +88,17 @@ class TooManyRunsInFlight(Exception):
     """The caller has as many runs in flight as it may have."""
 
 
+class RunBlocked(Exception):
+    """A spend control refused the run: it is stored (in the caller's transaction, if
+    any), ended BLOCKED, holding nothing. `controls`: what each control said (see
+    monid_check_controls in migration 0015)."""
+
+    def __init__(self, created_at: datetime, controls: list[dict[str, Any]]) -> None:
+        super().__init__("blocked by a spend control")
+        self.created_at = created_at
+        self.controls = controls
+
+
 def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
                endpoint: Endpoint, input: Any, hold_micros: int = 0,
                max_results: int | None = None, in_flight_cap: int = 0,
@@ -94,7 +106,8 @@ def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
     """Insert a new RUNNING run and hold its price on the caller's wallet, in one
     statement; writes nothing and raises TooManyRunsInFlight when the caller has
     `in_flight_cap` runs in flight (0: no cap), InsufficientFunds when the wallet
-    cannot cover the hold."""
+    cannot cover the hold. A run a spend control refuses is stored BLOCKED, and
+    RunBlocked raised after the statement (a transaction of the caller's goes on)."""
     params = {
         "id": run_id,
         "caller": caller,
@@ -130,6 +143,8 @@ def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
             raise TooManyRunsInFlight(caller)
         if not row["funded"]:
             raise InsufficientFunds(caller)
+        if row["blocked"]:
+            raise RunBlocked(row["created_at"], row["controls"])
         created_at: datetime = row["created_at"]
         return created_at
     raise TooManyRunsInFlight(caller)

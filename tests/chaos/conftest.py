@@ -28,6 +28,8 @@ from psycopg.rows import dict_row
 
 from shared import store
 from shared.db import migrate
+from shared.ids import new_run_id
+from shared.store import controls as controls_store
 from tests.fakes.jsonapi import Call, FakeJsonApi
 from tests.helpers import KeyMaker
 from tests.processes import Process, free_port, start_web, start_worker
@@ -286,6 +288,10 @@ class World:
         with psycopg.connect(database_url, row_factory=dict_row) as conn:
             store.credit_wallet(conn, "USER#chaos", 1000 * 1_000_000, "chaos funds")
             store.credit_wallet(conn, "USER#chaos_other", 1000 * 1_000_000, "chaos funds")
+            # A budget no scenario reaches: every paid run holds on it and settles on it.
+            controls_store.insert_budget_control(conn, control_id=new_run_id(),
+                                                 caller="USER#chaos", period="MONTH",
+                                                 limit_micros=1000 * 1_000_000)
 
     def web(self, **env: str) -> str:
         proc, base_url = start_web({**self.env, **env}, self.log_dir)
@@ -390,6 +396,27 @@ class World:
         assert open_holds is not None and open_holds[0] == held
         assert balance >= held >= 0
         assert not mismatched, f"runs whose cost is not what the ledger charged: {mismatched}"
+        self.check_budgets()
+
+    def check_budgets(self) -> None:
+        """Each budget's held is the sum of its HELD records' holds (exactly its open runs'),
+        and its spent the sum of what its records of its window settled."""
+        with psycopg.connect(self.database_url) as conn:
+            wrong = conn.execute(
+                "SELECT b.id, b.held_micros, b.spent_micros, r.held, r.spent, r.open_held"
+                " FROM budget_controls b, LATERAL ("
+                "  SELECT coalesce(sum(c.hold_micros) FILTER (WHERE c.status = 'HELD'), 0)"
+                "           AS held,"
+                "         coalesce(sum(c.settled_micros) FILTER (WHERE c.status = 'SETTLED'"
+                "           AND c.window_start = b.window_start), 0) AS spent,"
+                "         coalesce(sum(c.hold_micros) FILTER (WHERE c.status IN"
+                "           ('HELD', 'SETTLED', 'RELEASED') AND x.completed_at IS NULL), 0)"
+                "           AS open_held"
+                "  FROM run_control_records c JOIN runs x ON x.id = c.run_id"
+                "  WHERE c.control_id = b.id) r"
+                " WHERE b.held_micros <> r.held OR b.spent_micros <> r.spent"
+                "    OR b.held_micros <> r.open_held").fetchall()
+        assert not wrong, f"budgets whose sums are not their runs' records: {wrong}"
 
     def stop_all(self) -> None:
         for proc in self.processes:

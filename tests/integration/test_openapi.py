@@ -150,7 +150,8 @@ def test_every_answer_has_the_request_id_header(document: dict[str, Any]) -> Non
 
 
 @pytest.mark.parametrize(("path", "method", "statuses"), [
-    ("/v1/run", "post", {202, 400, 401, 402, 404, 405, 409, 413, 415, 422, 429, 500, 503}),
+    # 200: a BLOCKED run.
+    ("/v1/run", "post", {200, 202, 400, 401, 402, 404, 405, 409, 413, 415, 422, 429, 500, 503}),
     ("/v1/runs/{runId}", "get", {200, 400, 401, 404, 405, 429, 500, 503}),
     ("/v1/runs", "get", {200, 400, 401, 405, 429, 500, 503}),
     ("/v1/runs/{runId}/stop", "post", {202, 401, 404, 405, 409, 429, 500, 503}),
@@ -159,6 +160,15 @@ def test_every_answer_has_the_request_id_header(document: dict[str, Any]) -> Non
     ("/v1/discover", "post", {200, 400, 401, 405, 413, 415, 429, 500, 503}),
     ("/v1/inspect", "post", {200, 400, 401, 404, 405, 413, 415, 429, 500, 503}),
     ("/v1/endpoints", "get", {200, 400, 401, 405, 429, 500, 503}),
+    ("/v1/controls/workspace/budgets", "get", {200, 400, 401, 405, 429, 500, 503}),
+    ("/v1/controls/workspace/budgets/{controlId}", "get", {200, 401, 404, 405, 429, 500, 503}),
+    ("/v1/controls/workspace/budgets/{controlId}", "patch",
+     {200, 400, 401, 404, 405, 413, 415, 429, 500, 503}),
+    ("/v1/controls/workspace/budgets/{controlId}/runs", "get",
+     {200, 400, 401, 404, 405, 429, 500, 503}),
+    ("/v1/controls/workspace/run-caps/{controlId}", "patch",
+     {200, 400, 401, 404, 405, 413, 415, 429, 500, 503}),
+    ("/v1/runs/{runId}/controls", "get", {200, 400, 401, 404, 405, 429, 500, 503}),
     ("/healthz", "get", {200, 405, 500}),
     ("/readyz", "get", {200, 405, 500, 503}),
 ])

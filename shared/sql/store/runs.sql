@@ -10,8 +10,12 @@
 -- caller tries again); hold the run's price on the wallet (only if its available
 -- balance covers it; the wallet's row lock makes concurrent holds wait for each
 -- other); insert the run and the ledger's HOLD entry. Nothing is written when no
--- number is free or the wallet falls short; the two flags say which.
-WITH tried AS (
+-- number is free or the wallet falls short; the two flags say which. The caller's
+-- spend controls are checked first (monid_check_controls, migration 0015): a run
+-- one refuses is stored BLOCKED, ended, holding nothing, with the controls' records.
+WITH checked AS (
+    SELECT * FROM monid_check_controls(%(caller)s, %(api_key_id)s, %(hold_micros)s)
+), tried AS (
     SELECT probe.n AS slot
     FROM (SELECT floor(random() * %(cap)s)::int AS n FROM generate_series(1, 4)) probe
     WHERE %(cap)s > 0
@@ -37,30 +41,41 @@ WITH tried AS (
     SET held_micros = held_micros + %(hold_micros)s, updated_at = now()
     WHERE caller = %(caller)s AND %(hold_micros)s > 0
       AND balance_micros - held_micros >= %(hold_micros)s
-      AND (SELECT ok FROM under_cap)
+      AND (SELECT ok FROM under_cap) AND NOT (SELECT blocked FROM checked)
     RETURNING caller
 ), funded AS (
-    SELECT %(hold_micros)s = 0 OR EXISTS (SELECT 1 FROM held) AS ok
+    SELECT %(hold_micros)s = 0 OR (SELECT blocked FROM checked) OR EXISTS (SELECT 1 FROM held)
+           AS ok
 ), run AS (
     INSERT INTO runs (
         id, caller, api_key_id, provider, provider_name, endpoint, adapter, input,
         price_type, price_micros, flat_fee_micros, max_attempts, deadline_seconds, deadline_at,
-        last_published_at, hold_micros, max_results, inflight_slot
+        last_published_at, hold_micros, max_results, inflight_slot,
+        status, cost_micros, completed_at
     )
     SELECT %(id)s, %(caller)s, %(api_key_id)s, %(provider)s, %(provider_name)s, %(endpoint)s,
            %(adapter)s, %(input)s, %(price_type)s, %(price_micros)s, %(flat_fee_micros)s,
            %(max_attempts)s, %(deadline_seconds)s,
            -- Until its first start, a run's deadline is its queue limit.
            now() + make_interval(secs => %(queue_timeout_seconds)s), now(),
-           %(hold_micros)s, %(max_results)s, (SELECT slot FROM slot)
+           CASE WHEN blocked THEN 0 ELSE %(hold_micros)s END, %(max_results)s,
+           CASE WHEN NOT blocked THEN (SELECT slot FROM slot) END,
+           CASE WHEN blocked THEN 'BLOCKED' ELSE 'RUNNING' END,
+           CASE WHEN blocked THEN 0 END, CASE WHEN blocked THEN now() END
+    FROM checked
     WHERE (SELECT ok FROM under_cap) AND (SELECT ok FROM funded)
     RETURNING id, created_at
 ), hold_entry AS (
     INSERT INTO ledger_entries (caller, run_id, kind, amount_micros)
     SELECT held.caller, run.id, 'HOLD', %(hold_micros)s FROM held, run
+), recorded AS (
+    SELECT monid_hold_controls(run.id, checked.blocked, checked.controls, %(hold_micros)s) AS n
+    FROM run, checked
 )
 SELECT (SELECT ok FROM under_cap) AS under_cap, (SELECT ok FROM funded) AS funded,
-       (SELECT created_at FROM run) AS created_at;
+       (SELECT created_at FROM run) AS created_at, checked.blocked,
+       CASE WHEN (SELECT n FROM recorded) IS NOT NULL THEN checked.controls END AS controls
+FROM checked;
 
 -- name: get_run
 SELECT r.id, r.caller, r.provider, r.provider_name, r.endpoint, r.status, r.input, r.output,
