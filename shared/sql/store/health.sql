@@ -22,7 +22,7 @@ WITH judged AS (
     WHERE id >= %(since_id)s
       AND completed_at IS NOT NULL
       AND status IN ('COMPLETED', 'FAILED', 'TIMED_OUT')
-      AND NOT (status = 'TIMED_OUT' AND error ->> 'code' = 'QUEUE_TIMEOUT')
+      AND (status <> 'TIMED_OUT' OR (error ->> 'code') IS DISTINCT FROM 'QUEUE_TIMEOUT')
 )
 SELECT provider, endpoint,
        count(*) AS judged_runs,
