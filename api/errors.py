@@ -137,6 +137,10 @@ class ErrorSchema(Schema):
                               metadata={"description": "A stable machine word."})
     errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()),
                          metadata={"description": "Each failing field's path and its messages."})
+    hints = fields.Dict(keys=fields.String(), values=fields.Raw(), metadata={
+        "description": "For agents, on some errors (a `402`: how to add credit): a short "
+                       "phrase to a string or to `{\"kind\": \"topup\", \"command\"}` "
+                       "and the like."})
 
 
 _envelope = ErrorSchema()
@@ -198,8 +202,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(domain.ServiceError)
     def _refused(exc: domain.ServiceError) -> Response:
         answer = answer_for(exc) or INTERNAL  # every kind is in the table (a test says so)
+        hints = getattr(exc, "hints", None)
         return error_response(answer.status, answer.code, exc.message,
-                              getattr(exc, "errors", None), answer.sends)
+                              getattr(exc, "errors", None), answer.sends,
+                              **({"hints": hints} if hints else {}))
 
     @app.errorhandler(http.HTTPException)
     def _http_error(exc: http.HTTPException) -> Response:

@@ -20,6 +20,8 @@ from marshmallow import (
 )
 
 from api.errors import UNSUPPORTED_MEDIA_TYPE, VALIDATION_FAILED, ApiError, ErrorSchema
+from shared import hints
+from shared.health import HEALTH_STATUSES, MIN_JUDGED_RUNS, RECENT_RUNS
 from shared.ids import ULID_PATTERN
 from shared.money import micros_to_dollars
 from shared.requests import strict_json_loads
@@ -85,6 +87,15 @@ def parse_json_object() -> dict[str, Any]:
 
 
 # --- answers --------------------------------------------------------------------------
+
+
+def _hints(description: str = "") -> fields.Dict:
+    return fields.Dict(keys=fields.String(), values=fields.Raw(), required=True, metadata={
+        "description": "For agents: a short phrase to a string, or to "
+                       "`{\"kind\": \"command\"|\"discover\"|\"inspect\"|\"run\"|"
+                       "\"getRun\"|\"stop\"|\"topup\", ...}`." + description,
+        "example": {"wait for its end": {"kind": "getRun", "runId": RUN_ID_EXAMPLE,
+                                         "wait": 30}}})
 
 
 class MoneySchema(Schema):
@@ -192,6 +203,7 @@ class AcceptedRunSchema(_RunIdentitySchema):
     runId = _run_id("run_id")
     status = fields.String(required=True, validate=validate.OneOf(["RUNNING"]))
     price = fields.Nested(PriceSchema, required=True)
+    hints = _hints(" Here: how to wait for the run's end, and how to stop it.")
     createdAt = Timestamp(required=True, attribute="created_at",
                           metadata={"example": ISO_EXAMPLE})
 
@@ -229,8 +241,8 @@ class RunSchema(RunSummarySchema):
     class Meta:
         fields = ("runId", "caller", "provider", "providerName", "endpoint", "status",
                   "stoppable", "input", "output", "outputTruncated", "itemsUrl", "resultCount",
-                  "providerResponse", "error", "price", "cost", "attempts", "createdAt",
-                  "startedAt", "completedAt")
+                  "providerResponse", "error", "price", "cost", "attempts", "hints",
+                  "createdAt", "startedAt", "completedAt")
 
     input = fields.Dict(required=True, metadata={"description": "The input, in the form it "
                                                                 "was sent."})
@@ -245,6 +257,17 @@ class RunSchema(RunSummarySchema):
         "type": "string", "description": "Where the run's items are, in pages or as a download.",
         "example": f"/v1/runs/{RUN_ID_EXAMPLE}/items"})
     attempts = fields.List(fields.Nested(AttemptSchema), required=True, attribute="tries")
+    hints = fields.Function(
+        lambda run: hints.for_run(run.id, ended=run.ended, status=run.status,
+                                  output_truncated=run.output_truncated,
+                                  result_count=run.result_count),
+        required=True, metadata={
+            "type": "object", "additionalProperties": True,
+            "description": "For agents: while the run has not ended, how to wait for its end; "
+                           "once it `COMPLETED` with more items than `output` holds, where "
+                           "they all are. Empty otherwise.",
+            "example": {"read every item": f"GET /v1/runs/{RUN_ID_EXAMPLE}/items?limit=1000 "
+                                           "pages through all 2500 items (cursor to cursor)"}})
 
 
 def _next_cursor() -> fields.String:
@@ -286,8 +309,37 @@ class WalletBalanceSchema(Schema):
                                                        "can use."})
 
 
+class MetricsSchema(Schema):
+    """An endpoint's health over a recent window (`shared.health.Metrics`), rolled up from
+    its runs by the sweeper about once a minute."""
+
+    health = fields.String(required=True, validate=validate.OneOf(HEALTH_STATUSES), metadata={
+        "description": "From the window's runs that judge the endpoint (`COMPLETED`, "
+                       "`FAILED`, `TIMED_OUT` but for a queue timeout): `unknown` under "
+                       f"{MIN_JUDGED_RUNS} of them; `outage` when the last {RECENT_RUNS} all "
+                       "failed or under 50% succeeded; `degraded` under 95%; `stable` under "
+                       "99%; `healthy` otherwise."})
+    p50Seconds = fields.Float(required=True, allow_none=True, attribute="p50_seconds",
+                              validate=validate.Range(min=0), metadata={
+                                  "description": "Median run time (first start to end) of "
+                                                 "the window's `COMPLETED` runs; null "
+                                                 "without one.", "example": 1.25})
+    p90Seconds = fields.Float(required=True, allow_none=True, attribute="p90_seconds",
+                              validate=validate.Range(min=0), metadata={
+                                  "description": "90th percentile of the same.",
+                                  "example": 4.5})
+    successRate = fields.Float(required=True, allow_none=True, attribute="success_rate",
+                               validate=validate.Range(min=0, max=1), metadata={
+                                   "description": "`COMPLETED` over judged runs, 0 to 1; "
+                                                  "null without any.", "example": 0.995})
+    window = fields.String(required=True, metadata={
+        "description": "The window: runs accepted in the last this many hours.",
+        "example": "24h"})
+
+
 class DiscoverResultSchema(Schema):
-    """A match (`shared.store.catalog.Match`): the endpoint, and how well it matches."""
+    """A match (`shared.catalog.discovery.Found`): the endpoint, how well it matches, and
+    its health."""
 
     provider = fields.String(required=True, attribute="entry.provider")
     providerName = fields.String(required=True, attribute="entry.provider_name")
@@ -297,6 +349,7 @@ class DiscoverResultSchema(Schema):
     score = fields.Float(required=True, validate=validate.Range(min=0, max=1),
                          metadata={"description": "Relevance to the query, 0 to 1."})
     tags = fields.List(fields.String(), required=True, attribute="entry.tags")
+    metrics = fields.Nested(MetricsSchema, required=True)
 
 
 class DiscoverResultsSchema(Schema):
@@ -304,6 +357,7 @@ class DiscoverResultsSchema(Schema):
                           metadata={"description": "Best match first."})
     query = fields.String(required=True)
     count = fields.Integer(required=True, validate=validate.Range(min=0))
+    hints = _hints(" Here: inspect the best match, then run it.")
 
 
 class EndpointSummarySchema(Schema):
@@ -321,12 +375,13 @@ class EndpointSummarySchema(Schema):
 
 
 class EndpointCardSchema(EndpointSummarySchema):
-    """An endpoint's whole card: everything a caller needs to run it."""
+    """An endpoint's whole card (`shared.catalog.discovery.Card`): everything a caller
+    needs to run it, and its health."""
 
     class Meta:
         fields = ("provider", "providerName", "endpoint", "name", "description", "tags",
                   "inputSchema", "queryParamsSchema", "pathParamsSchema", "price",
-                  "deadlineSeconds", "maxAttempts", "exampleInput")
+                  "deadlineSeconds", "maxAttempts", "exampleInput", "metrics", "hints")
 
     inputSchema = fields.Dict(required=True, attribute="input_schema",
                               metadata={"description": "JSON Schema of the input (its body)."})
@@ -341,6 +396,8 @@ class EndpointCardSchema(EndpointSummarySchema):
     maxAttempts = fields.Integer(required=True, attribute="max_attempts",
                                  validate=validate.Range(min=1))
     exampleInput = fields.Dict(required=True, allow_none=True, attribute="example_input")
+    metrics = fields.Nested(MetricsSchema, required=True)
+    hints = _hints(" Here: how to run the endpoint.")
 
     @post_dump
     def _only_the_schemas_it_has(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -459,12 +516,6 @@ def _snapshot() -> Snapshot:
                        "`period`, `spentAmount`, `heldAmount` before this run, `windowStart`).",
         "example": {"period": "DAY", "limitAmount": 5.0, "spentAmount": 4.998,
                     "heldAmount": 0, "windowStart": "2026-12-01T00:00:00.000Z"}})
-
-
-def _hints() -> fields.Dict:
-    return fields.Dict(keys=fields.String(), values=fields.Raw(), required=True, metadata={
-        "description": "For agents: a short phrase to a string, or to "
-                       "`{\"kind\": \"command\", \"command\"}` and the like."})
 
 
 def _control_id(attribute: str = "id") -> fields.String:

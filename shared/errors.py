@@ -7,6 +7,7 @@ and any other way in (MCP tools, `monidctl`) says them in its own terms.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 
 class ServiceError(Exception):
@@ -45,7 +46,12 @@ class EndpointNotFound(ServiceError):
 
 
 class InsufficientFunds(ServiceError):
-    """The wallet's available balance cannot cover the run's hold."""
+    """The wallet's available balance cannot cover the run's hold; `hints` say how to add
+    credit."""
+
+    def __init__(self, message: str, hints: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.hints = dict(hints or {})
 
 
 class TooManyRunsInFlight(ServiceError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import uuid
+from datetime import datetime
 
 from ulid import ULID
 
@@ -35,3 +36,10 @@ def sane_request_id(value: str | None) -> str:
     if value and _REQUEST_ID_PATTERN.fullmatch(value):
         return value
     return uuid.uuid4().hex
+
+
+def run_id_floor(at: datetime) -> str:
+    """The smallest run ID a run accepted at `at` (or later) can have: a lower bound of
+    a time range on the runs' primary key."""
+    millis = max(0, int(at.timestamp() * 1000))
+    return str(ULID.from_bytes(millis.to_bytes(6, "big") + bytes(10)))

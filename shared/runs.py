@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from shared import controls, cursors, errors, store
+from shared import controls, cursors, errors, hints, store
 from shared.catalog import Price, hold_for, validate_input
 from shared.db import autocommit, transaction
 from shared.ids import is_run_id, new_run_id
@@ -53,7 +53,7 @@ class AcceptedRun:
     completed_at: datetime | None = None
     reason: str | None = None
     controls: tuple[controls.BlockingControl, ...] = ()
-    hints: Mapping[str, Any] = field(default_factory=dict)
+    hints: Mapping[str, Any] = field(default_factory=dict)  # what to do next
 
     @property
     def blocked(self) -> bool:
@@ -102,7 +102,8 @@ def _replay(svc: Services, caller: str, key: str, hashed: bytes) -> AcceptedRun 
             "hours; use a new key for a new request")
     run = found.run
     return AcceptedRun(run.id, run.caller, run.provider, run.provider_name, run.endpoint,
-                       run.price, run.created_at, replayed=True)
+                       run.price, run.created_at, replayed=True,
+                       hints=hints.after_accept(run.id))
 
 
 def start_run(svc: Services, caller: str, *, provider: str, endpoint: str,
@@ -150,7 +151,8 @@ def start_run(svc: Services, caller: str, *, provider: str, endpoint: str,
     except store.InsufficientFunds:
         raise errors.InsufficientFunds(
             f"the wallet cannot cover this run: it holds {micros_to_dollars(hold_micros)} USD "
-            "until the run ends; add funds and try again") from None
+            "until the run ends; add funds and try again",
+            hints.top_up(caller.partition("#")[2] or None)) from None
     except store.IdempotencyKeyTaken:
         # A concurrent request with the same key won: answer what it answered.
         assert idempotency_key is not None
@@ -171,7 +173,7 @@ def start_run(svc: Services, caller: str, *, provider: str, endpoint: str,
                                task_name(found.provider, found.path))
     log.info("run accepted", extra={"provider": found.provider, "endpoint": found.path})
     return AcceptedRun(run_id, caller, found.provider, found.provider_name, found.path,
-                       found.price, created_at)
+                       found.price, created_at, hints=hints.after_accept(run_id))
 
 
 def _read(svc: Services, caller: str, run_id: str) -> Run:

@@ -13,7 +13,9 @@ a time however many run one:
    by a worker that died, or by a run the sweeper ended);
 4. publishes runs whose next step is due and whose message is not on its way:
    never published (the broker was down at accept time), lost by the broker
-   (Redis restarted empty), or waiting in PostgreSQL for a long retry.
+   (Redis restarted empty), or waiting in PostgreSQL for a long retry;
+5. about once a minute, rolls each endpoint's recent runs up into its health
+   (`shared.health`), which discover and inspect read.
 
 It runs inside every worker process (a thread), so there is no extra process to
 deploy or to forget; `python -m worker.sweeper` runs it on its own.
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from celery import Celery
 from psycopg_pool import ConnectionPool
 
-from shared import store
+from shared import health, store
 from shared.catalog import Catalog, load_catalog, split_input
 from shared.db import DatabaseUnavailable, autocommit, make_pool
 from shared.logs import run_id_var
@@ -77,6 +79,7 @@ class SweepReport:
     ended: dict[str, str] = field(default_factory=dict)
     woken: list[str] = field(default_factory=list)
     published: list[str] = field(default_factory=list)
+    endpoints_rolled_up: int | None = None  # None: the health rollup was not due
     skipped: bool = False
 
 
@@ -138,6 +141,7 @@ class Sweeper:
             except Exception as exc:  # the next sweep tries again after the grace
                 log.warning("publish failed", extra={"runId": item.run_id, "error": str(exc)})
                 break
+        report.endpoints_rolled_up = health.rollup_endpoint_health(conn)
 
     def _wake(self, conn: store.Conn, report: SweepReport) -> None:
         """Fill every provider's slot that has room with runs waiting for it, and hand

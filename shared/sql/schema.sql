@@ -472,6 +472,24 @@ CREATE TABLE public.catalog_endpoints (
     CONSTRAINT catalog_endpoints_price_type_check CHECK ((price_type = ANY (ARRAY['PER_CALL'::text, 'PER_RESULT'::text])))
 );
 
+CREATE TABLE public.endpoint_health (
+    provider text NOT NULL,
+    endpoint text NOT NULL,
+    health text NOT NULL,
+    p50_seconds double precision,
+    p90_seconds double precision,
+    success_rate double precision,
+    judged_runs integer NOT NULL,
+    window_hours integer NOT NULL,
+    computed_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT endpoint_health_health_check CHECK ((health = ANY (ARRAY['healthy'::text, 'stable'::text, 'degraded'::text, 'outage'::text, 'unknown'::text]))),
+    CONSTRAINT endpoint_health_judged_runs_check CHECK ((judged_runs >= 0)),
+    CONSTRAINT endpoint_health_p50_seconds_check CHECK ((p50_seconds >= (0)::double precision)),
+    CONSTRAINT endpoint_health_p90_seconds_check CHECK ((p90_seconds >= (0)::double precision)),
+    CONSTRAINT endpoint_health_success_rate_check CHECK (((success_rate >= (0)::double precision) AND (success_rate <= (1)::double precision))),
+    CONSTRAINT endpoint_health_window_hours_check CHECK ((window_hours > 0))
+);
+
 CREATE TABLE public.idempotency_keys (
     caller text NOT NULL,
     key text NOT NULL,
@@ -663,6 +681,9 @@ ALTER TABLE ONLY public.budget_controls
 
 ALTER TABLE ONLY public.catalog_endpoints
     ADD CONSTRAINT catalog_endpoints_pkey PRIMARY KEY (provider, path);
+
+ALTER TABLE ONLY public.endpoint_health
+    ADD CONSTRAINT endpoint_health_pkey PRIMARY KEY (provider, endpoint);
 
 ALTER TABLE ONLY public.idempotency_keys
     ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (caller, key);

@@ -30,9 +30,11 @@ from tests.helpers import auth, monidctl
 
 ROOT = Path(__file__).resolve().parents[2]
 CARD_FIELDS = ["provider", "providerName", "endpoint", "name", "description", "tags",
-               "inputSchema", "price", "deadlineSeconds", "maxAttempts", "exampleInput"]
+               "inputSchema", "price", "deadlineSeconds", "maxAttempts", "exampleInput",
+               "metrics", "hints"]
 ITEM_FIELDS = ["provider", "providerName", "endpoint", "name", "description", "tags", "price"]
-RESULT_FIELDS = ["provider", "providerName", "endpoint", "description", "price", "score", "tags"]
+RESULT_FIELDS = ["provider", "providerName", "endpoint", "description", "price", "score", "tags",
+                 "metrics"]
 
 
 @pytest.fixture
@@ -213,7 +215,7 @@ def test_discover_ranks_the_obvious_endpoint_first(client: FlaskClient, key: str
 
 def test_discover_answer_shape(client: FlaskClient, key: str) -> None:
     body = discover(client, key, "twitter posts about AI")
-    assert list(body) == ["results", "query", "count"]
+    assert list(body) == ["results", "query", "count", "hints"]
     assert body["query"] == "twitter posts about AI"
     assert body["count"] == len(body["results"]) >= 1
     first = body["results"][0]
@@ -257,7 +259,9 @@ def test_discover_honours_the_limit(client: FlaskClient, key: str) -> None:
 
 def test_discover_finds_nothing_for_words_no_endpoint_has(client: FlaskClient, key: str) -> None:
     assert discover(client, key, "zanzibar xylophone") == {
-        "results": [], "query": "zanzibar xylophone", "count": 0}
+        "results": [], "query": "zanzibar xylophone", "count": 0,
+        "hints": {"try other words": {"kind": "discover", "query": "zanzibar xylophone"},
+                  "or list every endpoint": "GET /v1/endpoints"}}
 
 
 def test_discover_takes_any_text(client: FlaskClient, key: str) -> None:

@@ -139,7 +139,7 @@ def test_every_error_answer_is_the_envelope(document: dict[str, Any]) -> None:
             schema = resolve(document, response["content"]["application/json"]["schema"])
             assert set(schema["properties"]) >= ENVELOPE_FIELDS, (method, path, status)
             assert set(schema["required"]) >= ENVELOPE_FIELDS, (method, path, status)
-            assert set(schema["properties"]) - ENVELOPE_FIELDS <= {"errors", "checks"}
+            assert set(schema["properties"]) - ENVELOPE_FIELDS <= {"errors", "checks", "hints"}
 
 
 def test_every_answer_has_the_request_id_header(document: dict[str, Any]) -> None:

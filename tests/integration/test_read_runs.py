@@ -20,9 +20,10 @@ from tests.helpers import auth
 ISO_MS_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 FULL_FIELDS = {"runId", "caller", "provider", "providerName", "endpoint", "status", "stoppable",
                "input", "output", "outputTruncated", "itemsUrl", "resultCount",
-               "providerResponse", "error", "price", "cost", "attempts", "createdAt",
+               "providerResponse", "error", "price", "cost", "attempts", "hints", "createdAt",
                "startedAt", "completedAt"}
-ITEM_FIELDS = FULL_FIELDS - {"input", "output", "outputTruncated", "itemsUrl", "attempts"}
+ITEM_FIELDS = FULL_FIELDS - {"input", "output", "outputTruncated", "itemsUrl", "attempts",
+                             "hints"}
 DEMO_PRICE = {"type": "PER_CALL", "amount": 0, "currency": "USD"}
 MISSING_ULID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
 

@@ -26,7 +26,7 @@ from tests.helpers import auth
 ISO_MS_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 ACCEPTED_FIELDS = {"runId", "caller", "provider", "providerName", "endpoint", "status",
-                   "price", "createdAt"}
+                   "price", "hints", "createdAt"}
 
 
 def start(client: FlaskClient, key: str, body: Any) -> Any:

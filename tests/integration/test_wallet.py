@@ -117,6 +117,8 @@ def test_402_exactly_at_the_boundary(paid: FlaskClient, key: str, db: Connection
     if status == 402:
         body = answer.get_json()
         assert body["errorCode"] == "WALLET_INSUFFICIENT_FUNDS" and body["code"] == 402
+        assert body["hints"]["add credit"] == {
+            "kind": "topup", "command": "monidctl wallet credit --user user_abc123 --amount 10.00"}
         assert runs == {"n": 0}, "a refused run must not be created"
         assert wallet(db).held_micros == 0
     else:

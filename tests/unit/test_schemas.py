@@ -111,6 +111,7 @@ def test_a_completed_run_as_in_the_contract() -> None:
         "attempts": [{"number": 1, "startedAt": "2026-03-28T10:30:00.020Z",
                       "endedAt": "2026-03-28T10:30:07.300Z", "outcome": "OK",
                       "httpStatus": 200, "nextAttemptAt": None}],
+        "hints": {},
         "createdAt": "2026-03-28T10:30:00.000Z",
         "startedAt": "2026-03-28T10:30:00.020Z",
         "completedAt": "2026-03-28T10:30:07.310Z",
@@ -177,7 +178,7 @@ def test_the_short_form_leaves_out_input_output_and_attempts() -> None:
     full = run_json(completed_run(), full=True)
     short = run_json(completed_run(), full=False)
     assert set(full) - set(short) == {"input", "output", "outputTruncated", "itemsUrl",
-                                      "attempts"}
+                                      "attempts", "hints"}
     assert {k: v for k, v in full.items() if k in short} == short
     assert list(short) == [
         "runId", "caller", "provider", "providerName", "endpoint", "status", "stoppable",
@@ -269,6 +270,7 @@ def test_accepted_json_as_in_the_contract() -> None:
         "endpoint": "/apidojo/tweet-scraper",
         "status": "RUNNING",
         "price": PRICE,
+        "hints": {},
         "createdAt": "2026-03-28T10:30:00.000Z",
     }
 
