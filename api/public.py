@@ -45,7 +45,7 @@ _CACHED = {"Cache-Control": "CacheControl", "ETag": "ETag"}
 _NOT_MODIFIED = {"304": {"description": "Not modified since the `ETag` in `If-None-Match`; "
                                         "no body.",
                          "headers": {"x-request-id": "RequestId", **_CACHED}}}
-_LIMITED = (errors.RATE_LIMITED,)
+_LIMITED = (errors.RATE_LIMITED, errors.SERVICE_UNAVAILABLE)
 
 
 def _public(**description: Any) -> Any:
