@@ -7,6 +7,7 @@ import dataclasses
 import re
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -14,7 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from api.app import create_app
 from shared import keys, store
-from shared.db import transaction
+from shared.db import list_migrations, migrate, transaction
 from shared.settings import Settings
 from tests.helpers import auth
 
@@ -140,3 +141,25 @@ def test_last_use_is_noted_in_memory_and_written_in_batches(
         store.record_api_keys_used(conn, {store.list_api_keys(conn, "user_abc123")[0].id:
                                           written.replace(year=2000)})
         assert store.list_api_keys(conn, "user_abc123")[0].last_used_at == written
+
+
+def test_keys_from_before_get_labels_unique_among_live_keys(empty_database: str) -> None:
+    before = [m for m in list_migrations() if m.version < 16]
+    with psycopg.connect(empty_database) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
+                     " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        for migration in before:
+            conn.execute(migration.path.read_text())  # type: ignore[arg-type]
+            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                         (migration.version, migration.name))
+        for n, (user, label, revoked) in enumerate([
+                ("u", None, False), ("u", "ci", False), ("u", "ci", False), ("u", "ci", True),
+                ("v", "ci", False), ("u", "", False)], start=1):
+            conn.execute("INSERT INTO api_keys (user_id, label, mode, key_prefix, key_hash,"
+                         " revoked_at) VALUES (%s, %s, 'live', 'monid_live_xxxxxx', %s,"
+                         " CASE WHEN %s THEN now() END)", (user, label, bytes([n]) * 32, revoked))
+    migrate(empty_database)
+    with psycopg.connect(empty_database) as conn:
+        rows = conn.execute("SELECT id, user_id, label FROM api_keys ORDER BY id").fetchall()
+    assert rows == [(1, "u", "key-1"), (2, "u", "ci"), (3, "u", "ci-3"), (4, "u", "ci"),
+                    (5, "v", "ci"), (6, "u", "key-6")]
