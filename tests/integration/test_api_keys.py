@@ -17,7 +17,7 @@ from api.app import create_app
 from shared import keys, store
 from shared.db import list_migrations, migrate, transaction
 from shared.settings import Settings
-from tests.helpers import auth
+from tests.helpers import auth, monidctl
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -163,3 +163,16 @@ def test_keys_from_before_get_labels_unique_among_live_keys(empty_database: str)
         rows = conn.execute("SELECT id, user_id, label FROM api_keys ORDER BY id").fetchall()
     assert rows == [(1, "u", "key-1"), (2, "u", "ci"), (3, "u", "ci-3"), (4, "u", "ci"),
                     (5, "v", "ci"), (6, "u", "key-6")]
+
+
+def test_monidctl_refuses_a_label_taken_or_malformed(base_env: dict[str, str],
+                                                     db: ConnectionPool) -> None:
+    assert monidctl("keys", "create", "--user", "user_cli", "--label", "laptop",
+                    env=base_env).returncode == 0
+    taken = monidctl("keys", "create", "--user", "user_cli", "--label", "laptop", env=base_env)
+    assert taken.returncode != 0 and "already has a key labelled 'laptop'" in taken.stderr
+    bad = monidctl("keys", "create", "--user", "user_cli", "--label", "has space",
+                   env=base_env)
+    assert bad.returncode != 0 and "--label must be" in bad.stderr
+    with transaction(db) as conn:
+        assert [k.label for k in store.list_api_keys(conn, "user_cli")] == ["laptop"]
