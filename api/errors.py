@@ -57,6 +57,9 @@ NOT_FOUND = ErrorAnswer(
 CONTROL_NOT_FOUND = ErrorAnswer(
     404, "NOT_FOUND", "No such control, or another workspace's (`NOT_FOUND`).",
     "no budget '01JH0C0NTR0000000000000000'", raised_by=(domain.ControlNotFound,))
+API_KEY_NOT_FOUND = ErrorAnswer(
+    404, "NOT_FOUND", "No live key with this label in the workspace (`NOT_FOUND`).",
+    "no API key labelled 'ci-pipeline'", raised_by=(domain.ApiKeyNotFound,))
 ENDPOINT_NOT_FOUND = ErrorAnswer(
     404, "ENDPOINT_NOT_FOUND", "No such provider or endpoint (`ENDPOINT_NOT_FOUND`).",
     "no endpoint '/nope' for provider 'demo'", raised_by=(domain.EndpointNotFound,))
@@ -113,7 +116,7 @@ SERVICE_UNAVAILABLE = ErrorAnswer(
     raised_by=(DatabaseUnavailable,), sends={"Retry-After": "2"})
 
 ERRORS = (VALIDATION_FAILED, UNAUTHORIZED, INSUFFICIENT_FUNDS, NOT_FOUND, CONTROL_NOT_FOUND,
-          ENDPOINT_NOT_FOUND,
+          API_KEY_NOT_FOUND, ENDPOINT_NOT_FOUND,
           METHOD_NOT_ALLOWED, RUN_NOT_STOPPABLE, IDEMPOTENCY_KEY_IN_PROGRESS, PAYLOAD_TOO_LARGE,
           URI_TOO_LONG, UNSUPPORTED_MEDIA_TYPE, IDEMPOTENCY_KEY_REUSED, RATE_LIMITED,
           HEADERS_TOO_LARGE, INTERNAL, SERVICE_UNAVAILABLE)

@@ -123,6 +123,22 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string", "pattern": ULID_PATTERN.pattern,
                    "example": "01JH0C0NTR0000000000000000"},
     },
+    "label": {
+        "in": "path", "name": "label", "required": True,
+        "description": "The key's label. Another workspace's key is not found, exactly as "
+                       "one that does not exist.",
+        "schema": {"type": "string", "minLength": 1, "example": "ci-pipeline"},
+    },
+    "provider": {
+        "in": "path", "name": "provider", "required": True,
+        "schema": {"type": "string", "minLength": 1, "example": "demo"},
+    },
+    "endpoint": {
+        "in": "path", "name": "endpoint", "required": True,
+        "description": "The endpoint's path without its first `/` (`/echo`: `echo`); the "
+                       "slashes inside it may stay as they are.",
+        "schema": {"type": "string", "minLength": 1, "example": "echo"},
+    },
     "filename": {"in": "path", "name": "filename", "required": True,
                  "schema": {"type": "string", "enum": sorted(ASSETS)}},
 }
@@ -161,6 +177,11 @@ HEADERS: dict[str, dict[str, Any]] = {
                                   minimum=0),
     "RateLimitReset": _header("Seconds until the current window ends.", type="integer",
                               minimum=0),
+    "CacheControl": _header("How long the answer may be reused: `public, max-age=<s>`.",
+                            required=True, type="string", example="public, max-age=60"),
+    "ETag": _header("The answer's version: send it back in `If-None-Match` to get a `304` "
+                    "while it has not changed.", required=True, type="string",
+                    example='"3f2a9c0d1e4b5a6f"'),
 }
 
 # On every answer of a /v1 route, when the request had a valid key.
@@ -198,6 +219,8 @@ TAGS = [
     {"name": "account", "description": "Who the key belongs to: its user and workspace."},
     {"name": "controls", "description": "Spend controls: budgets and run caps that block "
                                         "runs, and what they said of each run."},
+    {"name": "public", "description": "The catalog for anyone, without a key: rate-limited "
+                                      "per client address, and cacheable."},
     {"name": "operations", "description": "Health, readiness and this document; no key "
                                           "needed."},
 ]

@@ -1,4 +1,5 @@
-"""Rate limits per API key, in Redis so that every web process shares them.
+"""Rate limits per API key (and, on the public catalog, per client address), in Redis
+so that every web process shares them.
 
 A fixed window of one minute per key, aligned to the clock, counted by the
 `limits` library on the web's Redis: its Redis storage and its per-minute item,
@@ -52,8 +53,9 @@ def _storage(client: redis.Redis) -> RedisStorage:
     return storage
 
 
-def check_rate(client: redis.Redis, key_id: int, limit: int) -> None:
-    """Count this request against the key's window; 429 RATE_LIMITED when over."""
+def check_rate(client: redis.Redis, key_id: int | str, limit: int, *, who: str = "key") -> None:
+    """Count this request against the window of `key_id` (an API key's ID, or a name
+    such as `addr:<address>`); 429 RATE_LIMITED when over. `who` names it to the caller."""
     if limit <= 0:
         return
     now = time.time()
@@ -70,7 +72,7 @@ def check_rate(client: redis.Redis, key_id: int, limit: int) -> None:
     g.quota = quota
     if count > item.amount:
         raise ApiError(429, "RATE_LIMITED",
-                       f"over this key's limit of {limit} requests a minute; try again in "
+                       f"over this {who}'s limit of {limit} requests a minute; try again in "
                        f"{reset} s", headers={"Retry-After": str(reset), **quota.headers()})
 
 

@@ -409,6 +409,58 @@ class EndpointListSchema(Schema):
     cursor = _next_cursor()
 
 
+# --- the public catalog ---------------------------------------------------------------
+
+
+class PublicStatsSchema(Schema):
+    """The catalog's figures (`shared.catalog.public.Stats`)."""
+
+    providerCount = fields.Integer(required=True, attribute="provider_count",
+                                   validate=validate.Range(min=0))
+    endpointCount = fields.Integer(required=True, attribute="endpoint_count",
+                                   validate=validate.Range(min=0))
+
+
+class PublicProviderSchema(Schema):
+    provider = fields.String(required=True, metadata={"example": "demo"})
+    providerName = fields.String(required=True, attribute="provider_name",
+                                 metadata={"example": "Demo"})
+    endpointCount = fields.Integer(required=True, attribute="endpoint_count",
+                                   validate=validate.Range(min=1))
+
+
+class PublicProviderListSchema(Schema):
+    items = fields.List(fields.Nested(PublicProviderSchema), required=True,
+                        metadata={"description": "Every provider, by its name."})
+
+
+class PublicEndpointListSchema(Schema):
+    items = fields.List(fields.Nested(EndpointSummarySchema), required=True,
+                        metadata={"description": "The provider's endpoints, by path."})
+
+
+class PublicSearchSchema(Schema):
+    """A page of search results (`shared.catalog.public.SearchPage`)."""
+
+    items = fields.List(fields.Nested(DiscoverResultSchema), required=True,
+                        attribute="results.results", metadata={"description": "Best first."})
+    query = fields.String(required=True, attribute="results.query")
+    count = fields.Integer(required=True, attribute="results.count",
+                           validate=validate.Range(min=0),
+                           metadata={"description": "Results on this page."})
+    cursor = fields.String(metadata={"description": "The next page's cursor; absent on the "
+                                                    "last page."})
+    total = fields.Integer(required=True, validate=validate.Range(min=0),
+                           metadata={"description": "Results in all (at most 100)."})
+    totalIsCapped = fields.Boolean(required=True, attribute="total_is_capped",
+                                   metadata={"description": "True when more endpoints match "
+                                                            "than `total` counts."})
+
+    @post_dump
+    def _no_cursor_on_the_last_page(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return _without_nulls(data, ("cursor",))
+
+
 class IndexSchema(Schema):
     name = fields.String(required=True, metadata={"example": "monid-runs"})
     docs = fields.String(required=True, metadata={"description": "This API's documentation.",
@@ -489,6 +541,42 @@ class WorkspaceListSchema(Schema):
     workspaces = fields.List(fields.Nested(WorkspaceRefSchema), required=True,
                              metadata={"description": "The workspaces the key may act in: its "
                                                       "user's own (one per user)."})
+
+
+# --- API keys -------------------------------------------------------------------------
+
+
+class ApiKeySchema(Schema):
+    """A key's metadata (`shared.store.ApiKey`), never the key itself."""
+
+    label = fields.String(required=True, metadata={"example": "ci-pipeline"})
+    keyPrefix = fields.String(required=True, attribute="key_prefix",
+                              metadata={"description": "The key's first characters, to "
+                                                       "recognise it by.",
+                                        "example": "monid_live_a1B2c3"})
+    createdBy = fields.String(required=True, attribute="caller",
+                              metadata={"example": "USER#user_abc123"})
+    createdAt = Timestamp(required=True, attribute="created_at",
+                          metadata={"example": ISO_EXAMPLE})
+    lastUsedAt = Timestamp(attribute="last_used_at", metadata={
+        "description": "When the key was last used; written in batches, so it may be late "
+                       "by up to `API_KEY_LAST_USED_FLUSH_SECONDS` (60 s by default). "
+                       "Absent when it has not been used.",
+        "example": ISO_EXAMPLE})
+
+    @post_dump
+    def _no_last_use_without_one(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return _without_nulls(data, ("lastUsedAt",))
+
+
+class ApiKeyListSchema(Schema):
+    items = fields.List(fields.Nested(ApiKeySchema), required=True)
+    cursor = fields.String(metadata={"description": "The next page's cursor; absent on the "
+                                                    "last page."})
+
+    @post_dump
+    def _no_cursor_on_the_last_page(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return _without_nulls(data, ("cursor",))
 
 
 # --- spend controls -------------------------------------------------------------------

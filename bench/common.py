@@ -183,7 +183,7 @@ def seed_key(url: str, credit_micros: int = 1_000_000 * 1_000_000) -> tuple[str,
     pool.open()
     try:
         with transaction(pool) as conn:
-            found = store.insert_api_key(conn, user_id=BENCH_USER, label="bench", mode="live",
+            found = store.insert_api_key(conn, user_id=BENCH_USER, label=None, mode="live",
                                          key_prefix=keys.display_prefix(key),
                                          key_hash=keys.hash_key(key))
             store.credit_wallet(conn, BENCH_CALLER, credit_micros, note="bench")

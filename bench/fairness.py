@@ -49,7 +49,7 @@ def second_key(url: str, user: str) -> str:
     pool.open()
     try:
         with transaction(pool) as conn:
-            store.insert_api_key(conn, user_id=user, label="bench", mode="live",
+            store.insert_api_key(conn, user_id=user, label=None, mode="live",
                                  key_prefix=keys.display_prefix(key),
                                  key_hash=keys.hash_key(key))
     finally:

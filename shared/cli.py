@@ -110,6 +110,8 @@ def _with_conn(action: str) -> ConnectionPool:
 def cmd_keys_create(args: argparse.Namespace) -> None:
     if (args.budget is None) != (args.period is None):
         raise CommandError("a key's own budget needs both --budget and --period")
+    if args.label is not None and (problem := keys.label_problem(args.label)) is not None:
+        raise CommandError(f"--label {problem}")
     key = keys.generate_key(test=args.test)
     pool = _with_conn("keys")
     budget = None
@@ -118,6 +120,9 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
             created = store.insert_api_key(
                 conn, user_id=args.user, label=args.label, mode="test" if args.test else "live",
                 key_prefix=keys.display_prefix(key), key_hash=keys.hash_key(key))
+            if created is None:
+                raise CommandError(f"{args.user} already has a key labelled {args.label!r}: "
+                                   "choose another label, or revoke that key first")
             accounts.ensure_account(conn, args.user)
         if args.budget is not None:
             budget = controls.create_budget(pool, created.caller, period=args.period,
@@ -127,8 +132,7 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
     if budget is not None:
         print(f"key budget {budget.id}: this key may spend at most {_usd(budget.limit_micros)} "
               f"a {budget.period} (UTC)")
-    print(f"created key {created.id} for {created.caller}"
-          + (f" ({created.label})" if created.label else "")
+    print(f"created key {created.id} for {created.caller} ({created.label})"
           + "; it is shown only now, so keep it:")
     print(key)
 
@@ -490,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(key_commands, "create", "make a key; it is printed on the last line",
                  "Only its hash is stored: the key is shown this once.")
     p.add_argument("--user", required=True, type=_user, help="the user ID, e.g. user_abc123")
-    p.add_argument("--label", help="a name to recognise the key by")
+    p.add_argument("--label", help="a name to recognise the key by, unique among the user's "
+                                  "live keys (1-64 of A-Za-z0-9._:@-; default key-<id>)")
     p.add_argument("--test", action="store_true", help="make a monid_test_ key")
     p.add_argument("--budget", type=_limit, help="the key's own budget in USD (with --period): "
                    "what it may spend at most, whatever the workspace's budgets allow")

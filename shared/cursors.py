@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 from typing import Any
@@ -71,4 +72,35 @@ def decode_items_cursor(cursor: str, run_id: str) -> int:
     run, at = decode(cursor, "run", "at")
     if run != run_id or not isinstance(at, int) or isinstance(at, bool) or at < 0:
         raise ValueError("not a cursor of this run's items")
+    return at
+
+
+def encode_keys_cursor(key_id: int) -> str:
+    return encode({"afterKey": key_id})
+
+
+def decode_keys_cursor(cursor: str) -> int:
+    """The key a cursor of a user's keys points after."""
+    (after,) = decode(cursor, "afterKey")
+    if not isinstance(after, int) or isinstance(after, bool) or not 0 < after < 2 ** 63:
+        raise ValueError(NOT_OURS)
+    return after
+
+
+def _query_tag(query: str) -> str:
+    return hashlib.sha256(query.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def encode_offset_cursor(query: str, offset: int) -> str:
+    """Where a page of the results of `query` starts (the query kept as a short hash,
+    so that the cursor stays short)."""
+    return encode({"q": _query_tag(query), "at": offset})
+
+
+def decode_offset_cursor(cursor: str, query: str) -> int:
+    """Where a page of the results of `query` starts."""
+    q, at = decode(cursor, "q", "at")
+    if q != _query_tag(query) or not isinstance(at, int) or isinstance(at, bool) \
+            or not 0 < at < 10_000:
+        raise ValueError("not a cursor of this query's results")
     return at

@@ -72,3 +72,10 @@ class IdempotencyKeyInProgress(ServiceError):
 
 class ControlNotFound(ServiceError):
     """No such spend control, or another workspace's: the two are never told apart."""
+
+
+class ApiKeyNotFound(ServiceError):
+    """No live key with this label in the caller's workspace."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(f"no API key labelled {label!r}")

@@ -43,3 +43,8 @@ class KeyCache(Generic[T]):
                 if len(self._entries) >= self.max_entries:
                     self._entries.clear()
             self._entries[digest] = (time.monotonic() + self.ttl, value)
+
+    def discard(self, digest: bytes) -> None:
+        """Forget a key (this process refuses it at once once it is revoked)."""
+        with self._lock:
+            self._entries.pop(digest, None)

@@ -12,6 +12,9 @@ _ALPHABET = string.ascii_letters + string.digits
 SECRET_LENGTH = 32  # 32 base62 characters: about 190 bits of randomness
 KEY_PATTERN = re.compile(r"^monid_(live|test)_([A-Za-z0-9]{20,128})$")
 PREFIX_LENGTH = len("monid_live_") + 6
+# A key's label: 1-64 of these, so that it reads well in a URL's path (`/v1/api-keys/:label`).
+LABEL_PATTERN = re.compile(r"^[A-Za-z0-9._:@-]{1,64}$")
+LABEL_RULE = "must be 1-64 letters, digits or . _ : @ -"
 
 
 def generate_key(test: bool = False) -> str:
@@ -37,3 +40,8 @@ def hashes_match(a: bytes, b: bytes) -> bool:
 
 def display_prefix(key: str) -> str:
     return key[:PREFIX_LENGTH]
+
+
+def label_problem(label: str) -> str | None:
+    """What is wrong with a new key's label, or None."""
+    return None if LABEL_PATTERN.fullmatch(label) else LABEL_RULE

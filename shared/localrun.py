@@ -136,7 +136,7 @@ def _demo_key(database_url: str, state_dir: Path) -> str | None:
         return None
     key = keys.generate_key()
     with connect(database_url) as conn:
-        store.insert_api_key(conn, user_id=DEMO_USER, label="monidctl up demo", mode="live",
+        store.insert_api_key(conn, user_id=DEMO_USER, label=None, mode="live",
                              key_prefix=keys.display_prefix(key), key_hash=keys.hash_key(key))
         store.credit_wallet(conn, f"USER#{DEMO_USER}", DEMO_CREDIT_MICROS, "demo credit")
     marker.write_text("a demo key was made; make more with: monidctl keys create --user demo\n")

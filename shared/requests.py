@@ -15,6 +15,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 
 from shared.errors import InvalidRequest
 from shared.items import FORMATS, MAX_PAGE_ITEMS
+from shared.keys import LABEL_PATTERN, LABEL_RULE
 from shared.runs import MAX_WAIT_SECONDS, STATUSES
 
 MAX_QUERY_CHARS = 500
@@ -150,6 +151,53 @@ class ListControlsSchema(Schema):
                            error_messages={"invalid": "must be an integer"},
                            metadata={"description": "Items per page."})
     cursor = _cursor()
+
+
+class ListApiKeysSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100),
+                           error_messages={"invalid": "must be an integer"},
+                           metadata={"description": "Keys per page."})
+    cursor = _cursor()
+
+
+class RenameApiKeySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    label = fields.String(required=True, error_messages={"invalid": "must be a string"},
+                          validate=validate.Regexp(LABEL_PATTERN, error=LABEL_RULE),
+                          metadata={"description": "The key's new label, unique among the "
+                                                   "workspace's live keys.",
+                                    "example": "ci-pipeline"})
+
+
+PUBLIC_SEARCH_MAX_PAGE = 20
+PUBLIC_MAX_QUERY_CHARS = 200
+
+
+class PublicSearchSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    q = fields.String(required=True, error_messages={"invalid": "must be a string"},
+                      metadata={"description": "What the endpoint should do, in words.",
+                                "minLength": 1, "maxLength": PUBLIC_MAX_QUERY_CHARS,
+                                "pattern": r"\S", "example": "twitter posts"})
+    limit = fields.Integer(load_default=10,
+                           validate=validate.Range(min=1, max=PUBLIC_SEARCH_MAX_PAGE),
+                           error_messages={"invalid": "must be an integer"},
+                           metadata={"description": "Results per page."})
+    cursor = _cursor(max_length=1000)
+
+    @validates("q")
+    def _query_has_text(self, value: str, **_: Any) -> None:
+        if not value.strip():
+            raise ValidationError("must not be empty")
+        if len(value) > PUBLIC_MAX_QUERY_CHARS:
+            raise ValidationError(f"must be at most {PUBLIC_MAX_QUERY_CHARS} characters long")
 
 
 class LimitAmountSchema(Schema):

@@ -20,6 +20,7 @@ from shared.catalog import Catalog
 from shared.db import DatabaseUnavailable, autocommit, make_pool, ping
 from shared.errors import InvalidRequest
 from shared.keycache import KeyCache
+from shared.keyuse import KeyUse
 from shared.queue import RunPublisher, make_redis
 from shared.scheduling import RecentStarts
 from shared.settings import Settings
@@ -70,6 +71,8 @@ class Services:
     redis: redis.Redis
     waiter: RunWaiter
     keys: KeyCache[ApiKey]
+    # When this process's callers last used their keys, written in batches.
+    key_use: KeyUse = field(default_factory=lambda: KeyUse(60.0))
     # The runs each caller started lately in this process, for their messages' priority.
     recent_starts: RecentStarts = field(default_factory=RecentStarts)
     # Downloads read their batches from PostgreSQL this many at a time, so that they
@@ -114,6 +117,7 @@ def make_services(settings: Settings, catalog: Catalog, *, name: str,
         redis=client,
         waiter=RunWaiter(settings.database_url, slots=wait_slots),
         keys=KeyCache(settings.api_key_cache_seconds),
+        key_use=KeyUse(settings.api_key_last_used_flush_seconds),
         download_batches=threading.BoundedSemaphore(
             max(1, settings.db_pool_size // DOWNLOAD_SHARE_OF_POOL)),
     )

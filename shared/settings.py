@@ -77,6 +77,10 @@ class Settings:
     provider_env: Mapping[str, str] = field(repr=False)
     # How long a web process reuses what /metrics read from PostgreSQL and Redis.
     metrics_cache_seconds: float = 5.0
+    # How often a web process writes when its keys were last used (`shared.keyuse`).
+    api_key_last_used_flush_seconds: float = 60.0
+    # Requests a minute to /public/v1 from one client address (0: no limit).
+    public_rate_limit_per_minute: int = 60
     # Where gunicorn's workers keep their metrics for /metrics to add up; None
     # outside gunicorn (one process, one plain registry).
     metrics_multiproc_dir: Path | None = None
@@ -258,6 +262,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         provider_concurrency=_limits(env, "PROVIDER_CONCURRENCY"),
         api_key_cache_seconds=_float(env, "API_KEY_CACHE_SECONDS", 2.0, 0.0, 300.0),
         metrics_cache_seconds=_float(env, "METRICS_CACHE_SECONDS", 5.0, 0.0, 300.0),
+        api_key_last_used_flush_seconds=_float(env, "API_KEY_LAST_USED_FLUSH_SECONDS", 60.0,
+                                               0.0, 86400.0),
+        public_rate_limit_per_minute=_int(env, "PUBLIC_RATE_LIMIT_PER_MINUTE", 60, 0,
+                                          10_000_000),
         metrics_multiproc_dir=Path(multiproc_raw) if multiproc_raw else None,
         max_result_bytes=_int(env, "MAX_RESULT_BYTES", 32 * 1024 * 1024, 1024,
                               1024 * 1024 * 1024),

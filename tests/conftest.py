@@ -126,6 +126,7 @@ def base_env(database_url: str, redis_url: str) -> dict[str, str]:
         "RATE_LIMIT_PER_MINUTE": "1000000",
         # Short, so that tests of revoked keys wait little; still reused within a test.
         "API_KEY_CACHE_SECONDS": "0.3",
+        "PUBLIC_RATE_LIMIT_PER_MINUTE": "1000000",
     }
 
 

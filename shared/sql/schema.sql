@@ -389,12 +389,14 @@ $$;
 CREATE TABLE public.api_keys (
     id bigint NOT NULL,
     user_id text NOT NULL,
-    label text,
+    label text NOT NULL,
     mode text NOT NULL,
     key_prefix text NOT NULL,
     key_hash bytea NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     revoked_at timestamp with time zone,
+    last_used_at timestamp with time zone,
+    CONSTRAINT api_keys_label_check CHECK (((length(label) >= 1) AND (length(label) <= 200))),
     CONSTRAINT api_keys_mode_check CHECK ((mode = ANY (ARRAY['live'::text, 'test'::text]))),
     CONSTRAINT api_keys_user_id_check CHECK ((user_id ~ '^[A-Za-z0-9_.:@-]{1,128}$'::text))
 );
@@ -723,6 +725,8 @@ ALTER TABLE ONLY public.workspaces
 
 ALTER TABLE ONLY public.workspaces
     ADD CONSTRAINT workspaces_slug_key UNIQUE (slug);
+
+CREATE UNIQUE INDEX api_keys_live_label ON public.api_keys USING btree (user_id, label) WHERE (revoked_at IS NULL);
 
 CREATE INDEX api_keys_user ON public.api_keys USING btree (user_id, id);
 

@@ -85,7 +85,8 @@ def fuzzed_api(settings: Settings, pool: ConnectionPool) -> Iterator[FuzzedApi]:
         store.credit_wallet(conn, f"USER#{FUZZ_USER}", 1_000 * 1_000_000, "fuzzing funds")
     # A limit the fuzzer cannot reach, so that its requests are not all 429s; the
     # quota headers are still sent, and checked.
-    fuzz_settings = dataclasses.replace(settings, rate_limit_per_minute=1_000_000)
+    fuzz_settings = dataclasses.replace(settings, rate_limit_per_minute=1_000_000,
+                                        public_rate_limit_per_minute=1_000_000)
     app = with_openapi(create_app(fuzz_settings))
     yield FuzzedApi(app=app, key=key, settings=fuzz_settings, pool=pool)
     app.extensions["monid"].pool.close()
@@ -221,6 +222,49 @@ def test_the_catalog_answers_as_documented(api_schema: Any, fuzzed_api: FuzzedAp
     call("POST", "/v1/discover", 413, body={"query": "x" * 300_000})
     # schemathesis leaves out the document's own operation; it is checked here.
     call("GET", "/openapi.json", 200)
+
+
+def test_the_public_catalog_answers_as_documented(api_schema: Any,
+                                                  fuzzed_api: FuzzedApi) -> None:
+    call = Caller(api_schema, None)
+    call("GET", "/public/v1/stats", 200)
+    call("GET", "/public/v1/providers", 200)
+    endpoints = "/public/v1/providers/{provider}/endpoints"
+    call("GET", endpoints, 200, path_parameters={"provider": "github"})
+    call("GET", endpoints, 404, path_parameters={"provider": "nope"})
+    card = f"{endpoints}/{{endpoint}}"
+    etag = call("GET", card, 200, path_parameters={"provider": "demo", "endpoint": "echo"}
+                ).headers["etag"][0]
+    call("GET", card, 304, path_parameters={"provider": "demo", "endpoint": "echo"},
+         headers={"If-None-Match": etag})
+    call("GET", card, 404, path_parameters={"provider": "demo", "endpoint": "nope"})
+    first = call("GET", "/public/v1/search", 200, query={"q": "data", "limit": 1}).json()
+    call("GET", "/public/v1/search", 200, query={"q": "data", "cursor": first["cursor"]})
+    call("GET", "/public/v1/search", 400, query={"q": "data", "limit": 21})
+    limited_app = with_openapi(create_app(dataclasses.replace(
+        fuzzed_api.settings, public_rate_limit_per_minute=1)))
+    try:
+        # The window counts per client address: the test client's own.
+        limited = Caller(api_schema, None, app=limited_app)
+        redis = fuzzed_api.app.extensions["monid"].redis
+        for window in redis.scan_iter("monid:ratelimit*addr:*"):  # the fuzzing's counts
+            redis.delete(window)
+        limited("GET", "/public/v1/stats", 200)
+        limited("GET", "/public/v1/stats", 429)
+    finally:
+        limited_app.extensions["monid"].pool.close()
+
+
+def test_keys_answer_as_documented(api_schema: Any, fuzzed_api: FuzzedApi) -> None:
+    call = Caller(api_schema, KeyMaker(fuzzed_api.pool)("user_schemathesis_keys"))
+    label = call("GET", "/v1/api-keys", 200).json()["items"][0]["label"]
+    one = "/v1/api-keys/{label}"
+    call("PATCH", one, 200, path_parameters={"label": label}, body={"label": "renamed"})
+    call("PATCH", one, 400, path_parameters={"label": "renamed"}, body={"label": "no spaces"})
+    call("PATCH", one, 404, path_parameters={"label": label}, body={"label": "again"})
+    call("GET", "/v1/api-keys", 400, query={"cursor": "not-a-cursor"})
+    call("DELETE", one, 404, path_parameters={"label": "nope"})
+    call("DELETE", one, 200, path_parameters={"label": "renamed"})
 
 
 def test_refusals_answer_as_documented(api_schema: Any, fuzzed_api: FuzzedApi) -> None:
