@@ -3,9 +3,14 @@ wallet that covers them all), through a real gunicorn web process."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -85,3 +90,42 @@ def test_200_concurrent_runs_against_a_budget_for_50(web: tuple[Process, str],
                        {"status": "HELD", "n": 50, "held": 50 * PRICE}]
     assert wallet.held_micros == 50 * PRICE
     assert max(most_used) <= 50 * PRICE
+
+
+def test_monids_own_cli_stops_waiting_on_a_blocked_run(web: tuple[Process, str],
+                                                      e2e_key: KeyMaker, pool: ConnectionPool,
+                                                      tmp_path: Path) -> None:
+    """`monid run ... -w 10` on a run a control refuses returns at once: BLOCKED is
+    terminal for monid's own command-line client."""
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is not installed")
+    install = subprocess.run(
+        [npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(tmp_path),
+         "@monid-ai/cli@0.1.7"], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HOME": str(tmp_path)})
+    if install.returncode != 0:
+        pytest.skip(f"npm could not install @monid-ai/cli: {install.stderr.strip()[-300:]}")
+    monid = str(tmp_path / "node_modules" / ".bin" / "monid")
+    key = e2e_key("user_capped_cli")
+    caller = "USER#user_capped_cli"
+    with transaction(pool) as conn:
+        store.credit_wallet(conn, caller, 1000 * PRICE, "enough for any run")
+    controls.create_run_cap(pool, caller, limit_micros=PRICE - 1)
+    _, base = web
+    env = {**os.environ, "HOME": str(tmp_path), "MONID_API_BASE_URL": base}
+    subprocess.run([monid, "keys", "add", "--key", key, "--label", "e2e"], env=env,
+                   check=True, capture_output=True, timeout=60)
+    started = time.monotonic()
+    ran = subprocess.run([monid, "run", "-p", "apify", "-e", "/apidojo/tweet-scraper",
+                          "-i", json.dumps({"searchTerms": ["AI"], "maxItems": 10}),
+                          "-w", "10", "--json"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    took = time.monotonic() - started
+    said = ran.stdout + ran.stderr
+    assert "BLOCKED" in said, said
+    assert took < 8, f"the client waited {took:.1f} s on a BLOCKED run"
+    with transaction(pool) as conn:
+        rows = conn.execute("SELECT status, cost_micros, hold_micros FROM runs"
+                            " WHERE caller = %s", (caller,)).fetchall()
+    assert rows == [{"status": "BLOCKED", "cost_micros": 0, "hold_micros": 0}]
