@@ -59,6 +59,8 @@ def test_a_providers_endpoints_and_an_endpoints_card(client: FlaskClient,
     # The same card as POST /v1/inspect's.
     assert card.json == client.post("/v1/inspect", headers=auth(key), json={
         "provider": "demo", "endpoint": "/echo"}).json
+    # With its health (no runs yet: unknown).
+    assert card.json["metrics"]["health"] == "unknown"
     nested = next(e for e in catalog.all() if e.path.count("/") > 1)
     deep = client.get(f"/public/v1/providers/{nested.provider}/endpoints{nested.path}")
     assert deep.status_code == 200 and deep.json["endpoint"] == nested.path
