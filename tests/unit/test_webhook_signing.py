@@ -41,7 +41,8 @@ def test_the_library_verifies_our_signature() -> None:
 
 def test_the_signature_is_the_documented_hmac() -> None:
     secret = signing.new_secret()
-    expected = Webhook(secret).sign(EVENT_ID, datetime.fromtimestamp(1_700_000_000, UTC), BODY.decode())
+    signed_at = datetime.fromtimestamp(1_700_000_000, UTC)
+    expected = Webhook(secret).sign(EVENT_ID, signed_at, BODY.decode())
     assert signing.signature(secret, EVENT_ID, 1_700_000_000, BODY) == expected
 
 
