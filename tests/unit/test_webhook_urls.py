@@ -15,15 +15,16 @@ PUBLIC_V4 = "93.184.215.14"
 PUBLIC_V6 = "2606:2800:21f:cb07:6820:80da:af6b:8b2c"
 
 
-def resolver_of(*answers: str):  # type: ignore[no-untyped-def]
-    asked: list[tuple[str, int]] = []
+class FakeResolver:
+    """A resolver that answers `answers` and notes what it was asked."""
 
-    def resolve(host: str, port: int) -> Iterable[str]:
-        asked.append((host, port))
-        return list(answers)
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.asked: list[tuple[str, int]] = []
 
-    resolve.asked = asked  # type: ignore[attr-defined]
-    return resolve
+    def __call__(self, host: str, port: int) -> Iterable[str]:
+        self.asked.append((host, port))
+        return self.answers
 
 
 @pytest.mark.parametrize(("url", "normalised", "host", "port"), [
@@ -101,18 +102,18 @@ def test_insecure_still_refuses_what_is_never_a_receiver(url: str) -> None:
 
 
 def test_a_name_resolves_to_the_address_to_connect_to() -> None:
-    resolve = resolver_of(PUBLIC_V4, PUBLIC_V6)
+    resolve = FakeResolver(PUBLIC_V4, PUBLIC_V6)
     found = resolve_target("https://hooks.example.com:8443/x", allow_insecure=False,
                            resolver=resolve)
     assert found.ip == ipaddress.ip_address(PUBLIC_V4)
     assert (found.host, found.port) == ("hooks.example.com", 8443)
-    assert resolve.asked == [("hooks.example.com", 8443)]  # type: ignore[attr-defined]
+    assert resolve.asked == [("hooks.example.com", 8443)]
 
 
 def test_an_idn_host_is_resolved_in_ascii() -> None:
-    resolve = resolver_of(PUBLIC_V4)
+    resolve = FakeResolver(PUBLIC_V4)
     resolve_target("https://bücher.example/", allow_insecure=False, resolver=resolve)
-    assert resolve.asked == [("xn--bcher-kva.example", 443)]  # type: ignore[attr-defined]
+    assert resolve.asked == [("xn--bcher-kva.example", 443)]
 
 
 @pytest.mark.parametrize("answers", [
@@ -126,7 +127,7 @@ def test_a_name_that_resolves_to_a_private_address_is_refused(answers: tuple[str
                                                               ) -> None:
     with pytest.raises(UrlRefused):
         resolve_target("https://rebind.example.com/", allow_insecure=False,
-                       resolver=resolver_of(*answers))
+                       resolver=FakeResolver(*answers))
 
 
 def test_dns_rebinding_is_judged_on_the_address_connected_to() -> None:
@@ -146,7 +147,7 @@ def test_dns_rebinding_is_judged_on_the_address_connected_to() -> None:
 
 def test_insecure_lets_a_name_resolve_to_loopback() -> None:
     found = resolve_target("http://localhost:9000/", allow_insecure=True,
-                           resolver=resolver_of("127.0.0.1"))
+                           resolver=FakeResolver("127.0.0.1"))
     assert str(found.ip) == "127.0.0.1"
 
 
@@ -162,7 +163,7 @@ def test_a_literal_address_is_not_resolved() -> None:
 def test_a_name_without_a_usable_address_fails_to_resolve(answers: tuple[str, ...]) -> None:
     with pytest.raises(ResolveFailed):
         resolve_target("https://nowhere.example.com/", allow_insecure=False,
-                       resolver=resolver_of(*answers))
+                       resolver=FakeResolver(*answers))
 
 
 def test_a_refused_url_is_refused_before_resolving() -> None:
