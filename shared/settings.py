@@ -99,6 +99,9 @@ class Settings:
     # managed Redis whose certificate is self-signed).
     redis_ssl_cert_reqs: str = "required"
     redis_ssl_ca_certs: Path | None = None
+    # Webhooks may go to plain http and to private, loopback or link-local addresses
+    # (local development and tests only): outbound calls are https to public ones.
+    webhooks_allow_insecure: bool = False
 
 
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
@@ -277,6 +280,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redis_ssl_cert_reqs=_choice(env, "REDIS_SSL_CERT_REQS", "required",
                                     ("none", "optional", "required")),
         redis_ssl_ca_certs=_file(env, "REDIS_SSL_CA_CERTS"),
+        webhooks_allow_insecure=_bool(env, "WEBHOOKS_ALLOW_INSECURE", False),
     )
 
 

@@ -276,6 +276,39 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION public.monid_ulid() RETURNS text
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    alphabet constant text := '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+    ms bigint := floor(extract(epoch FROM clock_timestamp()) * 1000);
+    -- 80 random bits: bytes of a version 4 UUID other than those holding its version
+    -- (6) and variant (8), 40 in each half.
+    bytes bytea := uuid_send(gen_random_uuid());
+    high bigint := 0;
+    low bigint := 0;
+    made text := '';
+BEGIN
+    FOR i IN 0..4 LOOP
+        high := (high << 8) | get_byte(bytes, i);
+    END LOOP;
+    low := get_byte(bytes, 5);
+    low := (low << 8) | get_byte(bytes, 7);
+    FOR i IN 9..11 LOOP
+        low := (low << 8) | get_byte(bytes, i);
+    END LOOP;
+    FOR i IN REVERSE 9..0 LOOP
+        made := made || substr(alphabet, ((ms >> (5 * i)) & 31)::int + 1, 1);
+    END LOOP;
+    FOR i IN REVERSE 7..0 LOOP
+        made := made || substr(alphabet, ((high >> (5 * i)) & 31)::int + 1, 1);
+    END LOOP;
+    FOR i IN REVERSE 7..0 LOOP
+        made := made || substr(alphabet, ((low >> (5 * i)) & 31)::int + 1, 1);
+    END LOOP;
+    RETURN made;
+END $$;
+
 CREATE FUNCTION public.monid_wake(p_slot text, p_caller text, p_provider text, p_endpoint text, p_limit integer, p_wanted integer) RETURNS TABLE(id text, caller text, open_runs integer, provider text, endpoint text)
     LANGUAGE plpgsql
     AS $$
@@ -377,6 +410,44 @@ BEGIN
     END IF;
 END
 $$;
+
+CREATE FUNCTION public.monid_webhook_event() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    event_type text := CASE NEW.status
+        WHEN 'COMPLETED' THEN 'run.completed'
+        WHEN 'FAILED' THEN 'run.failed'
+        WHEN 'STOPPED' THEN 'run.stopped'
+        WHEN 'TIMED_OUT' THEN 'run.timed_out'
+        WHEN 'BLOCKED' THEN 'run.blocked'
+    END;
+    wanted jsonb := NEW.webhook -> 'events';
+BEGIN
+    IF event_type IS NULL
+       OR (jsonb_typeof(wanted) = 'array' AND NOT wanted ? event_type) THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO webhook_events (run_id, caller, type, payload)
+    VALUES (NEW.id, NEW.caller, event_type, jsonb_build_object(
+        'runId', NEW.id,
+        'status', NEW.status,
+        'provider', left(NEW.provider, 200),
+        'endpoint', left(NEW.endpoint, 1000),
+        'cost', CASE WHEN NEW.cost_micros IS NOT NULL THEN jsonb_build_object(
+                    'value', trim_scale(NEW.cost_micros::numeric / 1000000),
+                    'currency', 'USD') END,
+        'resultCount', NEW.result_count,
+        'error', CASE WHEN NEW.error IS NOT NULL THEN jsonb_build_object(
+                     'source', left(NEW.error ->> 'source', 100),
+                     'code', left(NEW.error ->> 'code', 100)) END,
+        'createdAt', to_char(NEW.created_at AT TIME ZONE 'UTC',
+                             'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+        'completedAt', to_char(NEW.completed_at AT TIME ZONE 'UTC',
+                               'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+        'itemsUrl', '/v1/runs/' || NEW.id || '/items'));
+    RETURN NULL;
+END $$;
 
 CREATE FUNCTION public.monid_window_start(p_period text, p_at timestamp with time zone) RETURNS timestamp with time zone
     LANGUAGE sql IMMUTABLE
@@ -601,6 +672,7 @@ CREATE TABLE public.runs (
     output_truncated boolean DEFAULT false NOT NULL,
     item_count integer,
     item_fields json,
+    webhook jsonb,
     CONSTRAINT runs_check CHECK (((status = ANY (ARRAY['RUNNING'::text, 'STOPPING'::text])) = (completed_at IS NULL))),
     CONSTRAINT runs_cost_micros_check CHECK ((cost_micros >= 0)),
     CONSTRAINT runs_deadline_seconds_check CHECK ((deadline_seconds >= 1)),
@@ -650,6 +722,18 @@ CREATE TABLE public.wallets (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT wallet_covers_holds CHECK ((balance_micros >= held_micros)),
     CONSTRAINT wallets_held_micros_check CHECK ((held_micros >= 0))
+);
+
+CREATE TABLE public.webhook_events (
+    id text DEFAULT public.monid_ulid() NOT NULL COLLATE pg_catalog."C",
+    run_id text NOT NULL COLLATE pg_catalog."C",
+    caller text NOT NULL,
+    type text NOT NULL,
+    payload jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT webhook_events_id_check CHECK ((id ~ '^[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT webhook_events_payload_check CHECK ((octet_length((payload)::text) <= 16384)),
+    CONSTRAINT webhook_events_type_check CHECK ((type = ANY (ARRAY['run.completed'::text, 'run.failed'::text, 'run.stopped'::text, 'run.timed_out'::text, 'run.blocked'::text])))
 );
 
 CREATE TABLE public.workspaces (
@@ -717,6 +801,9 @@ ALTER TABLE ONLY public.users
 ALTER TABLE ONLY public.wallets
     ADD CONSTRAINT wallets_pkey PRIMARY KEY (caller);
 
+ALTER TABLE ONLY public.webhook_events
+    ADD CONSTRAINT webhook_events_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY public.workspaces
     ADD CONSTRAINT workspaces_owner_user_id_key UNIQUE (owner_user_id);
 
@@ -766,7 +853,13 @@ CREATE INDEX runs_open ON public.runs USING btree (next_attempt_at) WHERE (compl
 
 CREATE INDEX runs_waiting ON public.runs USING btree (waiting_for, caller, id) WHERE (waiting_for IS NOT NULL);
 
+CREATE INDEX webhook_events_run ON public.webhook_events USING btree (run_id);
+
 CREATE TRIGGER runs_notify_ended AFTER UPDATE OF completed_at ON public.runs FOR EACH ROW WHEN (((old.completed_at IS NULL) AND (new.completed_at IS NOT NULL))) EXECUTE FUNCTION public.monid_notify_run_ended();
+
+CREATE TRIGGER runs_webhook_event_on_end AFTER UPDATE OF completed_at ON public.runs FOR EACH ROW WHEN (((old.completed_at IS NULL) AND (new.completed_at IS NOT NULL) AND (new.webhook IS NOT NULL))) EXECUTE FUNCTION public.monid_webhook_event();
+
+CREATE TRIGGER runs_webhook_event_on_insert AFTER INSERT ON public.runs FOR EACH ROW WHEN (((new.completed_at IS NOT NULL) AND (new.webhook IS NOT NULL))) EXECUTE FUNCTION public.monid_webhook_event();
 
 ALTER TABLE ONLY public.attempts
     ADD CONSTRAINT attempts_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id) ON DELETE CASCADE;
@@ -788,6 +881,9 @@ ALTER TABLE ONLY public.run_items
 
 ALTER TABLE ONLY public.runs
     ADD CONSTRAINT runs_api_key_id_fkey FOREIGN KEY (api_key_id) REFERENCES public.api_keys(id);
+
+ALTER TABLE ONLY public.webhook_events
+    ADD CONSTRAINT webhook_events_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.workspaces
     ADD CONSTRAINT workspaces_owner_user_id_fkey FOREIGN KEY (owner_user_id) REFERENCES public.users(user_id);

@@ -58,6 +58,7 @@ def test_defaults_with_only_the_two_urls() -> None:
         "max_result_bytes": 32 * 1024 * 1024,
         "max_result_items": 100_000,
         "max_inline_output_bytes": 256 * 1024,
+        "webhooks_allow_insecure": False,
     }
     actual = dataclasses.asdict(settings)
     assert {name: actual.get(name) for name in expected} == expected
@@ -91,6 +92,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         MAX_RESULT_BYTES="1048576",
         MAX_RESULT_ITEMS="500",
         MAX_INLINE_OUTPUT_BYTES="0",
+        WEBHOOKS_ALLOW_INSECURE="true",
     ))
     assert settings.port == 8080
     assert settings.web_concurrency == 4
@@ -107,6 +109,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     assert settings.max_result_bytes == 1_048_576
     assert settings.max_result_items == 500
     assert settings.max_inline_output_bytes == 0
+    assert settings.webhooks_allow_insecure is True
 
 
 def test_values_are_stripped() -> None:
@@ -214,6 +217,7 @@ def test_reads_os_environ_when_no_mapping_is_given(monkeypatch: pytest.MonkeyPat
     (env(PROVIDER_CONCURRENCY="apify=lots"), "PROVIDER_CONCURRENCY", "not a positive whole"),
     (env(PROVIDER_CONCURRENCY="Apify=3"), "PROVIDER_CONCURRENCY", "is not provider=N"),
     (env(PROVIDER_CONCURRENCY="apify=3,apify=4"), "PROVIDER_CONCURRENCY", "given twice"),
+    (env(WEBHOOKS_ALLOW_INSECURE="maybe"), "WEBHOOKS_ALLOW_INSECURE", "is not true or false"),
 ])
 def test_bad_values_raise_settings_error_naming_the_variable(
     values: dict[str, str], variable: str, fragment: str

@@ -1,0 +1,1 @@
+"""Webhooks: signing deliveries the Standard Webhooks way, and checking where they go."""
