@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from psycopg_pool import ConnectionPool
 
 from shared import keys, store
@@ -57,3 +59,26 @@ def insert_demo_run(pool: ConnectionPool, endpoint: str, input: dict[str, Any]) 
         store.insert_run(conn, run_id=run_id, caller="USER#u", api_key_id=None,
                          endpoint=found, input=input)
     return run_id
+
+
+MONID_CLI = "@monid-ai/cli@0.1.7"
+
+
+def monid_cli(tmp_path: Path, key: str, base_url: str) -> tuple[str, dict[str, str]]:
+    """monid's own command-line client, installed from npm into `tmp_path` and given
+    `key` for `base_url`: its path and the environment to run it with. Skips the test
+    when npm is missing or cannot install it."""
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is not installed")
+    install = subprocess.run(
+        [npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(tmp_path),
+         MONID_CLI], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HOME": str(tmp_path)})
+    if install.returncode != 0:
+        pytest.skip(f"npm could not install {MONID_CLI}: {install.stderr.strip()[-300:]}")
+    monid = str(tmp_path / "node_modules" / ".bin" / "monid")
+    env = {**os.environ, "HOME": str(tmp_path), "MONID_API_BASE_URL": base_url}
+    subprocess.run([monid, "keys", "add", "--key", key, "--label", "e2e"], env=env,
+                   check=True, capture_output=True, timeout=60)
+    return monid, env

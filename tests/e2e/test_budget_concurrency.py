@@ -4,8 +4,6 @@ wallet that covers them all), through a real gunicorn web process."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import threading
 import time
@@ -19,7 +17,7 @@ from psycopg_pool import ConnectionPool
 from shared import controls, store
 from shared.db import transaction
 from shared.store import controls as controls_store
-from tests.helpers import KeyMaker
+from tests.helpers import KeyMaker, monid_cli
 from tests.processes import Process
 
 PRICE = 3000  # apify /apidojo/tweet-scraper, 0.003 USD per call
@@ -97,25 +95,13 @@ def test_monids_own_cli_stops_waiting_on_a_blocked_run(web: tuple[Process, str],
                                                       tmp_path: Path) -> None:
     """`monid run ... -w 10` on a run a control refuses returns at once: BLOCKED is
     terminal for monid's own command-line client."""
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip("npm is not installed")
-    install = subprocess.run(
-        [npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(tmp_path),
-         "@monid-ai/cli@0.1.7"], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "HOME": str(tmp_path)})
-    if install.returncode != 0:
-        pytest.skip(f"npm could not install @monid-ai/cli: {install.stderr.strip()[-300:]}")
-    monid = str(tmp_path / "node_modules" / ".bin" / "monid")
     key = e2e_key("user_capped_cli")
     caller = "USER#user_capped_cli"
     with transaction(pool) as conn:
         store.credit_wallet(conn, caller, 1000 * PRICE, "enough for any run")
     controls.create_run_cap(pool, caller, limit_micros=PRICE - 1)
     _, base = web
-    env = {**os.environ, "HOME": str(tmp_path), "MONID_API_BASE_URL": base}
-    subprocess.run([monid, "keys", "add", "--key", key, "--label", "e2e"], env=env,
-                   check=True, capture_output=True, timeout=60)
+    monid, env = monid_cli(tmp_path, key, base)
     started = time.monotonic()
     ran = subprocess.run([monid, "run", "-p", "apify", "-e", "/apidojo/tweet-scraper",
                           "-i", json.dumps({"searchTerms": ["AI"], "maxItems": 10}),

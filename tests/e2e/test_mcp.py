@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from shared.ids import new_run_id
 from shared.settings import DEFAULT_CATALOG_DIR, load_settings
 from shared.store.catalog import sync_catalog
 from tests.e2e.conftest import Stack
-from tests.helpers import KeyMaker, auth
+from tests.helpers import KeyMaker, auth, monid_cli
 from tests.processes import ROOT
 from worker.providers.base import ProviderResult
 from worker.results import ResultWriter
@@ -351,20 +350,7 @@ def test_the_stdio_server_passes_the_tools_on(stack: Stack, e2e_key: KeyMaker) -
 
 def test_monids_own_cli_says_who_the_key_is(stack: Stack, e2e_key: KeyMaker,
                                            tmp_path: Path) -> None:
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip("npm is not installed")
-    install = subprocess.run(
-        [npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(tmp_path),
-         "@monid-ai/cli@0.1.7"], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "HOME": str(tmp_path)})
-    if install.returncode != 0:
-        pytest.skip(f"npm could not install @monid-ai/cli: {install.stderr.strip()[-300:]}")
-    monid = str(tmp_path / "node_modules" / ".bin" / "monid")
-    key = e2e_key("mcp_cli")
-    env = {**os.environ, "HOME": str(tmp_path), "MONID_API_BASE_URL": stack.base_url}
-    subprocess.run([monid, "keys", "add", "--key", key, "--label", "e2e"], env=env,
-                   check=True, capture_output=True, timeout=60)
+    monid, env = monid_cli(tmp_path, e2e_key("mcp_cli"), stack.base_url)
     whoami = subprocess.run([monid, "whoami", "--json"], env=env, capture_output=True,
                             text=True, timeout=60)
     assert whoami.returncode == 0, whoami.stderr
