@@ -149,7 +149,8 @@ def db(pool: ConnectionPool, redis_url: str) -> ConnectionPool:
     with transaction(pool) as conn:
         conn.execute("TRUNCATE ledger_entries, wallets, attempts, runs, api_keys, slot_turns,"
                      " workspaces, users, budget_controls, run_cap_controls,"
-                     " run_control_records, endpoint_health, webhook_events"
+                     " run_control_records, endpoint_health, webhook_events, webhook_endpoints,"
+                     " webhook_secrets"
                      " RESTART IDENTITY CASCADE")
     redis_lib.Redis.from_url(redis_url).flushdb()
     return pool

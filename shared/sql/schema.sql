@@ -423,9 +423,18 @@ DECLARE
         WHEN 'BLOCKED' THEN 'run.blocked'
     END;
     wanted jsonb := NEW.webhook -> 'events';
+    own boolean;
+    event_id text;
 BEGIN
-    IF event_type IS NULL
-       OR (jsonb_typeof(wanted) = 'array' AND NOT wanted ? event_type) THEN
+    IF event_type IS NULL THEN
+        RETURN NULL;
+    END IF;
+    own := NEW.webhook IS NOT NULL AND NEW.webhook ->> 'url' IS NOT NULL
+           AND (jsonb_typeof(wanted) IS DISTINCT FROM 'array' OR wanted ? event_type);
+    IF NOT own AND NOT EXISTS (
+            SELECT 1 FROM webhook_endpoints e
+            WHERE e.caller = NEW.caller AND e.enabled
+              AND (e.events IS NULL OR event_type = ANY (e.events))) THEN
         RETURN NULL;
     END IF;
     INSERT INTO webhook_events (run_id, caller, type, payload)
@@ -445,7 +454,19 @@ BEGIN
                              'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
         'completedAt', to_char(NEW.completed_at AT TIME ZONE 'UTC',
                                'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-        'itemsUrl', '/v1/runs/' || NEW.id || '/items'));
+        'itemsUrl', '/v1/runs/' || NEW.id || '/items'))
+    RETURNING id INTO event_id;
+    IF own THEN
+        INSERT INTO webhook_deliveries (event_id, endpoint_id, caller, url)
+        VALUES (event_id, NULL, NEW.caller, left(NEW.webhook ->> 'url', 2048));
+    END IF;
+    INSERT INTO webhook_deliveries (event_id, endpoint_id, caller, url)
+    SELECT event_id, e.id, NEW.caller, e.url
+    FROM webhook_endpoints e
+    WHERE e.caller = NEW.caller AND e.enabled
+      AND (e.events IS NULL OR event_type = ANY (e.events))
+    ORDER BY e.id;
+    PERFORM pg_notify('monid_webhook_deliveries', event_id);
     RETURN NULL;
 END $$;
 
@@ -724,17 +745,98 @@ CREATE TABLE public.wallets (
     CONSTRAINT wallets_held_micros_check CHECK ((held_micros >= 0))
 );
 
+CREATE TABLE public.webhook_deliveries (
+    id text DEFAULT public.monid_ulid() NOT NULL COLLATE pg_catalog."C",
+    event_id text NOT NULL COLLATE pg_catalog."C",
+    endpoint_id text COLLATE pg_catalog."C",
+    caller text NOT NULL,
+    url text NOT NULL,
+    status text DEFAULT 'PENDING'::text NOT NULL,
+    attempt_count integer DEFAULT 0 NOT NULL,
+    next_attempt_at timestamp with time zone DEFAULT now(),
+    lease_until timestamp with time zone,
+    last_status_code integer,
+    last_error text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT webhook_deliveries_attempt_count_check CHECK ((attempt_count >= 0)),
+    CONSTRAINT webhook_deliveries_check CHECK (((status = 'PENDING'::text) = (next_attempt_at IS NOT NULL))),
+    CONSTRAINT webhook_deliveries_id_check CHECK ((id ~ '^[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT webhook_deliveries_last_error_check CHECK ((length(last_error) <= 1000)),
+    CONSTRAINT webhook_deliveries_status_check CHECK ((status = ANY (ARRAY['PENDING'::text, 'DELIVERED'::text, 'FAILED'::text]))),
+    CONSTRAINT webhook_deliveries_url_check CHECK (((length(url) >= 1) AND (length(url) <= 2048)))
+);
+
+CREATE TABLE public.webhook_delivery_attempts (
+    id bigint NOT NULL,
+    delivery_id text NOT NULL COLLATE pg_catalog."C",
+    attempted_at timestamp with time zone DEFAULT now() NOT NULL,
+    status_code integer,
+    duration_ms integer NOT NULL,
+    response_head text,
+    error text,
+    next_retry_at timestamp with time zone,
+    CONSTRAINT webhook_delivery_attempts_duration_ms_check CHECK ((duration_ms >= 0)),
+    CONSTRAINT webhook_delivery_attempts_error_check CHECK ((length(error) <= 1000)),
+    CONSTRAINT webhook_delivery_attempts_response_head_check CHECK ((length(response_head) <= 1024))
+);
+
+CREATE SEQUENCE public.webhook_delivery_attempts_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+ALTER SEQUENCE public.webhook_delivery_attempts_id_seq OWNED BY public.webhook_delivery_attempts.id;
+
+CREATE TABLE public.webhook_endpoints (
+    id text DEFAULT public.monid_ulid() NOT NULL COLLATE pg_catalog."C",
+    caller text NOT NULL,
+    url text NOT NULL,
+    events text[],
+    description text,
+    enabled boolean DEFAULT true NOT NULL,
+    disabled_reason text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT webhook_endpoints_description_check CHECK ((length(description) <= 500)),
+    CONSTRAINT webhook_endpoints_disabled_reason_check CHECK ((length(disabled_reason) <= 500)),
+    CONSTRAINT webhook_endpoints_events_check CHECK ((events <@ ARRAY['run.completed'::text, 'run.failed'::text, 'run.stopped'::text, 'run.timed_out'::text, 'run.blocked'::text])),
+    CONSTRAINT webhook_endpoints_id_check CHECK ((id ~ '^[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT webhook_endpoints_url_check CHECK (((length(url) >= 1) AND (length(url) <= 2048)))
+);
+
 CREATE TABLE public.webhook_events (
     id text DEFAULT public.monid_ulid() NOT NULL COLLATE pg_catalog."C",
-    run_id text NOT NULL COLLATE pg_catalog."C",
+    run_id text COLLATE pg_catalog."C",
     caller text NOT NULL,
     type text NOT NULL,
     payload jsonb NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT webhook_events_id_check CHECK ((id ~ '^[0-9A-HJKMNP-TV-Z]{26}$'::text)),
     CONSTRAINT webhook_events_payload_check CHECK ((octet_length((payload)::text) <= 16384)),
-    CONSTRAINT webhook_events_type_check CHECK ((type = ANY (ARRAY['run.completed'::text, 'run.failed'::text, 'run.stopped'::text, 'run.timed_out'::text, 'run.blocked'::text])))
+    CONSTRAINT webhook_events_type_check CHECK ((type = ANY (ARRAY['run.completed'::text, 'run.failed'::text, 'run.stopped'::text, 'run.timed_out'::text, 'run.blocked'::text, 'webhook.test'::text])))
 );
+
+CREATE TABLE public.webhook_secrets (
+    id bigint NOT NULL,
+    caller text NOT NULL,
+    endpoint_id text COLLATE pg_catalog."C",
+    secret text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone,
+    CONSTRAINT webhook_secrets_secret_check CHECK ((secret ~~ 'whsec\_%'::text))
+);
+
+CREATE SEQUENCE public.webhook_secrets_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+ALTER SEQUENCE public.webhook_secrets_id_seq OWNED BY public.webhook_secrets.id;
 
 CREATE TABLE public.workspaces (
     workspace_id text NOT NULL,
@@ -752,6 +854,10 @@ CREATE TABLE public.workspaces (
 ALTER TABLE ONLY public.api_keys ALTER COLUMN id SET DEFAULT nextval('public.api_keys_id_seq'::regclass);
 
 ALTER TABLE ONLY public.ledger_entries ALTER COLUMN id SET DEFAULT nextval('public.ledger_entries_id_seq'::regclass);
+
+ALTER TABLE ONLY public.webhook_delivery_attempts ALTER COLUMN id SET DEFAULT nextval('public.webhook_delivery_attempts_id_seq'::regclass);
+
+ALTER TABLE ONLY public.webhook_secrets ALTER COLUMN id SET DEFAULT nextval('public.webhook_secrets_id_seq'::regclass);
 
 ALTER TABLE ONLY public.api_keys
     ADD CONSTRAINT api_keys_key_hash_key UNIQUE (key_hash);
@@ -801,8 +907,20 @@ ALTER TABLE ONLY public.users
 ALTER TABLE ONLY public.wallets
     ADD CONSTRAINT wallets_pkey PRIMARY KEY (caller);
 
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.webhook_delivery_attempts
+    ADD CONSTRAINT webhook_delivery_attempts_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY public.webhook_events
     ADD CONSTRAINT webhook_events_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.webhook_secrets
+    ADD CONSTRAINT webhook_secrets_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY public.workspaces
     ADD CONSTRAINT workspaces_owner_user_id_key UNIQUE (owner_user_id);
@@ -853,13 +971,29 @@ CREATE INDEX runs_open ON public.runs USING btree (next_attempt_at) WHERE (compl
 
 CREATE INDEX runs_waiting ON public.runs USING btree (waiting_for, caller, id) WHERE (waiting_for IS NOT NULL);
 
+CREATE INDEX webhook_deliveries_due ON public.webhook_deliveries USING btree (next_attempt_at) WHERE (status = 'PENDING'::text);
+
+CREATE INDEX webhook_deliveries_endpoint ON public.webhook_deliveries USING btree (endpoint_id, id) WHERE (endpoint_id IS NOT NULL);
+
+CREATE INDEX webhook_deliveries_event ON public.webhook_deliveries USING btree (event_id);
+
+CREATE INDEX webhook_delivery_attempts_delivery ON public.webhook_delivery_attempts USING btree (delivery_id, id);
+
+CREATE INDEX webhook_endpoints_caller ON public.webhook_endpoints USING btree (caller, id);
+
 CREATE INDEX webhook_events_run ON public.webhook_events USING btree (run_id);
+
+CREATE INDEX webhook_secrets_caller ON public.webhook_secrets USING btree (caller, endpoint_id);
+
+CREATE UNIQUE INDEX webhook_secrets_current_default ON public.webhook_secrets USING btree (caller) WHERE ((endpoint_id IS NULL) AND (expires_at IS NULL));
+
+CREATE UNIQUE INDEX webhook_secrets_current_endpoint ON public.webhook_secrets USING btree (endpoint_id) WHERE ((endpoint_id IS NOT NULL) AND (expires_at IS NULL));
 
 CREATE TRIGGER runs_notify_ended AFTER UPDATE OF completed_at ON public.runs FOR EACH ROW WHEN (((old.completed_at IS NULL) AND (new.completed_at IS NOT NULL))) EXECUTE FUNCTION public.monid_notify_run_ended();
 
-CREATE TRIGGER runs_webhook_event_on_end AFTER UPDATE OF completed_at ON public.runs FOR EACH ROW WHEN (((old.completed_at IS NULL) AND (new.completed_at IS NOT NULL) AND (new.webhook IS NOT NULL))) EXECUTE FUNCTION public.monid_webhook_event();
+CREATE TRIGGER runs_webhook_event_on_end AFTER UPDATE OF completed_at ON public.runs FOR EACH ROW WHEN (((old.completed_at IS NULL) AND (new.completed_at IS NOT NULL))) EXECUTE FUNCTION public.monid_webhook_event();
 
-CREATE TRIGGER runs_webhook_event_on_insert AFTER INSERT ON public.runs FOR EACH ROW WHEN (((new.completed_at IS NOT NULL) AND (new.webhook IS NOT NULL))) EXECUTE FUNCTION public.monid_webhook_event();
+CREATE TRIGGER runs_webhook_event_on_insert AFTER INSERT ON public.runs FOR EACH ROW WHEN ((new.completed_at IS NOT NULL)) EXECUTE FUNCTION public.monid_webhook_event();
 
 ALTER TABLE ONLY public.attempts
     ADD CONSTRAINT attempts_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id) ON DELETE CASCADE;
@@ -882,8 +1016,20 @@ ALTER TABLE ONLY public.run_items
 ALTER TABLE ONLY public.runs
     ADD CONSTRAINT runs_api_key_id_fkey FOREIGN KEY (api_key_id) REFERENCES public.api_keys(id);
 
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_endpoint_id_fkey FOREIGN KEY (endpoint_id) REFERENCES public.webhook_endpoints(id) ON DELETE SET NULL;
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_event_id_fkey FOREIGN KEY (event_id) REFERENCES public.webhook_events(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.webhook_delivery_attempts
+    ADD CONSTRAINT webhook_delivery_attempts_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES public.webhook_deliveries(id) ON DELETE CASCADE;
+
 ALTER TABLE ONLY public.webhook_events
     ADD CONSTRAINT webhook_events_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.webhook_secrets
+    ADD CONSTRAINT webhook_secrets_endpoint_id_fkey FOREIGN KEY (endpoint_id) REFERENCES public.webhook_endpoints(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.workspaces
     ADD CONSTRAINT workspaces_owner_user_id_fkey FOREIGN KEY (owner_user_id) REFERENCES public.users(user_id);

@@ -154,3 +154,58 @@ def test_events_are_listed_in_the_order_they_were_written(db: ConnectionPool) ->
         assert [e.run_id for e in listed] == run_ids
         assert [e.run_id for e in webhooks.list_webhook_events_after(
             conn, listed[0].id, limit=1)] == run_ids[1:2]
+
+
+def deliveries(pool: ConnectionPool, run_id: str) -> list[tuple[Any, ...]]:
+    with transaction(pool) as conn:
+        rows = conn.execute(
+            "SELECT d.endpoint_id, d.url, d.status, d.attempt_count FROM webhook_deliveries d"
+            " JOIN webhook_events e ON e.id = d.event_id WHERE e.run_id = %s"
+            " ORDER BY d.endpoint_id NULLS FIRST", (run_id,)).fetchall()
+    return [tuple(r.values()) for r in rows]
+
+
+def standing(pool: ConnectionPool, caller: str, url: str, events: list[str] | None = None,
+             enabled: bool = True) -> str:
+    with transaction(pool) as conn:
+        row = conn.execute(
+            "INSERT INTO webhook_endpoints (caller, url, events, enabled) VALUES (%s, %s, %s,"
+            " %s) RETURNING id", (caller, url, events, enabled)).fetchone()
+    assert row is not None
+    return str(row["id"])
+
+
+def test_the_end_writes_one_pending_delivery_for_the_runs_own_webhook(
+        db: ConnectionPool) -> None:
+    run_id = insert_demo_run(db, "/echo", {})
+    ask_for_webhook(db, run_id, {"url": "https://example.com/own"})
+    end(db, run_id)
+    assert deliveries(db, run_id) == [(None, "https://example.com/own", "PENDING", 0)]
+
+
+def test_standing_webhooks_of_the_caller_get_a_delivery_of_the_same_event(
+        db: ConnectionPool) -> None:
+    run_id = insert_demo_run(db, "/echo", {})
+    with transaction(db) as conn:
+        caller = conn.execute("SELECT caller FROM runs WHERE id = %s", (run_id,)).fetchone()
+    assert caller is not None
+    every = standing(db, caller["caller"], "https://example.com/every")
+    failed_only = standing(db, caller["caller"], "https://example.com/failed", ["run.failed"])
+    standing(db, caller["caller"], "https://example.com/off", enabled=False)
+    standing(db, "USER#someone-else", "https://example.com/other")
+    ask_for_webhook(db, run_id, {"url": "https://example.com/own"})
+    end(db, run_id)
+    assert deliveries(db, run_id) == [(None, "https://example.com/own", "PENDING", 0),
+                                      (every, "https://example.com/every", "PENDING", 0)]
+    assert len(events(db, run_id)) == 1
+    assert failed_only
+
+
+def test_a_standing_webhook_alone_makes_the_event(db: ConnectionPool) -> None:
+    run_id = insert_demo_run(db, "/echo", {})
+    with transaction(db) as conn:
+        caller = conn.execute("SELECT caller FROM runs WHERE id = %s", (run_id,)).fetchone()
+    assert caller is not None
+    hook = standing(db, caller["caller"], "https://example.com/alone")
+    end(db, run_id)
+    assert deliveries(db, run_id) == [(hook, "https://example.com/alone", "PENDING", 0)]
