@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.db import Conn, query
+from shared.webhooks import signing
 
 
 @dataclass(frozen=True)
@@ -38,3 +39,23 @@ def list_webhook_events_after(conn: Conn, after_id: str = "", *,
     rows = conn.execute(query("list_webhook_events_after"),
                         {"after_id": after_id, "limit": limit}).fetchall()
     return [_event(r) for r in rows]
+
+
+def signing_secrets(conn: Conn, caller: str, endpoint_id: str | None) -> list[str]:
+    """The secrets that sign a delivery now, newest first: a standing webhook's own
+    (`endpoint_id`), or the workspace's default (None); rotated ones sign beside the
+    current one until their grace runs out."""
+    rows = conn.execute(query("signing_secrets"),
+                        {"caller": caller, "endpoint_id": endpoint_id}).fetchall()
+    return [r["secret"] for r in rows]
+
+
+def ensure_default_secret(conn: Conn, caller: str) -> str:
+    """The workspace's current default secret, made (with a new random key) if none."""
+    row = conn.execute(query("ensure_default_secret"),
+                       {"caller": caller, "secret": signing.new_secret()}).fetchone()
+    if row is None:  # made by a transaction not yet visible to ours: read it again
+        row = conn.execute(query("ensure_default_secret"),
+                           {"caller": caller, "secret": signing.new_secret()}).fetchone()
+    assert row is not None
+    return str(row["secret"])

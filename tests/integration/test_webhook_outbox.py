@@ -209,3 +209,12 @@ def test_a_standing_webhook_alone_makes_the_event(db: ConnectionPool) -> None:
     hook = standing(db, caller["caller"], "https://example.com/alone")
     end(db, run_id)
     assert deliveries(db, run_id) == [(hook, "https://example.com/alone", "PENDING", 0)]
+
+
+def test_the_default_secret_is_made_once_and_signs(db: ConnectionPool) -> None:
+    with transaction(db) as conn:
+        first = webhooks.ensure_default_secret(conn, "USER#u")
+        again = webhooks.ensure_default_secret(conn, "USER#u")
+        other = webhooks.ensure_default_secret(conn, "USER#v")
+        assert webhooks.signing_secrets(conn, "USER#u", None) == [first]
+    assert first == again and first.startswith("whsec_") and other != first
