@@ -200,8 +200,8 @@ class Runner:
         self._publish_woken(woken)
 
     def _attempt_logged(self, claim: store.Claim) -> str:
-        log.info("attempt started" if claim.new_attempt else "checking the provider's job",
-                 extra={"attempt": claim.attempt})
+        log.debug("attempt started" if claim.new_attempt else "checking the provider's job",
+                  extra={"attempt": claim.attempt})
         return self._attempt(claim)
 
     def _not_claimed(self, run_id: str, state: store.ClaimState | None) -> str:

@@ -76,4 +76,8 @@ def test_a_full_run_logs_json_with_ids_and_no_secrets(base_env: dict[str, str],
         own = [e for e in worker_entries if e.get("runId") == run_id]
         assert any(e["msg"] == "run ended" for e in own), run_id
     assert any(e["msg"] == "retry scheduled" for e in worker_entries)
+    # One line a run's end, not Celery's two a task (received, succeeded) beside it.
+    celery_task_lines = [e for e in worker_entries
+                         if e["logger"] in ("celery.worker.strategy", "celery.app.trace")]
+    assert celery_task_lines == []
     assert all({"ts", "level", "logger", "msg"} <= e.keys() for e in web_entries + worker_entries)
