@@ -221,7 +221,7 @@ def install_cleanup() -> None:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_of(pid: int) -> float:
+def cpu_of(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
@@ -257,7 +257,7 @@ class CpuMeter:
                 "postgres": pids_named("postgres"), "redis": pids_named("redis-server")}
 
     def __enter__(self) -> CpuMeter:
-        self.start = {g: {p: _cpu_of(p) for p in pids} for g, pids in self._groups().items()}
+        self.start = {g: {p: cpu_of(p) for p in pids} for g, pids in self._groups().items()}
         self.machine_start = _machine_busy()
         self.wall = time.perf_counter()
         return self
@@ -266,7 +266,7 @@ class CpuMeter:
         self.used: dict[str, float] = {}
         for group, pids in self._groups().items():
             before = self.start.get(group, {})
-            self.used[group] = sum(_cpu_of(p) - before.get(p, 0.0) for p in pids)
+            self.used[group] = sum(cpu_of(p) - before.get(p, 0.0) for p in pids)
         busy, total = _machine_busy()
         self.used["machine"] = busy - self.machine_start[0]
         self.used["other"] = self.used["machine"] - sum(

@@ -35,7 +35,7 @@ from bench.common import (
     ROOT,
     CpuMeter,
     Report,
-    _cpu_of,
+    cpu_of,
     flush,
     install_cleanup,
     log,
@@ -123,7 +123,7 @@ def _worker_cpu(workers: list[Process]) -> float:
     pids = [w.pid for w in workers]
     pids += [c for pid in list(pids) for c in child_pids(pid)]
     pids += [c for pid in list(pids) for c in child_pids(pid)]
-    return sum(_cpu_of(pid) for pid in set(pids))
+    return sum(cpu_of(pid) for pid in set(pids))
 
 
 def _wal_position() -> int:

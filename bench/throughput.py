@@ -45,6 +45,7 @@ from bench.common import (
     NOOP_COUNT,
     Report,
     copy_runs,
+    cpu_of,
     echo_endpoint,
     flush,
     install_cleanup,
@@ -106,6 +107,13 @@ def start_workers(app: str, env: dict[str, str], log_dir: Path, count: int, conc
     return procs
 
 
+def cpu_when_ready(procs: list[Process]) -> float:
+    """The workers' CPU seconds once each is ready (its start-up left out)."""
+    for proc in procs:
+        proc.wait_for_output(" ready.", timeout=90)
+    return sum(cpu_of(proc.pid) for proc in procs)
+
+
 def stop_all(procs: list[Process]) -> None:
     for proc in procs:
         proc.signal_group(15)
@@ -149,13 +157,16 @@ def monid_round(url: str, env: dict[str, str], log_dir: Path, args: argparse.Nam
         if backlog:
             procs = start_workers("worker.main", env, log_dir, workers, args.concurrency,
                                   wait=False)
+        cpu_ready = cpu_when_ready(procs)
         found = wait_runs_ended(url, args.runs, timeout=args.timeout)
+        cpu = sum(cpu_of(proc.pid) for proc in procs) - cpu_ready
     finally:
         stop_all(procs)
     start = found["first_started"] if backlog else first
     elapsed = found["last_completed"] - start
     return {"rate": args.runs / elapsed, "elapsed": elapsed, "publish_rate": args.runs / took,
-            "completed": found["completed"], "attempts": found["attempts"]}
+            "completed": found["completed"], "attempts": found["attempts"],
+            "cpu_ms": 1000 * cpu / args.runs}
 
 
 def noop_round(env: dict[str, str], log_dir: Path, args: argparse.Namespace, workers: int,
@@ -170,6 +181,7 @@ def noop_round(env: dict[str, str], log_dir: Path, args: argparse.Namespace, wor
         if backlog:
             procs = start_workers("bench.noop_app", env, log_dir, workers, args.concurrency,
                                   wait=False)
+        cpu_ready = cpu_when_ready(procs)
         seen_first = None
         deadline = time.monotonic() + args.timeout
         while True:
@@ -182,13 +194,14 @@ def noop_round(env: dict[str, str], log_dir: Path, args: argparse.Namespace, wor
             if time.monotonic() > deadline:
                 raise SystemExit(f"only {count} of {args.runs} no-op tasks ran")
             time.sleep(0.005)
+        cpu = sum(cpu_of(proc.pid) for proc in procs) - cpu_ready
     finally:
         stop_all(procs)
         client.close()
     assert seen_first is not None
     elapsed = now - (seen_first if backlog else first)
     return {"rate": args.runs / elapsed, "elapsed": elapsed, "publish_rate": args.runs / took,
-            "executed": count}
+            "executed": count, "cpu_ms": 1000 * cpu / args.runs}
 
 
 def main(argv: list[str] | None = None) -> Report:
@@ -258,6 +271,14 @@ def report(results: dict[tuple[str, int, str], list[dict[str, float]]],
                     baseline=f"no-op {spread(noop)}", ratio=f"{r:.2f}",
                     target=">= 0.50 of no-op" if mode == headline else "",
                     met=(r >= 0.5) if mode == headline else None)
+            # What a run costs the worker, steadier than the rates on a busy machine.
+            monid_cpu = [r["cpu_ms"] for r in results[("monid", workers, mode)]]
+            noop_cpu = [r["cpu_ms"] for r in results[("noop", workers, mode)]]
+            print(f"  {mode:7} {workers} worker(s): worker CPU {spread(monid_cpu, '.2f')} ms a "
+                  f"run, no-op {spread(noop_cpu, '.2f')} ms a task")
+            rep.add(f"worker CPU ms a run, {workers} worker(s), {mode}",
+                    spread(monid_cpu, ".2f"), baseline=f"no-op {spread(noop_cpu, '.2f')}",
+                    ratio=f"{ratio(med(monid_cpu), med(noop_cpu)):.2f}")
         if len(args.workers) > 1:
             first = args.workers[0]
             for workers in args.workers[1:]:
