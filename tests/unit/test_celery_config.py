@@ -84,3 +84,11 @@ def test_every_redis_client_follows_the_one_tls_policy(tmp_path: Path) -> None:
                                    "REDIS_SSL_CERT_REQS": "optional",
                                    "FLOWER_BASIC_AUTH": "a:b"})
     assert make_flower_app(flower).conf.broker_use_ssl == {"ssl_cert_reqs": ssl.CERT_OPTIONAL}
+
+
+def test_redis_answers_are_parsed_by_hiredis() -> None:
+    """The C parser is installed with the project (redis[hiredis]): redis-py takes it
+    on its own, for the worker's consumer and acks and the web's rate limit."""
+    from redis.utils import HIREDIS_AVAILABLE
+
+    assert HIREDIS_AVAILABLE
