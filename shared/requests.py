@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates
 
@@ -78,6 +78,8 @@ def webhook_events_field(description: str, **extra: Any) -> fields.List:
 class RunWebhookSchema(Schema):
     class Meta:
         unknown = RAISE
+
+    error_messages: ClassVar[dict[str, str]] = {"type": "must be an object"}
 
     url = webhook_url_field(required=True)
     events = webhook_events_field("The ends to be told of (at least one); absent or null: "
@@ -331,7 +333,8 @@ def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     flat: dict[str, list[str]] = {}
     if isinstance(messages, Mapping):
         for key, value in messages.items():
-            path = f"{prefix}.{key}" if prefix else str(key)
+            # `_schema`: the object itself (not an object, say), not one of its fields.
+            path = prefix if key == "_schema" else f"{prefix}.{key}" if prefix else str(key)
             for sub_path, sub_messages in _flatten(value, path).items():
                 flat.setdefault(sub_path, []).extend(sub_messages)
     elif isinstance(messages, list):
