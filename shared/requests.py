@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates
 
@@ -79,7 +79,7 @@ class RunWebhookSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    error_messages: ClassVar[dict[str, str]] = {"type": "must be an object"}
+    error_messages = {"type": "must be an object"}  # noqa: RUF012 - marshmallow's own
 
     url = webhook_url_field(required=True)
     events = webhook_events_field("The ends to be told of (at least one); absent or null: "
