@@ -33,10 +33,11 @@ from shared.webhooks import signing
 from shared.webhooks.urls import UrlRefused, check_url
 
 __all__ = ["ATTEMPTS_SHOWN", "DELIVERY_STATUSES", "RUN_EVENTS", "CreatedWebhook",
-           "DeliveryAttempt", "WebhookDelivery", "WebhookEndpoint", "create_webhook",
-           "default_secret", "delete_webhook", "get_webhook", "list_run_deliveries",
-           "list_webhook_deliveries", "list_webhooks", "redeliver", "rotate_default_secret",
-           "rotate_webhook_secret", "run_webhook", "test_webhook", "update_webhook"]
+           "DeliveryAttempt", "NewSecret", "WebhookDelivery", "WebhookEndpoint",
+           "create_webhook", "default_secret", "delete_webhook", "get_webhook",
+           "list_run_deliveries", "list_webhook_deliveries", "list_webhooks", "redeliver",
+           "rotate_default_secret", "rotate_webhook_secret", "run_webhook", "test_webhook",
+           "update_webhook"]
 
 # A delivery shows at most its last this many tries (a delivery redelivered again and
 # again keeps every try in the log, but an answer stays small).
