@@ -83,7 +83,7 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
         return add_quota_headers(response)
 
     errors.init_app(app)
-    from api import account, apikeys, controls, health, items, public, runs, wallet
+    from api import account, apikeys, controls, health, items, public, runs, wallet, webhooks
     from api import catalog as catalog_routes
 
     app.register_blueprint(health.blueprint)
@@ -94,6 +94,7 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
     app.register_blueprint(account.blueprint)
     app.register_blueprint(apikeys.blueprint)
     app.register_blueprint(controls.blueprint)
+    app.register_blueprint(webhooks.blueprint)
     app.register_blueprint(public.blueprint)
     metrics.init_app(app)
     openapi.init_app(app)

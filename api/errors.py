@@ -60,6 +60,12 @@ CONTROL_NOT_FOUND = ErrorAnswer(
 API_KEY_NOT_FOUND = ErrorAnswer(
     404, "NOT_FOUND", "No live key with this label in the workspace (`NOT_FOUND`).",
     "no API key labelled 'ci-pipeline'", raised_by=(domain.ApiKeyNotFound,))
+WEBHOOK_NOT_FOUND = ErrorAnswer(
+    404, "NOT_FOUND", "No such webhook, or another workspace's (`NOT_FOUND`).",
+    "no webhook '01JH0WEBH00K0000000000000A'", raised_by=(domain.WebhookNotFound,))
+DELIVERY_NOT_FOUND = ErrorAnswer(
+    404, "NOT_FOUND", "No such delivery, or another workspace's (`NOT_FOUND`).",
+    "no delivery '01JH0DE1VERY00000000000000'", raised_by=(domain.DeliveryNotFound,))
 ENDPOINT_NOT_FOUND = ErrorAnswer(
     404, "ENDPOINT_NOT_FOUND", "No such provider or endpoint (`ENDPOINT_NOT_FOUND`).",
     "no endpoint '/nope' for provider 'demo'", raised_by=(domain.EndpointNotFound,))
@@ -72,6 +78,18 @@ RUN_NOT_STOPPABLE = ErrorAnswer(
     409, "RUN_NOT_STOPPABLE", "The run has already ended (`RUN_NOT_STOPPABLE`).",
     "the run has already ended (COMPLETED); only a run that has not ended can be stopped",
     raised_by=(domain.RunNotStoppable,))
+DELIVERY_PENDING = ErrorAnswer(
+    409, "DELIVERY_PENDING",
+    "The delivery is still `PENDING` (`DELIVERY_PENDING`): it is tried again on its own; "
+    "only a `DELIVERED` or `FAILED` one can be redelivered.",
+    "the delivery is still PENDING: it will be tried again on its own (see nextAttemptAt); "
+    "only a DELIVERED or FAILED one can be redelivered", raised_by=(domain.DeliveryPending,))
+WEBHOOK_LIMIT_REACHED = ErrorAnswer(
+    409, "WEBHOOK_LIMIT_REACHED",
+    "The workspace has as many webhooks as it may have, `MAX_WEBHOOKS_PER_WORKSPACE` "
+    "(`WEBHOOK_LIMIT_REACHED`); delete one first.",
+    "this workspace already has 20 webhooks, the most it may have; delete one first",
+    raised_by=(domain.TooManyWebhooks,))
 IDEMPOTENCY_KEY_IN_PROGRESS = ErrorAnswer(
     409, "IDEMPOTENCY_KEY_REUSED",
     "A request with this `Idempotency-Key` is still in progress (`IDEMPOTENCY_KEY_REUSED`).",
@@ -116,8 +134,9 @@ SERVICE_UNAVAILABLE = ErrorAnswer(
     raised_by=(DatabaseUnavailable,), sends={"Retry-After": "2"})
 
 ERRORS = (VALIDATION_FAILED, UNAUTHORIZED, INSUFFICIENT_FUNDS, NOT_FOUND, CONTROL_NOT_FOUND,
-          API_KEY_NOT_FOUND, ENDPOINT_NOT_FOUND,
-          METHOD_NOT_ALLOWED, RUN_NOT_STOPPABLE, IDEMPOTENCY_KEY_IN_PROGRESS, PAYLOAD_TOO_LARGE,
+          API_KEY_NOT_FOUND, WEBHOOK_NOT_FOUND, DELIVERY_NOT_FOUND, ENDPOINT_NOT_FOUND,
+          METHOD_NOT_ALLOWED, RUN_NOT_STOPPABLE, DELIVERY_PENDING, WEBHOOK_LIMIT_REACHED,
+          IDEMPOTENCY_KEY_IN_PROGRESS, PAYLOAD_TOO_LARGE,
           URI_TOO_LONG, UNSUPPORTED_MEDIA_TYPE, IDEMPOTENCY_KEY_REUSED, RATE_LIMITED,
           HEADERS_TOO_LARGE, INTERNAL, SERVICE_UNAVAILABLE)
 ERROR_CODES = tuple(dict.fromkeys(e.code for e in ERRORS))

@@ -312,7 +312,8 @@ def _inspect(call: Call) -> ToolAnswer:
 def _run(call: Call) -> ToolAnswer:
     a = call.args
     accepted = runs.start_run(call.svc, call.caller, provider=a["provider"],
-                              endpoint=a["endpoint"], input=a["input"])
+                              endpoint=a["endpoint"], input=a["input"],
+                              webhook=a.get("webhook"))
     if a["wait"] > 0:
         run = runs.get_run(call.svc, call.caller, accepted.run_id, wait=a["wait"])
         dumped = bounded_run(call.svc, call.caller, run)

@@ -123,6 +123,20 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string", "pattern": ULID_PATTERN.pattern,
                    "example": "01JH0C0NTR0000000000000000"},
     },
+    "webhook_id": {
+        "in": "path", "name": "webhookId", "required": True,
+        "description": "The webhook's ID. Another workspace's webhook is not found, exactly "
+                       "as one that does not exist.",
+        "schema": {"type": "string", "pattern": ULID_PATTERN.pattern,
+                   "example": "01JH0WEBH00K0000000000000A"},
+    },
+    "delivery_id": {
+        "in": "path", "name": "deliveryId", "required": True,
+        "description": "The delivery's ID. Another workspace's delivery is not found, "
+                       "exactly as one that does not exist.",
+        "schema": {"type": "string", "pattern": ULID_PATTERN.pattern,
+                   "example": "01JH0DE1VERY00000000000000"},
+    },
     "label": {
         "in": "path", "name": "label", "required": True,
         "description": "The key's label. Another workspace's key is not found, exactly as "
@@ -219,6 +233,8 @@ TAGS = [
     {"name": "account", "description": "Who the key belongs to: its user and workspace."},
     {"name": "controls", "description": "Spend controls: budgets and run caps that block "
                                         "runs, and what they said of each run."},
+    {"name": "webhooks", "description": "Be told of runs' ends: standing webhooks, the "
+                                        "secrets that sign deliveries, and the delivery log."},
     {"name": "public", "description": "The catalog for anyone, without a key: rate-limited "
                                       "per client address, and cacheable."},
     {"name": "operations", "description": "Health, readiness and this document; no key "

@@ -74,8 +74,10 @@ def _idempotency_key() -> str | None:
     errors=(errors.INSUFFICIENT_FUNDS, errors.ENDPOINT_NOT_FOUND,
             errors.IDEMPOTENCY_KEY_IN_PROGRESS, errors.IDEMPOTENCY_KEY_REUSED),
     described={400: "Malformed JSON, a body that is not an object, an invalid "
-                    "`Idempotency-Key`, or an input that fails the endpoint's input schema; "
-                    "`errors` maps each failing field to its messages.",
+                    "`Idempotency-Key`, an input that fails the endpoint's input schema, or "
+                    "a `webhook` that is not allowed (`webhook.url`: not `https`, not a "
+                    "public address; `webhook.events`: an unknown type); `errors` maps each "
+                    "failing field to its messages.",
                429: f"{errors.RATE_LIMITED.meaning} Also when the caller has as many runs in "
                     "flight as it may have (`MAX_RUNS_IN_FLIGHT`)."},
     responses={"200": {
@@ -93,7 +95,8 @@ def start_run() -> ResponseReturnValue:
     body = load(_start_schema, raw_body)
     accepted = runs.start_run(services(), caller.caller, provider=body["provider"],
                               endpoint=body["endpoint"], input=body["input"],
-                              api_key_id=caller.api_key_id, idempotency_key=key)
+                              api_key_id=caller.api_key_id, idempotency_key=key,
+                              webhook=body.get("webhook"))
     headers = {"Location": f"/v1/runs/{accepted.run_id}"}
     if accepted.blocked:
         if accepted.replayed:

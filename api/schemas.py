@@ -7,6 +7,7 @@ wallet, an endpoint's card...); each field says where its value comes from.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from shared.money import micros_to_dollars
 from shared.requests import strict_json_loads
 from shared.runs import STATUSES
 from shared.timefmt import iso
+from shared.webhooks.service import DELIVERY_STATUSES, RUN_EVENTS
 
 ISO_EXAMPLE = "2026-03-28T10:30:00.000Z"
 RUN_ID_EXAMPLE = "01JGXYZABCDEFGHJKMNPQRSTVW"
@@ -746,4 +748,141 @@ class RunCapRunListSchema(Schema):
 
 class RunControlListSchema(Schema):
     items = fields.List(fields.Nested(RunControlRecordSchema), required=True)
+    cursor = _next_cursor()
+
+
+# --- webhooks -----------------------------------------------------------------------
+
+WEBHOOK_ID_EXAMPLE = "01JH0WEBH00K0000000000000A"
+DELIVERY_ID_EXAMPLE = "01JH0DE1VERY00000000000000"
+EVENT_ID_EXAMPLE = "01JH0EVENT0000000000000000"
+SECRET_EXAMPLE = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+WEBHOOK_EVENT_TYPES = [*RUN_EVENTS, "webhook.test"]
+
+
+def _ulid(attribute: str, example: str, **extra: Any) -> fields.String:
+    return fields.String(required=True, attribute=attribute,
+                         metadata={"pattern": ULID_PATTERN.pattern, "example": example},
+                         **extra)
+
+
+class WebhookSchema(Schema):
+    """A standing webhook of the workspace (`shared.webhooks.service.WebhookEndpoint`),
+    never its secret."""
+
+    webhookId = _ulid("id", WEBHOOK_ID_EXAMPLE)
+    url = fields.String(required=True, metadata={
+        "description": "Where deliveries go (as checked and normalised).",
+        "example": "https://example.com/hooks/monid"})
+    events = fields.List(fields.String(validate=validate.OneOf(RUN_EVENTS)), required=True,
+                         allow_none=True, metadata={
+                             "description": "The run events it wants; null: every one.",
+                             "example": ["run.completed", "run.failed"]})
+    description = fields.String(required=True, allow_none=True)
+    enabled = fields.Boolean(required=True, metadata={
+        "description": "Whether runs' ends are sent to it. A receiver that answers `410 "
+                       "Gone` switches it off."})
+    disabledReason = fields.String(required=True, allow_none=True, attribute="disabled_reason",
+                                   metadata={"description": "Why it was switched off; null "
+                                                            "while on, or when switched off "
+                                                            "on request."})
+    createdAt = Timestamp(required=True, attribute="created_at",
+                          metadata={"example": ISO_EXAMPLE})
+    updatedAt = Timestamp(required=True, attribute="updated_at",
+                          metadata={"example": ISO_EXAMPLE})
+
+
+class CreatedWebhookSchema(WebhookSchema):
+    """A webhook just made (`shared.webhooks.service.CreatedWebhook`), with its secret."""
+
+    secret = fields.String(required=True, metadata={
+        "description": "The webhook's own signing secret: shown this once, never again "
+                       "(rotate it to get a new one).", "example": SECRET_EXAMPLE})
+
+    @pre_dump
+    def _flat(self, created: Any, **_: Any) -> dict[str, Any]:
+        return {**dataclasses.asdict(created.webhook), "secret": created.secret}
+
+
+class WebhookListSchema(Schema):
+    items = fields.List(fields.Nested(WebhookSchema), required=True)
+    cursor = _next_cursor()
+
+
+class SigningSecretSchema(Schema):
+    key = fields.String(required=True, metadata={
+        "description": "A signing secret (`whsec_` and the base64 of its key), for a "
+                       "Standard Webhooks library.", "example": SECRET_EXAMPLE})
+
+
+class RotatedSecretSchema(Schema):
+    """A secret just made by a rotation (`shared.webhooks.service.NewSecret`)."""
+
+    key = fields.String(required=True, metadata={
+        "description": "The new signing secret: shown this once.", "example": SECRET_EXAMPLE})
+    graceSeconds = fields.Integer(required=True, attribute="grace_seconds",
+                                  validate=validate.Range(min=0), metadata={
+                                      "description": "How long the secret it replaced goes "
+                                                     "on signing beside it "
+                                                     "(`WEBHOOK_SECRET_GRACE_SECONDS`).",
+                                      "example": 86400})
+
+
+class DeliveryAttemptSchema(Schema):
+    """One try of a delivery (`shared.webhooks.service.DeliveryAttempt`)."""
+
+    attemptedAt = fields.String(required=True, attribute="attempted_at",
+                                metadata={"format": "date-time", "example": ISO_EXAMPLE})
+    statusCode = fields.Integer(required=True, allow_none=True, attribute="status_code",
+                                metadata={"description": "The receiver's HTTP status; null "
+                                                         "when it did not answer."})
+    durationMs = fields.Integer(required=True, attribute="duration_ms",
+                                validate=validate.Range(min=0))
+    responseHead = fields.String(required=True, allow_none=True, attribute="response_head",
+                                 metadata={"description": "The first bytes of the answer's "
+                                                          "body (at most 1 KiB)."})
+    error = fields.String(required=True, allow_none=True, metadata={
+        "description": "What went wrong, when no 2xx came (a timeout, a refused address, a "
+                       "redirect not followed...)."})
+    nextRetryAt = fields.String(required=True, allow_none=True, attribute="next_retry_at",
+                                metadata={"format": "date-time",
+                                          "description": "When the next try was due after "
+                                                         "this one; null: none."})
+
+
+class DeliverySchema(Schema):
+    """One event to one destination, with its tries (`shared.webhooks.service.
+    WebhookDelivery`)."""
+
+    deliveryId = _ulid("id", DELIVERY_ID_EXAMPLE)
+    eventId = _ulid("event_id", EVENT_ID_EXAMPLE)
+    eventType = fields.String(required=True, attribute="event_type",
+                              validate=validate.OneOf(WEBHOOK_EVENT_TYPES))
+    runId = fields.String(required=True, allow_none=True, attribute="run_id",
+                          metadata={"pattern": ULID_PATTERN.pattern,
+                                    "description": "Null for a test event."})
+    webhookId = fields.String(required=True, allow_none=True, attribute="endpoint_id",
+                              metadata={"pattern": ULID_PATTERN.pattern,
+                                        "description": "The standing webhook it goes to; "
+                                                       "null: the run's own webhook."})
+    url = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(DELIVERY_STATUSES),
+                           metadata={"description": "`PENDING` until a try is answered 2xx "
+                                                    "(`DELIVERED`) or the retries run out "
+                                                    "(`FAILED`)."})
+    attemptCount = fields.Integer(required=True, attribute="attempt_count",
+                                  validate=validate.Range(min=0))
+    nextAttemptAt = Timestamp(required=True, allow_none=True, attribute="next_attempt_at",
+                              metadata={"description": "When the next try is due; null "
+                                                       "once it has ended."})
+    attempts = fields.List(fields.Nested(DeliveryAttemptSchema), required=True, metadata={
+        "description": "Its tries, oldest first (the last 50)."})
+    createdAt = Timestamp(required=True, attribute="created_at",
+                          metadata={"example": ISO_EXAMPLE})
+    updatedAt = Timestamp(required=True, attribute="updated_at",
+                          metadata={"example": ISO_EXAMPLE})
+
+
+class DeliveryListSchema(Schema):
+    items = fields.List(fields.Nested(DeliverySchema), required=True)
     cursor = _next_cursor()

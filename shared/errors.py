@@ -79,3 +79,25 @@ class ApiKeyNotFound(ServiceError):
 
     def __init__(self, label: str) -> None:
         super().__init__(f"no API key labelled {label!r}")
+
+
+class WebhookNotFound(ServiceError):
+    """No such webhook, or another workspace's: the two are never told apart."""
+
+    def __init__(self, webhook_id: str) -> None:
+        super().__init__(f"no webhook {webhook_id!r}")
+
+
+class DeliveryNotFound(ServiceError):
+    """No such delivery, or another workspace's: the two are never told apart."""
+
+    def __init__(self, delivery_id: str) -> None:
+        super().__init__(f"no delivery {delivery_id!r}")
+
+
+class DeliveryPending(ServiceError):
+    """A redelivery asked of a delivery that is still being delivered."""
+
+
+class TooManyWebhooks(ServiceError):
+    """The workspace has as many webhooks as it may have."""

@@ -17,6 +17,7 @@ from shared.errors import InvalidRequest
 from shared.items import FORMATS, MAX_PAGE_ITEMS
 from shared.keys import LABEL_PATTERN, LABEL_RULE
 from shared.runs import MAX_WAIT_SECONDS, STATUSES
+from shared.store.webhooks import RUN_EVENTS
 
 MAX_QUERY_CHARS = 500
 
@@ -40,6 +41,51 @@ def _cursor(max_length: int = 200) -> fields.String:
                          metadata={"description": "The previous page's `cursor`."})
 
 
+WEBHOOK_EVENTS = RUN_EVENTS
+MAX_WEBHOOK_URL_LENGTH = 2048
+MAX_WEBHOOK_DESCRIPTION_LENGTH = 500
+
+
+class StrictBoolean(fields.Boolean):
+    """true or false, and nothing else (not 1, "true" or "yes")."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+def webhook_url_field(**extra: Any) -> fields.String:
+    return fields.String(
+        validate=validate.Length(min=1, max=MAX_WEBHOOK_URL_LENGTH),
+        error_messages={"invalid": "must be a string"},
+        metadata={"description": "Where deliveries go: `https` on a public address "
+                                 "(`WEBHOOKS_ALLOW_INSECURE=true` also allows `http` and "
+                                 "private or loopback addresses).",
+                  "example": "https://example.com/hooks/monid"}, **extra)
+
+
+def webhook_events_field(description: str, **extra: Any) -> fields.List:
+    return fields.List(
+        fields.String(validate=validate.OneOf(WEBHOOK_EVENTS),
+                      error_messages={"invalid": "must be a string"}),
+        allow_none=True, validate=validate.Length(min=1, max=len(WEBHOOK_EVENTS) * 4),
+        error_messages={"invalid": "must be a list of event types"},
+        metadata={"description": description, "example": ["run.completed", "run.failed"]},
+        **extra)
+
+
+class RunWebhookSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    error_messages = {"type": "must be an object"}  # noqa: RUF012 - marshmallow's own
+
+    url = webhook_url_field(required=True)
+    events = webhook_events_field("The ends to be told of (at least one); absent or null: "
+                                  "every end.", load_default=None)
+
+
 class StartRunSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -51,6 +97,10 @@ class StartRunSchema(Schema):
                                                  "itself) or composite (`body`, `queryParams`, "
                                                  "`pathParams`).",
                                   "example": {"searchTerms": ["AI"], "maxItems": 10}})
+    webhook = fields.Nested(RunWebhookSchema, metadata={
+        "description": "Tell this URL of the run's end: a signed POST (Standard Webhooks), "
+                       "signed with the workspace's default secret "
+                       "(`GET /v1/webhooks/default/secret`)."})
 
 
 _WAIT_RANGE = f"must be a number of seconds from 0 to {MAX_WAIT_SECONDS}"
@@ -225,11 +275,66 @@ class UpdateControlSchema(Schema):
                                                     "until it is `ACTIVE` again."})
 
 
+class CreateWebhookSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    url = webhook_url_field(required=True)
+    events = webhook_events_field("The run events it wants (at least one); absent or null: "
+                                  "every run event.", load_default=None)
+    description = fields.String(
+        load_default=None, allow_none=True,
+        validate=validate.Length(max=MAX_WEBHOOK_DESCRIPTION_LENGTH),
+        error_messages={"invalid": "must be a string"},
+        metadata={"description": "For people.", "example": "order pipeline"})
+    enabled = StrictBoolean(load_default=True, error_messages={"invalid": "must be true or false"},
+                            metadata={"description": "Whether runs' ends are sent to it."})
+
+
+class UpdateWebhookSchema(Schema):
+    """Only the fields sent change; at least one."""
+
+    class Meta:
+        unknown = RAISE
+
+    url = webhook_url_field()
+    events = webhook_events_field("The run events it wants (at least one); null: every run "
+                                  "event.")
+    description = fields.String(
+        allow_none=True, validate=validate.Length(max=MAX_WEBHOOK_DESCRIPTION_LENGTH),
+        error_messages={"invalid": "must be a string"},
+        metadata={"description": "For people; null removes it."})
+    enabled = StrictBoolean(error_messages={"invalid": "must be true or false"},
+                            metadata={"description": "`true` switches it on again (and "
+                                                     "forgets why it was switched off)."})
+
+
+class ListWebhooksSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100),
+                           error_messages={"invalid": "must be an integer"},
+                           metadata={"description": "Webhooks per page."})
+    cursor = _cursor()
+
+
+class ListDeliveriesSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100),
+                           error_messages={"invalid": "must be an integer"},
+                           metadata={"description": "Deliveries per page."})
+    cursor = _cursor()
+
+
 def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     flat: dict[str, list[str]] = {}
     if isinstance(messages, Mapping):
         for key, value in messages.items():
-            path = f"{prefix}.{key}" if prefix else str(key)
+            # `_schema`: the object itself (not an object, say), not one of its fields.
+            path = prefix if key == "_schema" else f"{prefix}.{key}" if prefix else str(key)
             for sub_path, sub_messages in _flatten(value, path).items():
                 flat.setdefault(sub_path, []).extend(sub_messages)
     elif isinstance(messages, list):

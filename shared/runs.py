@@ -26,6 +26,7 @@ from shared.scheduling import priority_for
 from shared.services import Page, Services, page_start
 from shared.store import END_STATUSES, STATUSES, Run
 from shared.store import controls as controls_store
+from shared.webhooks import service as webhooks
 
 __all__ = ["END_STATUSES", "STATUSES", "AcceptedRun", "Run", "Stopping", "get_run", "list_runs",
            "start_run", "stop_run"]
@@ -75,9 +76,13 @@ class Stopping:
     message: str = STOP_MESSAGE
 
 
-def request_hash(provider: str, endpoint: str, input: Any) -> bytes:
-    """What an Idempotency-Key is kept with: the request, whatever its keys' order."""
-    body = {"provider": provider, "endpoint": endpoint, "input": input}
+def request_hash(provider: str, endpoint: str, input: Any,
+                 webhook: Mapping[str, Any] | None = None) -> bytes:
+    """What an Idempotency-Key is kept with: the request, whatever its keys' order (a
+    request without a webhook hashes as it did before webhooks were asked for)."""
+    body: dict[str, Any] = {"provider": provider, "endpoint": endpoint, "input": input}
+    if webhook is not None:
+        body["webhook"] = webhook
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).digest()
 
@@ -108,12 +113,17 @@ def _replay(svc: Services, caller: str, key: str, hashed: bytes) -> AcceptedRun 
 
 def start_run(svc: Services, caller: str, *, provider: str, endpoint: str,
               input: Mapping[str, Any], api_key_id: int | None = None,
-              idempotency_key: str | None = None) -> AcceptedRun:
+              idempotency_key: str | None = None,
+              webhook: Mapping[str, Any] | None = None) -> AcceptedRun:
     """Validate the input, hold the run's price on the wallet, store the run, then
     publish it: once this returns, the run reaches an end state whatever fails next.
     With an `idempotency_key` the caller used in the last 24 hours, the run it
-    started (and nothing new); with another request, IdempotencyKeyReused."""
-    hashed = request_hash(provider, endpoint, input) if idempotency_key is not None else b""
+    started (and nothing new); with another request, IdempotencyKeyReused.
+    `webhook` (`{"url", "events"?}`): a URL to tell of the run's end (checked here;
+    InvalidRequest naming `webhook.url`)."""
+    checked_webhook = webhooks.run_webhook(svc.settings, webhook)
+    hashed = (request_hash(provider, endpoint, input, checked_webhook)
+              if idempotency_key is not None else b"")
     if idempotency_key is not None:
         replayed = _replay(svc, caller, idempotency_key, hashed)
         if replayed is not None:
@@ -138,7 +148,8 @@ def start_run(svc: Services, caller: str, *, provider: str, endpoint: str,
                     conn, run_id=run_id, caller=caller, api_key_id=api_key_id, endpoint=found,
                     input=input, hold_micros=hold_micros, max_results=max_results,
                     in_flight_cap=svc.settings.max_runs_in_flight,
-                    queue_timeout_seconds=svc.settings.queue_timeout_seconds)
+                    queue_timeout_seconds=svc.settings.queue_timeout_seconds,
+                    webhook=checked_webhook)
             except store.RunBlocked as refused:  # stored BLOCKED: nothing to publish
                 blocked, created_at = refused, refused.created_at
             if idempotency_key is not None:

@@ -102,6 +102,10 @@ class Settings:
     # Webhooks may go to plain http and to private, loopback or link-local addresses
     # (local development and tests only): outbound calls are https to public ones.
     webhooks_allow_insecure: bool = False
+    # How long a rotated signing secret keeps signing beside the new one.
+    webhook_secret_grace_seconds: int = 86400
+    # The most standing webhooks a workspace may have.
+    max_webhooks_per_workspace: int = 20
 
 
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
@@ -281,6 +285,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                     ("none", "optional", "required")),
         redis_ssl_ca_certs=_file(env, "REDIS_SSL_CA_CERTS"),
         webhooks_allow_insecure=_bool(env, "WEBHOOKS_ALLOW_INSECURE", False),
+        webhook_secret_grace_seconds=_int(env, "WEBHOOK_SECRET_GRACE_SECONDS", 86400, 0,
+                                          30 * 86400),
+        max_webhooks_per_workspace=_int(env, "MAX_WEBHOOKS_PER_WORKSPACE", 20, 1, 1000),
     )
 
 

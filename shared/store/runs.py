@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 
 from shared.catalog import Endpoint, Price
-from shared.db import Conn, json_param, query
+from shared.db import Conn, json_param, jsonb_param, query
 
 # BLOCKED: refused by a spend control at accept (see shared.controls).
 END_STATUSES = frozenset({"COMPLETED", "FAILED", "STOPPED", "TIMED_OUT", "BLOCKED"})
@@ -102,12 +102,14 @@ class RunBlocked(Exception):
 def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
                endpoint: Endpoint, input: Any, hold_micros: int = 0,
                max_results: int | None = None, in_flight_cap: int = 0,
-               queue_timeout_seconds: int = 900) -> datetime:
+               queue_timeout_seconds: int = 900,
+               webhook: dict[str, Any] | None = None) -> datetime:
     """Insert a new RUNNING run and hold its price on the caller's wallet, in one
     statement; writes nothing and raises TooManyRunsInFlight when the caller has
     `in_flight_cap` runs in flight (0: no cap), InsufficientFunds when the wallet
     cannot cover the hold. A run a spend control refuses is stored BLOCKED, and
-    RunBlocked raised after the statement (a transaction of the caller's goes on)."""
+    RunBlocked raised after the statement (a transaction of the caller's goes on).
+    `webhook`: `{"url", "events"?}`, what the run asked to be told of its end."""
     params = {
         "id": run_id,
         "caller": caller,
@@ -126,6 +128,7 @@ def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
         "max_results": max_results,
         "cap": max(0, in_flight_cap),
         "queue_timeout_seconds": queue_timeout_seconds,
+        "webhook": jsonb_param(webhook),
     }
     for _ in range(5):
         try:

@@ -302,3 +302,48 @@ def test_a_database_that_is_down_answers_as_documented(api_schema: Any,
         down("GET", "/healthz", 200)
     finally:
         down_app.extensions["monid"].pool.close()
+
+
+def test_webhooks_answer_as_documented(api_schema: Any, fuzzed_api: FuzzedApi,
+                                       runner: Runner) -> None:
+    call = Caller(api_schema, KeyMaker(fuzzed_api.pool)("user_schemathesis_webhooks"))
+    with transaction(fuzzed_api.pool) as conn:
+        store.credit_wallet(conn, "USER#user_schemathesis_webhooks", 1_000_000, "fuzzing funds")
+    made = call("POST", "/v1/webhooks", 201, body={
+        "url": "https://example.com/hooks/monid", "events": ["run.completed"],
+        "description": "documented"}).json()
+    one = {"webhookId": made["webhookId"]}
+    call("POST", "/v1/webhooks", 400, body={"url": "http://10.0.0.1/hook"})
+    call("GET", "/v1/webhooks", 200, query={"limit": 1})
+    call("GET", "/v1/webhooks", 400, query={"cursor": "not-a-cursor"})
+    call("GET", "/v1/webhooks/{webhookId}", 200, path_parameters=one)
+    call("PATCH", "/v1/webhooks/{webhookId}", 200, path_parameters=one,
+         body={"enabled": False, "description": None})
+    call("PATCH", "/v1/webhooks/{webhookId}", 400, path_parameters=one, body={})
+    tested = call("POST", "/v1/webhooks/{webhookId}/test", 202, path_parameters=one).json()
+    call("GET", "/v1/webhooks/{webhookId}/deliveries", 200, path_parameters=one)
+    call("POST", "/v1/deliveries/{deliveryId}/redeliver", 409,
+         path_parameters={"deliveryId": tested["deliveryId"]})
+    call("POST", "/v1/webhooks/{webhookId}/secret/rotate", 200, path_parameters=one)
+    call("GET", "/v1/webhooks/default/secret", 200)
+    call("POST", "/v1/webhooks/default/secret/rotate", 200)
+
+    run_id = call("POST", "/v1/run", 202, body={
+        "provider": "demo", "endpoint": "/echo", "input": {"message": "told"},
+        "webhook": {"url": "https://example.com/hooks/run"}}).json()["runId"]
+    assert runner.run(run_id) == "completed"
+    deliveries = call("GET", "/v1/runs/{runId}/deliveries", 200,
+                      path_parameters={"runId": run_id}).json()["items"]
+    assert [d["webhookId"] for d in deliveries] == [None]
+    with transaction(fuzzed_api.pool) as conn:  # as a sender that gave up would leave it
+        conn.execute("INSERT INTO webhook_delivery_attempts (delivery_id, status_code,"
+                     " duration_ms, response_head) VALUES (%s, 500, 3, 'no')",
+                     (deliveries[0]["deliveryId"],))
+        conn.execute("UPDATE webhook_deliveries SET status = 'FAILED', next_attempt_at = NULL,"
+                     " attempt_count = 1 WHERE id = %s", (deliveries[0]["deliveryId"],))
+    call("GET", "/v1/runs/{runId}/deliveries", 200, path_parameters={"runId": run_id})
+    call("POST", "/v1/deliveries/{deliveryId}/redeliver", 202,
+         path_parameters={"deliveryId": deliveries[0]["deliveryId"]})
+    call("DELETE", "/v1/webhooks/{webhookId}", 200, path_parameters=one)
+    call("GET", "/v1/webhooks/{webhookId}", 404, path_parameters=one)
+    call("DELETE", "/v1/webhooks/{webhookId}", 404, path_parameters=one)

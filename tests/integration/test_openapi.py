@@ -13,12 +13,16 @@ from openapi_spec_validator import validate
 
 from api import openapi
 from shared.requests import (
+    CreateWebhookSchema,
     DiscoverSchema,
     InspectSchema,
+    ListDeliveriesSchema,
     ListEndpointsSchema,
     ListItemsSchema,
     ListRunsSchema,
+    ListWebhooksSchema,
     StartRunSchema,
+    UpdateWebhookSchema,
 )
 
 AUTOMATIC_METHODS = {"HEAD", "OPTIONS"}  # Flask answers these on its own for every route
@@ -169,6 +173,18 @@ def test_every_answer_has_the_request_id_header(document: dict[str, Any]) -> Non
     ("/v1/controls/workspace/run-caps/{controlId}", "patch",
      {200, 400, 401, 404, 405, 413, 415, 429, 500, 503}),
     ("/v1/runs/{runId}/controls", "get", {200, 400, 401, 404, 405, 429, 500, 503}),
+    ("/v1/webhooks", "post", {201, 400, 401, 405, 409, 413, 415, 429, 500, 503}),
+    ("/v1/webhooks", "get", {200, 400, 401, 405, 429, 500, 503}),
+    ("/v1/webhooks/{webhookId}", "get", {200, 401, 404, 405, 429, 500, 503}),
+    ("/v1/webhooks/{webhookId}", "patch", {200, 400, 401, 404, 405, 413, 415, 429, 500, 503}),
+    ("/v1/webhooks/{webhookId}", "delete", {200, 401, 404, 405, 429, 500, 503}),
+    ("/v1/webhooks/{webhookId}/test", "post", {202, 401, 404, 405, 429, 500, 503}),
+    ("/v1/webhooks/{webhookId}/secret/rotate", "post", {200, 401, 404, 405, 429, 500, 503}),
+    ("/v1/webhooks/{webhookId}/deliveries", "get", {200, 400, 401, 404, 405, 429, 500, 503}),
+    ("/v1/webhooks/default/secret", "get", {200, 401, 405, 429, 500, 503}),
+    ("/v1/webhooks/default/secret/rotate", "post", {200, 401, 405, 429, 500, 503}),
+    ("/v1/runs/{runId}/deliveries", "get", {200, 400, 401, 404, 405, 429, 500, 503}),
+    ("/v1/deliveries/{deliveryId}/redeliver", "post", {202, 401, 404, 405, 409, 429, 500, 503}),
     ("/healthz", "get", {200, 405, 500}),
     ("/readyz", "get", {200, 405, 500, 503}),
 ])
@@ -196,15 +212,23 @@ def test_start_run_documents_its_headers(document: dict[str, Any]) -> None:
 
 def test_requests_are_described_by_the_validating_schemas(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
-    for path, schema in [("/v1/run", StartRunSchema), ("/v1/discover", DiscoverSchema),
-                         ("/v1/inspect", InspectSchema)]:
-        body = document["paths"][path]["post"]["requestBody"]
+    for path, method, schema in [
+            ("/v1/run", "post", StartRunSchema), ("/v1/discover", "post", DiscoverSchema),
+            ("/v1/inspect", "post", InspectSchema), ("/v1/webhooks", "post", CreateWebhookSchema),
+            ("/v1/webhooks/{webhookId}", "patch", UpdateWebhookSchema)]:
+        body = document["paths"][path][method]["requestBody"]
         described = resolve(document, body["content"]["application/json"]["schema"])
         assert set(described["properties"]) == set(schema().fields), path
         assert described["additionalProperties"] is False, path  # unknown=RAISE: a 400
     assert schemas["StartRun"]["required"] == ["endpoint", "input", "provider"]
+    assert schemas["RunWebhook"]["additionalProperties"] is False
+    assert schemas["RunWebhook"]["properties"]["url"]["maxLength"] == 2048
+    assert schemas["CreateWebhook"]["required"] == ["url"]
     for path, schema in [("/v1/runs", ListRunsSchema), ("/v1/endpoints", ListEndpointsSchema),
-                         ("/v1/runs/{runId}/items", ListItemsSchema)]:
+                         ("/v1/runs/{runId}/items", ListItemsSchema),
+                         ("/v1/webhooks", ListWebhooksSchema),
+                         ("/v1/runs/{runId}/deliveries", ListDeliveriesSchema),
+                         ("/v1/webhooks/{webhookId}/deliveries", ListDeliveriesSchema)]:
         parameters = document["paths"][path]["get"]["parameters"]
         query = {p["name"]: p["schema"] for p in parameters if p["in"] == "query"}
         assert set(query) == {f.data_key or name for name, f in schema().fields.items()}, path

@@ -13,6 +13,8 @@
 -- number is free or the wallet falls short; the two flags say which. The caller's
 -- spend controls are checked first (monid_check_controls, migration 0015): a run
 -- one refuses is stored BLOCKED, ended, holding nothing, with the controls' records.
+-- `webhook`: what the run asked to be told of its end (null: nothing); a BLOCKED run's
+-- event is written by the insert's trigger (migration 0019).
 WITH checked AS (
     SELECT * FROM monid_check_controls(%(caller)s, %(api_key_id)s, %(hold_micros)s)
 ), tried AS (
@@ -51,7 +53,7 @@ WITH checked AS (
         id, caller, api_key_id, provider, provider_name, endpoint, adapter, input,
         price_type, price_micros, flat_fee_micros, max_attempts, deadline_seconds, deadline_at,
         last_published_at, hold_micros, max_results, inflight_slot,
-        status, cost_micros, completed_at
+        status, cost_micros, completed_at, webhook
     )
     SELECT %(id)s, %(caller)s, %(api_key_id)s, %(provider)s, %(provider_name)s, %(endpoint)s,
            %(adapter)s, %(input)s, %(price_type)s, %(price_micros)s, %(flat_fee_micros)s,
@@ -61,7 +63,7 @@ WITH checked AS (
            CASE WHEN blocked THEN 0 ELSE %(hold_micros)s END, %(max_results)s,
            CASE WHEN NOT blocked THEN (SELECT slot FROM slot) END,
            CASE WHEN blocked THEN 'BLOCKED' ELSE 'RUNNING' END,
-           CASE WHEN blocked THEN 0 END, CASE WHEN blocked THEN now() END
+           CASE WHEN blocked THEN 0 END, CASE WHEN blocked THEN now() END, %(webhook)s::jsonb
     FROM checked
     WHERE (SELECT ok FROM under_cap) AND (SELECT ok FROM funded)
     RETURNING id, created_at
