@@ -39,7 +39,7 @@ LAST_EVENT_ID_QUERY = {
     "schema": {"type": "string", "maxLength": 64, "example": "1.2.1"},
 }
 EXAMPLE = (
-    "retry: 1000\n\n"
+    "retry: 1000\n"
     "id: 1.0.0\nevent: status\ndata: {\"runId\":\"01JGXYZABCDEFGHJKMNPQRSTVW\","
     "\"status\":\"RUNNING\",\"stoppable\":true}\n\n"
     "id: 1.1.1\nevent: attempt\ndata: {\"runId\":\"01JGXYZABCDEFGHJKMNPQRSTVW\",\"number\":1,"
@@ -68,9 +68,15 @@ def _frame(event: events.Event) -> str:
 
 
 def _text(stream: events.EventStream) -> Generator[str, None, None]:
-    yield f"retry: {events.RECONNECT_MILLISECONDS}\n\n"
+    # The reconnection delay rides on the first event: a frame of its own would be an
+    # empty event to some clients.
+    retry = f"retry: {events.RECONNECT_MILLISECONDS}\n"
     for event in stream:
-        yield ": ping\n\n" if event is None else _frame(event)
+        if event is None:
+            yield ": ping\n\n"
+        else:
+            yield retry + _frame(event)
+            retry = ""
 
 
 class _Body:
