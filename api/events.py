@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 from api import errors
 from api.auth import authenticate
 from api.openapi import documented
-from api.schemas import AttemptSchema, RunSchema
+from api.schemas import RUN_ID_EXAMPLE, AttemptSchema, RunSchema
 from api.services import services
 from shared import events
 
@@ -38,18 +38,23 @@ LAST_EVENT_ID_QUERY = {
     "description": "The same as `Last-Event-ID`, which wins when both are sent.",
     "schema": {"type": "string", "maxLength": 64, "example": "1.2.1"},
 }
-EXAMPLE = (
-    "retry: 1000\n"
-    "id: 1.0.0\nevent: status\ndata: {\"runId\":\"01JGXYZABCDEFGHJKMNPQRSTVW\","
-    "\"status\":\"RUNNING\",\"stoppable\":true}\n\n"
-    "id: 1.1.1\nevent: attempt\ndata: {\"runId\":\"01JGXYZABCDEFGHJKMNPQRSTVW\",\"number\":1,"
-    "\"startedAt\":\"2026-03-28T10:30:00.020Z\",\"endedAt\":\"2026-03-28T10:30:07.300Z\","
-    "\"outcome\":\"OK\",\"httpStatus\":200,\"message\":null,\"nextAttemptAt\":null}\n\n"
-    ": ping\n\n"
-    "id: 3.1.1\nevent: status\ndata: {\"runId\":\"01JGXYZABCDEFGHJKMNPQRSTVW\","
-    "\"status\":\"COMPLETED\",\"stoppable\":false}\n\n"
-    "id: 4.1.1\nevent: end\ndata: {\"runId\":\"01JGXYZABCDEFGHJKMNPQRSTVW\","
-    "\"status\":\"COMPLETED\",\"...\":\"...\"}\n\n")
+# What each event of the stream is (the stream is a sequence of them, and comments).
+EVENT_SCHEMA = {
+    "type": "object", "required": ["data"],
+    "properties": {
+        "id": {"type": "string", "pattern": r"^[0-4]\.[0-9]+\.[01]$",
+               "description": "Where the stream stands: `<status>.<attempt>.<ended>`."},
+        "event": {"type": "string", "enum": list(events.KINDS)},
+        "data": {"type": "string",
+                 "description": "JSON: `{\"runId\", \"status\", \"stoppable\"}` "
+                                "(status), the attempt with `runId` (attempt), the run "
+                                "without `output` (end)."},
+        "retry": {"type": "integer", "description": "On the first event: milliseconds to "
+                                                    "wait before reconnecting."},
+    },
+}
+EXAMPLE = {"id": "1.0.0", "event": "status", "retry": 1000,
+           "data": f'{{"runId":"{RUN_ID_EXAMPLE}","status":"RUNNING","stoppable":true}}'}
 
 
 def _data(event: events.Event) -> dict[str, Any]:
@@ -116,7 +121,7 @@ class _Body:
         "`EVENT_STREAM_MAX_SECONDS` (300 s) is closed, and the client reconnects with "
         "`Last-Event-ID`. Errors are answered in the envelope before the stream starts."),
     answer="The run's events, streamed until its `end`.",
-    content={MEDIA_TYPE: {"schema": {"type": "string"}, "example": EXAMPLE}},
+    content={MEDIA_TYPE: {"schema": EVENT_SCHEMA, "example": EXAMPLE}},
     errors=(errors.NOT_FOUND,),
     described={429: "Over the caller's rate limit (`RATE_LIMITED`), or as many event streams "
                     "open as the caller may have in this server process "

@@ -219,14 +219,17 @@ def open_events(svc: Services, caller: str, run_id: str,
             "this server has as many event streams open as it may; try again shortly, or "
             "poll the run with ?wait=") from None
     try:
-        # Listen before reading, and have the run's changes notified before reading it:
-        # a change committed after the read is always notified.
+        # Follow the run, and have its changes notified, before reading it: a change
+        # committed after the read is always notified (and a listener that starts only
+        # now wakes every stream once it listens).
         svc.waiter.follow(slot, run_id)
         with autocommit(svc.pool) as conn:
             events_store.watch_run(conn, run_id, caller)
             run = events_store.get_run_for_events(conn, run_id, caller)
         if run is None:
             raise errors.RunNotFound(run_id)
+        if not run.ended:
+            svc.waiter.listen()
         seen = Position.parse(last_event_id) or START
         if not consistent(seen, run):
             seen = START

@@ -145,12 +145,15 @@ class RunWaiter:
         return StreamSlot(caller)
 
     def follow(self, slot: StreamSlot, run_id: str) -> None:
-        """Wake the stream's `event` whenever the run changes or ends (from now on, and
-        once more as soon as the listener listens)."""
-        self._ensure_listening()
+        """Wake the stream's `event` whenever the run changes or ends, from now on while
+        the listener listens (`listen`), and once more as soon as it starts to."""
         with self._lock:
             slot.run_id = run_id
             self._watchers.setdefault(run_id, []).append(slot.event)
+
+    def listen(self) -> None:
+        """Have the listener listen (it starts at the first wait or stream)."""
+        self._ensure_listening()
 
     def close_stream(self, slot: StreamSlot) -> None:
         """Give the slot back (a second time does nothing)."""
