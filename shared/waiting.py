@@ -82,6 +82,7 @@ class RunWaiter:
         self._lock = threading.Lock()
         self._listener: threading.Thread | None = None
         self._closed = threading.Event()
+        self._streams_ending = threading.Event()  # the process is shutting down
 
     def close(self) -> None:
         """Stop listening (within RECHECK_SECONDS); waiters go on polling, streams end."""
@@ -90,7 +91,17 @@ class RunWaiter:
 
     @property
     def closed(self) -> bool:
-        return self._closed.is_set()
+        """Whether open streams should end now (the process is stopping)."""
+        return self._closed.is_set() or self._streams_ending.is_set()
+
+    def end_streams(self) -> None:
+        """End every open stream now and open no more (a process shutting down: its
+        clients reconnect elsewhere with Last-Event-ID); waits go on."""
+        self._streams_ending.set()
+        with self._lock:
+            for events in self._watchers.values():
+                for event in events:
+                    event.set()
 
     def _ensure_listening(self) -> None:
         with self._lock:
@@ -138,7 +149,8 @@ class RunWaiter:
         with self._lock:
             if self._streams.get(caller, 0) >= per_caller:
                 raise StreamsFull(per_caller=True)
-            if sum(self._streams.values()) >= per_process or self._in_use >= self.slots:
+            if sum(self._streams.values()) >= per_process or self._in_use >= self.slots \
+                    or self._streams_ending.is_set():
                 raise StreamsFull(per_caller=False)
             self._in_use += 1
             self._streams[caller] = self._streams.get(caller, 0) + 1

@@ -179,3 +179,41 @@ def test_errors_come_in_the_envelope_before_any_stream(
                        headers={"Authorization": f"Bearer {other}"}, timeout=5)
     assert answer.status_code == 404 and answer.json()["errorCode"] == "NOT_FOUND"
     assert httpx.get(f"{base_url}/v1/runs/{run_id}/events", timeout=5).status_code == 401
+
+
+def test_a_web_process_told_to_stop_ends_its_streams_at_once(
+        base_env: dict[str, str], e2e_key: KeyMaker, tmp_path_factory: pytest.TempPathFactory,
+        events_stack: tuple[str, Process]) -> None:
+    web, base_url = start_web({**base_env, "WEB_CONCURRENCY": "1"},
+                              tmp_path_factory.mktemp("stopping"))
+    try:
+        key = e2e_key("user_events_shutdown")
+        run_id = start(base_url, key, "/sleep", {"seconds": 30})  # does not end meanwhile
+        got: list[ServerSentEvent] = []
+        first = threading.Event()
+
+        def read() -> None:
+            with httpx.Client(timeout=httpx.Timeout(10, read=60)) as client, \
+                    connect_sse(client, "GET", f"{base_url}/v1/runs/{run_id}/events",
+                                headers={"Authorization": f"Bearer {key}"}) as source:
+                for sse in source.iter_sse():
+                    got.append(sse)
+                    first.set()
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        assert first.wait(timeout=10)
+        asked = time.monotonic()
+        code = web.stop(timeout=20)
+        stopped = time.monotonic() - asked
+        reader.join(timeout=10)
+        assert not reader.is_alive()
+        # Well before gunicorn's graceful timeout (25 s): the stream did not hold it.
+        assert stopped < 10, (stopped, code)
+        # No end: the client resumes elsewhere with Last-Event-ID.
+        assert got[0].id == "1.0.0" and "end" not in [e.event for e in got]
+    finally:
+        httpx.post(f"{events_stack[0]}/v1/runs/{run_id}/stop", timeout=5,
+                   headers={"Authorization": f"Bearer {key}"})
+        if web.alive():
+            web.stop()
