@@ -497,3 +497,30 @@ def test_a_watched_runs_changes_are_notified_once_each(settings: Settings, db: C
     # The claim (a new attempt) and the retry scheduled: the run's other changes.
     assert notes == [("monid_run_changed", run_id), ("monid_run_changed", run_id)]
     stream.close()
+
+
+def test_a_stream_whose_listener_lost_its_connection_still_gets_the_end(
+        base_env: dict[str, str], db: ConnectionPool, make_key: Any) -> None:
+    settings = event_settings(base_env, EVENT_STREAM_PING_SECONDS="1")
+    app = create_app(settings)
+    try:
+        web = app.test_client()
+        key = make_key()
+        runner = Runner(settings=settings, pool=db, catalog=load_catalog(settings.catalog_dir),
+                        adapters=make_adapters(settings), publish=lambda *_: None, name="t")
+        run_id = start(web, key, "/echo", {})
+        stream = open_stream(web, key, run_id)
+        assert isinstance(stream.next(), Frame)
+        # The database drops the listener's connection (a restart, a failover): the end
+        # notified meanwhile is lost, and the stream reads its run again anyway.
+        with transaction(db) as conn:
+            dropped = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query ILIKE 'LISTEN%%' "
+                "AND pid <> pg_backend_pid()").fetchall()
+        assert dropped
+        runner.run(run_id)
+        frames = stream.events(until_closed=5)
+        assert summary(frames)[-2:] == [("status", "COMPLETED"), ("end", "COMPLETED")]
+    finally:
+        app.extensions["monid"].close()
