@@ -83,13 +83,25 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Flask:
         return add_quota_headers(response)
 
     errors.init_app(app)
-    from api import account, apikeys, controls, health, items, public, runs, wallet, webhooks
+    from api import (
+        account,
+        apikeys,
+        controls,
+        events,
+        health,
+        items,
+        public,
+        runs,
+        wallet,
+        webhooks,
+    )
     from api import catalog as catalog_routes
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(catalog_routes.blueprint)
     app.register_blueprint(runs.blueprint)
     app.register_blueprint(items.blueprint)
+    app.register_blueprint(events.blueprint)
     app.register_blueprint(wallet.blueprint)
     app.register_blueprint(account.blueprint)
     app.register_blueprint(apikeys.blueprint)

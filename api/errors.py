@@ -117,7 +117,7 @@ RATE_LIMITED = ErrorAnswer(
     "Over the caller's rate limit (`RATE_LIMITED`); try again after `Retry-After` seconds.",
     "over this key's limit of 1200 requests a minute; try again in 17 s",
     headers=("Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"),
-    raised_by=(domain.TooManyRunsInFlight,), sends={"Retry-After": "1"})
+    raised_by=(domain.TooManyRunsInFlight, domain.TooManyStreams), sends={"Retry-After": "1"})
 HEADERS_TOO_LARGE = ErrorAnswer(
     431, "HEADERS_TOO_LARGE",
     "A header is over 8190 bytes, or there are more than 100 (`HEADERS_TOO_LARGE`).",

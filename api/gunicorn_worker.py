@@ -5,6 +5,7 @@ envelope instead of gunicorn's `text/html` page."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from typing import Any
 
@@ -55,6 +56,14 @@ class _CapturedError:
 
 
 class EnvelopeThreadWorker(ThreadWorker):
+    def handle_exit(self, sig: Any, frame: Any) -> None:
+        """On SIGTERM, end the live event streams at once rather than hold the shutdown
+        for the graceful timeout: their clients reconnect elsewhere with Last-Event-ID."""
+        super().handle_exit(sig, frame)
+        services = getattr(getattr(self, "wsgi", None), "extensions", {}).get("monid")
+        if services is not None:  # from a thread: a signal handler takes no locks
+            threading.Thread(target=services.waiter.end_streams, daemon=True).start()
+
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         captured = _CapturedError()
         super().handle_error(req, captured, addr, exc)

@@ -58,6 +58,10 @@ class TooManyRunsInFlight(ServiceError):
     """The caller has as many runs in flight as it may have."""
 
 
+class TooManyStreams(ServiceError):
+    """The caller (or the web process) has as many event streams open as it may."""
+
+
 class RunNotStoppable(ServiceError):
     """The run has ended."""
 

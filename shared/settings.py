@@ -106,6 +106,14 @@ class Settings:
     webhook_secret_grace_seconds: int = 86400
     # The most standing webhooks a workspace may have.
     max_webhooks_per_workspace: int = 20
+    # Live event streams of runs (GET /v1/runs/:runId/events), in each web process: how
+    # many may be open at once (out of the threads ?wait may hold) and how many of one
+    # caller's; how long one stays open before the client is asked to reconnect; how
+    # often an idle stream sends a keep-alive comment.
+    event_streams_per_process: int = 28
+    event_streams_per_caller: int = 5
+    event_stream_max_seconds: float = 300.0
+    event_stream_ping_seconds: float = 15.0
 
 
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
@@ -220,6 +228,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     database_url = _url(env, "DATABASE_URL", ("postgresql", "postgres"))
     redis_url = _url(env, "REDIS_URL", ("redis", "rediss", "unix"))
     worker_concurrency = _int(env, "WORKER_CONCURRENCY", 200, 1, 10_000)
+    web_threads = _int(env, "WEB_THREADS", 64, 1, 1024)
     worker_processes = _int(env, "WORKER_PROCESSES", available_cores(), 1, 256)
     catalog_dir = load_catalog_dir(env)
     log_level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
@@ -232,7 +241,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redis_url=redis_url,
         port=_int(env, "PORT", 8000, 1, 65535),
         web_concurrency=_int(env, "WEB_CONCURRENCY", 2, 1, 256),
-        web_threads=_int(env, "WEB_THREADS", 64, 1, 1024),
+        web_threads=web_threads,
         worker_concurrency=worker_concurrency,
         worker_processes=worker_processes,
         worker_task_events=_bool(env, "WORKER_TASK_EVENTS", False),
@@ -288,6 +297,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_secret_grace_seconds=_int(env, "WEBHOOK_SECRET_GRACE_SECONDS", 86400, 0,
                                           30 * 86400),
         max_webhooks_per_workspace=_int(env, "MAX_WEBHOOKS_PER_WORKSPACE", 20, 1, 1000),
+        event_streams_per_process=_int(env, "EVENT_STREAMS_PER_PROCESS",
+                                       max(1, (web_threads - 8) // 2), 0, 1024),
+        event_streams_per_caller=_int(env, "EVENT_STREAMS_PER_CALLER", 5, 0, 1024),
+        event_stream_max_seconds=_float(env, "EVENT_STREAM_MAX_SECONDS", 300.0, 1.0, 86400.0),
+        event_stream_ping_seconds=_float(env, "EVENT_STREAM_PING_SECONDS", 15.0, 0.1, 300.0),
     )
 
 

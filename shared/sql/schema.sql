@@ -209,6 +209,14 @@ CREATE FUNCTION public.monid_lock_slot(p_slot text) RETURNS void
     SELECT pg_advisory_xact_lock(hashtextextended('monid:slot:' || p_slot, 0));
 $$;
 
+CREATE FUNCTION public.monid_notify_run_changed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('monid_run_changed', NEW.id);
+    RETURN NULL;
+END $$;
+
 CREATE FUNCTION public.monid_notify_run_ended() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -694,6 +702,7 @@ CREATE TABLE public.runs (
     item_count integer,
     item_fields json,
     webhook jsonb,
+    watched boolean DEFAULT false NOT NULL,
     CONSTRAINT runs_check CHECK (((status = ANY (ARRAY['RUNNING'::text, 'STOPPING'::text])) = (completed_at IS NULL))),
     CONSTRAINT runs_cost_micros_check CHECK ((cost_micros >= 0)),
     CONSTRAINT runs_deadline_seconds_check CHECK ((deadline_seconds >= 1)),
@@ -988,6 +997,8 @@ CREATE INDEX webhook_secrets_caller ON public.webhook_secrets USING btree (calle
 CREATE UNIQUE INDEX webhook_secrets_current_default ON public.webhook_secrets USING btree (caller) WHERE ((endpoint_id IS NULL) AND (expires_at IS NULL));
 
 CREATE UNIQUE INDEX webhook_secrets_current_endpoint ON public.webhook_secrets USING btree (endpoint_id) WHERE ((endpoint_id IS NOT NULL) AND (expires_at IS NULL));
+
+CREATE TRIGGER runs_notify_changed AFTER UPDATE ON public.runs FOR EACH ROW WHEN ((new.watched AND (new.completed_at IS NULL) AND ((old.status IS DISTINCT FROM new.status) OR (old.attempt_count IS DISTINCT FROM new.attempt_count) OR (old.next_attempt_at IS DISTINCT FROM new.next_attempt_at)))) EXECUTE FUNCTION public.monid_notify_run_changed();
 
 CREATE TRIGGER runs_notify_ended AFTER UPDATE OF completed_at ON public.runs FOR EACH ROW WHEN (((old.completed_at IS NULL) AND (new.completed_at IS NOT NULL))) EXECUTE FUNCTION public.monid_notify_run_ended();
 

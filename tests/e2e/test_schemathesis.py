@@ -180,6 +180,10 @@ def test_a_run_through_its_life(api_schema: Any, fuzzed_api: FuzzedApi,
     assert ended.json()["status"] == "COMPLETED"
     assert ended.json()["attempts"] and ended.json()["cost"] is not None
     call("POST", "/v1/runs/{runId}/stop", 409, path_parameters={"runId": run_id})
+    events = call("GET", "/v1/runs/{runId}/events", 200, path_parameters={"runId": run_id})
+    assert events.text.count("event: end\n") == 1 and "id: 4.1.1\n" in events.text
+    call("GET", "/v1/runs/{runId}/events", 204, path_parameters={"runId": run_id},
+         headers={"Last-Event-ID": "4.1.1"})
     items = call("GET", "/v1/runs/{runId}/items", 200, path_parameters={"runId": run_id},
                  query={"limit": 1})
     assert items.json() == {"items": [{"message": "life"}], "cursor": None, "total": 1}

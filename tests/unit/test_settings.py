@@ -410,3 +410,30 @@ def test_the_launcher_names_each_worker_process() -> None:
     assert argv[argv.index("--loglevel") + 1] == "WARNING"
     assert argv[argv.index("--hostname") + 1].startswith("worker2@")
     assert argv[-2:] == ["--max-tasks-per-child", "100"]
+
+
+def test_event_streams_take_half_the_waiting_threads_by_default() -> None:
+    settings = load_settings(env())
+    assert (settings.event_streams_per_process, settings.event_streams_per_caller,
+            settings.event_stream_max_seconds, settings.event_stream_ping_seconds) == (
+        28, 5, 300.0, 15.0)
+    assert load_settings(env(WEB_THREADS="256")).event_streams_per_process == 124
+    assert load_settings(env(WEB_THREADS="4")).event_streams_per_process == 1
+    chosen = load_settings(env(EVENT_STREAMS_PER_PROCESS="0", EVENT_STREAMS_PER_CALLER="2",
+                               EVENT_STREAM_MAX_SECONDS="60", EVENT_STREAM_PING_SECONDS="0.5"))
+    assert (chosen.event_streams_per_process, chosen.event_streams_per_caller,
+            chosen.event_stream_max_seconds, chosen.event_stream_ping_seconds) == (0, 2, 60, 0.5)
+
+
+@pytest.mark.parametrize(("values", "variable", "fragment"), [
+    (env(EVENT_STREAMS_PER_PROCESS="-1"), "EVENT_STREAMS_PER_PROCESS", "is out of range"),
+    (env(EVENT_STREAMS_PER_CALLER="many"), "EVENT_STREAMS_PER_CALLER", "is not an integer"),
+    (env(EVENT_STREAM_MAX_SECONDS="0.5"), "EVENT_STREAM_MAX_SECONDS", "is out of range"),
+    (env(EVENT_STREAM_PING_SECONDS="0"), "EVENT_STREAM_PING_SECONDS", "is out of range"),
+    (env(EVENT_STREAM_PING_SECONDS="nan"), "EVENT_STREAM_PING_SECONDS", "is out of range"),
+])
+def test_bad_event_stream_settings_name_the_variable(values: dict[str, str], variable: str,
+                                                     fragment: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(values)
+    assert caught.value.variable == variable and fragment in caught.value.problem

@@ -1,0 +1,30 @@
+-- Named queries of runs' live events (GET /v1/runs/:runId/events, migration 0022).
+
+-- name: get_run_for_events
+-- The run as its events show it: everything GET /v1/runs/:runId answers but its
+-- output, which no event carries.
+SELECT r.id, r.caller, r.provider, r.provider_name, r.endpoint, r.status, r.input,
+       r.result_count, r.provider_response, r.error, r.price_type, r.price_micros,
+       r.flat_fee_micros, r.cost_micros, r.attempt_count, r.max_attempts, r.next_attempt_at,
+       r.deadline_at, r.created_at, r.started_at, r.completed_at, r.output_truncated,
+       (SELECT coalesce(json_agg(json_build_object(
+                    'number', a.number,
+                    'startedAt', to_char(a.started_at AT TIME ZONE 'UTC',
+                                         'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                    'endedAt', to_char(a.ended_at AT TIME ZONE 'UTC',
+                                       'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                    'outcome', a.outcome,
+                    'httpStatus', a.http_status,
+                    'message', a.message,
+                    'nextAttemptAt', to_char(a.next_attempt_at AT TIME ZONE 'UTC',
+                                             'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+                ) ORDER BY a.number), '[]'::json)
+        FROM attempts a WHERE a.run_id = r.id) AS attempts
+FROM runs r
+WHERE r.id = %(id)s AND r.caller = %(caller)s;
+
+-- name: watch_run
+-- Have the run's changes notified on `monid_run_changed` until it ends; a run
+-- watched already, or ended, is left as it is (no write).
+UPDATE runs SET watched = true
+WHERE id = %(id)s AND caller = %(caller)s AND completed_at IS NULL AND NOT watched;
