@@ -7,6 +7,7 @@ missing or malformed value raises `SettingsError` naming the variable, and
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -102,6 +103,11 @@ class Settings:
     # Webhooks may go to plain http and to private, loopback or link-local addresses
     # (local development and tests only): outbound calls are https to public ones.
     webhooks_allow_insecure: bool = False
+    # The waits (seconds) after each failed try of a webhook delivery; past the last,
+    # the delivery is FAILED. Each wait is jittered by up to a fifth either way.
+    webhook_retry_schedule: tuple[float, ...] = (5, 30, 120, 600, 1800, 7200, 21600, 43200)
+    # The whole of one try: connecting, sending, and the answer's status and first bytes.
+    webhook_timeout_seconds: float = 5.0
 
 
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
@@ -203,6 +209,27 @@ def _limits(env: Mapping[str, str], name: str) -> dict[str, int]:
     return limits
 
 
+def _schedule(env: Mapping[str, str], name: str,
+              default: tuple[float, ...]) -> tuple[float, ...]:
+    """`5,30,120`: one to 30 waits in seconds, each more than 0 and at most a week."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    waits = []
+    for entry in (e.strip() for e in raw.split(",")):
+        try:
+            wait = float(entry)
+        except ValueError:
+            wait = math.nan
+        if not (0 < wait <= 7 * 86400):
+            raise SettingsError(name, f"is malformed: {entry!r} is not a wait in seconds "
+                                "(more than 0, at most 604800); expected e.g. 5,30,120")
+        waits.append(wait)
+    if len(waits) > 30:
+        raise SettingsError(name, f"is malformed: {len(waits)} waits; at most 30")
+    return tuple(waits)
+
+
 def available_cores() -> int:
     """The cores this process may run on (not the host's count, where it is limited)."""
     try:
@@ -281,6 +308,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                     ("none", "optional", "required")),
         redis_ssl_ca_certs=_file(env, "REDIS_SSL_CA_CERTS"),
         webhooks_allow_insecure=_bool(env, "WEBHOOKS_ALLOW_INSECURE", False),
+        webhook_retry_schedule=_schedule(env, "WEBHOOK_RETRY_SCHEDULE",
+                                         (5, 30, 120, 600, 1800, 7200, 21600, 43200)),
+        webhook_timeout_seconds=_float(env, "WEBHOOK_TIMEOUT_SECONDS", 5.0, 0.1, 60.0),
     )
 
 
