@@ -115,10 +115,10 @@ def _why(exc: BaseException, timeout: float) -> str:
         return f"timed out after {timeout:g} s"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(exc, ConnectionResetError):
-        return "connection reset by the receiver"
     if isinstance(exc, http.client.RemoteDisconnected):
         return "the receiver closed the connection without answering"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by the receiver"
     if isinstance(exc, http.client.HTTPException):
         return f"malformed answer ({type(exc).__name__})"
     if isinstance(exc, OSError):
