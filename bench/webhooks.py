@@ -12,8 +12,11 @@ one standing webhook to it, so every run's end writes one delivery.
 - Throughput: the worker is up and idle; `--events` ended runs are COPYed into `runs` in
   one transaction (the trigger writes their events and deliveries and notifies the
   worker's listener as the commit lands). From the commit to the last delivery at the
-  receiver. The floor: as many no-op tasks (bench/noop_app.py, the same worker
-  settings) published at once, from the first publish to the last execution.
+  receiver. Beside it, two ceilings measured in the same run: as many no-op tasks
+  (bench/noop_app.py, the same worker settings) published at once, from the first
+  publish to the last execution; and the receiver's own, as many signed POSTs sent
+  straight to it by 8 threads of the sender (`shared.webhooks.sender.send`, no
+  database, no queue).
 - Latency: `--runs` runs of demo /echo started through the API one every `--interval`
   seconds; for each, its delivery's arrival minus the run's `completedAt` (the event's
   own field, written in the transaction that ended the run): p50 and p99.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -58,6 +62,8 @@ from bench.common import (
 )
 from shared.queue import QUEUE, WEBHOOK_QUEUE, make_publisher
 from shared.settings import load_settings
+from shared.webhooks import signing
+from shared.webhooks.sender import send
 from tests.fakes.receiver import Receiver
 from tests.helpers import insert_standing_webhook
 from tests.processes import Process, start_worker
@@ -119,6 +125,30 @@ def noop_round(env: dict[str, str], log_dir: Path, args: argparse.Namespace) -> 
     return {"rate": args.events / (last - first), "elapsed": last - first}
 
 
+def receiver_round(receiver: Receiver, secret: str, args: argparse.Namespace) -> float:
+    """Signed POSTs a second that 8 threads of the bare sender get through to the
+    receiver: its own ceiling (and the sender's), with no database and no queue."""
+    with receiver.lock:
+        receiver.received.clear()
+    body = b'{"type":"run.completed","timestamp":"2026-01-01T00:00:00.000Z","data":{}}'
+    per_thread = max(1, args.events // 8)
+
+    def post(n: int) -> None:
+        for i in range(per_thread):
+            msg_id = f"bench{n}x{i}"
+            headers = signing.sign_headers([secret], msg_id, int(time.time()), body)
+            result = send(receiver.url(), body, headers, timeout=5, allow_insecure=True)
+            assert result.delivered, result.error
+
+    threads = [threading.Thread(target=post, args=(n,)) for n in range(8)]
+    started = time.time()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return 8 * per_thread / (time.time() - started)
+
+
 def latency_round(url: str, env: dict[str, str], log_dir: Path, receiver: Receiver,
                   args: argparse.Namespace, key: str, base_url: str) -> list[float]:
     flush(env["REDIS_URL"])
@@ -167,6 +197,7 @@ def main(argv: list[str] | None = None) -> Report:
     print(machine_line())
     rates: list[float] = []
     floors: list[float] = []
+    ceilings: list[float] = []
     delays: list[float] = []
     with scratch_database() as url, Receiver() as receiver:
         key, _ = seed_key(url)
@@ -188,6 +219,8 @@ def main(argv: list[str] | None = None) -> Report:
             floor = noop_round(env, log_dir, args)
             floors.append(floor["rate"])
             log(f"rep {rep + 1} no-op:      {floor['rate']:7.1f} /s")
+            ceilings.append(receiver_round(receiver, secret, args))
+            log(f"rep {rep + 1} receiver:   {ceilings[-1]:7.1f} signed POSTs/s (8 threads)")
         web, base_url = start_load_web(url, broker, log_dir)
         try:
             for rep in range(args.repeat):
@@ -203,6 +236,10 @@ def main(argv: list[str] | None = None) -> Report:
     paired = [ratio(r, f) for r, f in zip(rates, floors, strict=True)]
     report.add("deliveries/s, 1 worker", spread(rates),
             baseline=f"no-op tasks/s {med(floors):.1f}", ratio=f"{med(paired):.2f}")
+    to_receiver = [ratio(r, c) for r, c in zip(rates, ceilings, strict=True)]
+    report.add("deliveries/s against the receiver's own ceiling", spread(rates),
+               baseline=f"signed POSTs/s, 8 threads {med(ceilings):.1f}",
+               ratio=f"{med(to_receiver):.2f}")
     report.add("run end to delivery p50 (low load)", f"{percentile(delays, 0.5):.1f} ms")
     report.add("run end to delivery p99 (low load)", f"{percentile(delays, 0.99):.1f} ms")
     report.notes.append(f"{len(delays)} runs for the latency, one every {args.interval} s")
