@@ -474,3 +474,59 @@ def test_metrics_count_deliveries(db: ConnectionPool, deliverer: Deliverer,
     assert values['monid_webhook_deliveries{status="PENDING"}'] == 2
     assert values["monid_webhook_deliveries_due"] == 1  # the 500's retry is not due yet
     assert 89 < values["monid_webhook_oldest_pending_delivery_age_seconds"] < 150
+
+
+def test_a_test_event_is_delivered_the_same_way(db: ConnectionPool, deliverer: Deliverer,
+                                                receiver: Receiver) -> None:
+    endpoint_id, secret = standing_webhook(db, receiver.url("/standing"))
+    receiver.secrets = [secret]
+    # What POST /v1/webhooks/:id/test writes: an event of no run, one delivery.
+    with transaction(db) as conn:
+        event = conn.execute(
+            "INSERT INTO webhook_events (run_id, caller, type, payload)"
+            " VALUES (NULL, %s, 'webhook.test', %s) RETURNING id",
+            (CALLER, Jsonb({"webhookId": endpoint_id, "message": "a test"}))).fetchone()
+        assert event is not None
+        delivery = conn.execute(
+            "INSERT INTO webhook_deliveries (event_id, endpoint_id, caller, url)"
+            " VALUES (%s, %s, %s, %s) RETURNING id",
+            (event["id"], endpoint_id, CALLER, receiver.url("/standing"))).fetchone()
+        assert delivery is not None
+    assert deliverer.deliver(delivery["id"]).status == "DELIVERED"
+    [got] = receiver.received
+    assert got.verified and got.webhook_id == event["id"]
+    assert got.json["type"] == "webhook.test"
+    assert got.json["data"] == {"webhookId": endpoint_id, "message": "a test"}
+
+
+def test_a_redelivery_is_published_by_its_notification_and_sent_under_the_same_id(
+        db: ConnectionPool, wh_settings: Settings, deliverer: Deliverer,
+        receiver: Receiver) -> None:
+    receiver.answer = lambda _: Answer(500)
+    event_id = end_run_with_webhook(db, receiver.url())
+    delivery_id = the_delivery(db, event_id)["id"]
+    for _ in range(4):
+        wait_until_due(db, delivery_id)
+        deliverer.deliver(delivery_id)
+    assert reread(db, delivery_id)["status"] == "FAILED"
+    receiver.answer = lambda _: Answer(200)
+    published: list[str] = []
+    listener = DeliveryListener(wh_settings, db, published.append)
+    listener.start()
+    try:
+        time.sleep(0.5)
+        # What POST /v1/deliveries/:id/redeliver does.
+        with transaction(db) as conn:
+            conn.execute("UPDATE webhook_deliveries SET status = 'PENDING',"
+                         " next_attempt_at = now() WHERE id = %s", (delivery_id,))
+            conn.execute("SELECT pg_notify('monid_webhook_deliveries', %s)", (delivery_id,))
+        deadline = time.monotonic() + 5
+        while not published and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        listener.stop()
+    assert published == [delivery_id]
+    assert deliverer.deliver(delivery_id).status == "DELIVERED"
+    assert {r.webhook_id for r in receiver.received} == {event_id}
+    assert len({r.body for r in receiver.received}) == 1
+    assert [t["status_code"] for t in tries(db, delivery_id)] == [500] * 4 + [200]
