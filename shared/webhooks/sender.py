@@ -81,6 +81,7 @@ class _Connection(http.client.HTTPConnection):
                                         self.timeout)
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock  # the deadline can cut a handshake that drags on too
         if self.resolved.target.scheme == "https":
             context = self.context or ssl.create_default_context()
             self.sock = context.wrap_socket(sock, server_hostname=self.resolved.host)

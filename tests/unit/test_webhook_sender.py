@@ -257,3 +257,21 @@ def test_an_untrusted_certificate_is_refused(
                   allow_insecure=True, resolver=only("hooks.example.test", "127.0.0.1"))
     assert result.error is not None
     assert result.error.startswith("TLS: the certificate was not accepted (self")
+
+
+def test_a_tls_handshake_that_never_ends_is_cut_off_at_the_timeout() -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True).start()
+    started = time.monotonic()
+    result = send(f"https://hooks.example.test:{port}/", BODY, HEADERS, timeout=0.5,
+                  allow_insecure=True, resolver=only("hooks.example.test", "127.0.0.1"))
+    took = time.monotonic() - started
+    server.close()
+    for conn in accepted:
+        conn.close()
+    assert (result.status_code, result.error) == (None, "timed out after 0.5 s")
+    assert took < 2
