@@ -203,7 +203,11 @@ def tls_receiver(tmp_path: Path) -> Iterator[tuple[int, Path, list[str | None]]]
     names: list[str | None] = []
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    context.sni_callback = lambda _sock, name, _ctx: names.append(name)  # type: ignore[assignment,func-returns-value]
+
+    def remember(_sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        names.append(name)
+
+    context.sni_callback = remember
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
