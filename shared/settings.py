@@ -108,6 +108,9 @@ class Settings:
     webhook_retry_schedule: tuple[float, ...] = (5, 30, 120, 600, 1800, 7200, 21600, 43200)
     # The whole of one try: connecting, sending, and the answer's status and first bytes.
     webhook_timeout_seconds: float = 5.0
+    # Webhook tries one worker process sends at once (default: half its threads), so that
+    # receivers that hang cannot hold every thread while runs wait.
+    webhook_max_in_flight: int = 100
 
 
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
@@ -311,6 +314,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_retry_schedule=_schedule(env, "WEBHOOK_RETRY_SCHEDULE",
                                          (5, 30, 120, 600, 1800, 7200, 21600, 43200)),
         webhook_timeout_seconds=_float(env, "WEBHOOK_TIMEOUT_SECONDS", 5.0, 0.1, 60.0),
+        webhook_max_in_flight=_int(env, "WEBHOOK_MAX_IN_FLIGHT",
+                                   max(1, worker_concurrency // 2), 1, 10_000),
     )
 
 

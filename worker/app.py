@@ -269,7 +269,7 @@ def make_celery(settings: Settings, *, catalog: Catalog | None = None) -> MonidC
             raise self.retry(countdown=app.monid_retry.database_retry_seconds,
                              max_retries=None) from exc
         if outcome.skipped:
-            return "skipped"
+            return "busy" if outcome.busy else "skipped"
         result = outcome.result
         if result is not None and not result.delivered:
             raise DeliveryFailed(f"{outcome.status or 'not recorded'}: {result.error}")

@@ -55,6 +55,7 @@ class Outcome:
     skipped: bool = False
     status: str | None = None
     result: TryResult | None = None
+    busy: bool = False  # skipped: WEBHOOK_MAX_IN_FLIGHT tries were in flight already
 
 
 class Deliverer:
@@ -70,8 +71,22 @@ class Deliverer:
         self.resolver = resolver
         self.ssl_context = ssl_context
         self.rng = rng or random.Random()
+        self.slots = threading.BoundedSemaphore(settings.webhook_max_in_flight)
 
     def deliver(self, delivery_id: str) -> Outcome:
+        """Take, send and record one try; a delivery this process has no room for now
+        (WEBHOOK_MAX_IN_FLIGHT) is left, untaken, for the next sweep to publish again:
+        no thread waits on a slot, so threads stay free for runs."""
+        if not self.slots.acquire(blocking=False):
+            with transaction(self.pool) as conn:
+                deliveries.hand_back_delivery(conn, delivery_id)
+            return Outcome(delivery_id, skipped=True, busy=True)
+        try:
+            return self._deliver(delivery_id)
+        finally:
+            self.slots.release()
+
+    def _deliver(self, delivery_id: str) -> Outcome:
         token = f"{self.name}:{uuid.uuid4().hex}"
         with transaction(self.pool) as conn:
             taken = deliveries.take_delivery(conn, delivery_id, token=token,

@@ -81,3 +81,9 @@ def disable_webhook_endpoint(conn: Conn, endpoint_id: str, reason: str) -> bool:
     """Switch a standing webhook off; False if it was off already (or is gone)."""
     return conn.execute(query("disable_webhook_endpoint"),
                         {"id": endpoint_id, "reason": reason}).fetchone() is not None
+
+
+def hand_back_delivery(conn: Conn, delivery_id: str) -> None:
+    """Clear a published delivery's mark (its sender had no room for it now): the next
+    sweep publishes it again. A delivery a sender holds is left alone."""
+    conn.execute(query("hand_back_delivery"), {"id": delivery_id})

@@ -530,3 +530,32 @@ def test_a_redelivery_is_published_by_its_notification_and_sent_under_the_same_i
     assert {r.webhook_id for r in receiver.received} == {event_id}
     assert len({r.body for r in receiver.received}) == 1
     assert [t["status_code"] for t in tries(db, delivery_id)] == [500] * 4 + [200]
+
+
+def test_a_process_sends_at_most_its_tries_in_flight_and_hands_back_the_rest(
+        db: ConnectionPool, wh_settings: Settings, receiver: Receiver) -> None:
+    narrow = Deliverer(dataclasses.replace(wh_settings, webhook_max_in_flight=2), db,
+                       name="narrow")
+    receiver.answer = lambda _: Answer(200, delay=1.0)
+    ids = [the_delivery(db, end_run_with_webhook(db, receiver.url()))["id"] for _ in range(5)]
+    with transaction(db) as conn:  # published: marked for the grace
+        assert sorted(deliveries.publish_due_deliveries(conn, hold_seconds=30,
+                                                        limit=10)) == sorted(ids)
+    outcomes: dict[str, Any] = {}
+    threads = [threading.Thread(target=lambda d=d: outcomes.update({d: narrow.deliver(d)}))
+               for d in ids]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)  # in order: the first two take the slots
+    for thread in threads:
+        thread.join()
+    assert [outcomes[d].status for d in ids[:2]] == ["DELIVERED", "DELIVERED"]
+    assert all(outcomes[d].skipped and outcomes[d].busy for d in ids[2:])
+    assert len(receiver.received) == 2
+    # Not taken, and no longer marked: the next sweep publishes them again at once.
+    with transaction(db) as conn:
+        again = deliveries.publish_due_deliveries(conn, hold_seconds=30, limit=10)
+    assert sorted(again) == sorted(ids[2:])
+    for delivery_id in ids[2:]:
+        assert narrow.deliver(delivery_id).status == "DELIVERED"
+    assert len(receiver.delivered()) == 5

@@ -230,6 +230,8 @@ def test_reads_os_environ_when_no_mapping_is_given(monkeypatch: pytest.MonkeyPat
     (env(WEBHOOK_TIMEOUT_SECONDS="0"), "WEBHOOK_TIMEOUT_SECONDS", "is out of range"),
     (env(WEBHOOK_TIMEOUT_SECONDS="61"), "WEBHOOK_TIMEOUT_SECONDS", "is out of range"),
     (env(WEBHOOK_TIMEOUT_SECONDS="soon"), "WEBHOOK_TIMEOUT_SECONDS", "is not a number"),
+    (env(WEBHOOK_MAX_IN_FLIGHT="0"), "WEBHOOK_MAX_IN_FLIGHT", "is out of range"),
+    (env(WEBHOOK_MAX_IN_FLIGHT="many"), "WEBHOOK_MAX_IN_FLIGHT", "is not an integer"),
 ])
 def test_bad_values_raise_settings_error_naming_the_variable(
     values: dict[str, str], variable: str, fragment: str
@@ -436,3 +438,10 @@ def test_the_webhook_retry_schedule_is_read_in_order_with_spaces_and_fractions()
                                  WEBHOOK_TIMEOUT_SECONDS="0.5"))
     assert settings.webhook_retry_schedule == (1.0, 2.5, 4.0, 604800.0)
     assert settings.webhook_timeout_seconds == 0.5
+
+
+def test_webhook_tries_in_flight_default_to_half_the_threads() -> None:
+    assert load_settings(env(WORKER_CONCURRENCY="200")).webhook_max_in_flight == 100
+    assert load_settings(env(WORKER_CONCURRENCY="1")).webhook_max_in_flight == 1
+    assert load_settings(env(WORKER_CONCURRENCY="8",
+                             WEBHOOK_MAX_IN_FLIGHT="3")).webhook_max_in_flight == 3

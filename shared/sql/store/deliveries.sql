@@ -72,3 +72,10 @@ UPDATE webhook_endpoints
 SET enabled = false, disabled_reason = %(reason)s, updated_at = now()
 WHERE id = %(id)s AND enabled
 RETURNING id;
+
+-- name: hand_back_delivery
+-- A published delivery that its sender had no room for: its mark cleared, so that the
+-- next sweep publishes it again.
+UPDATE webhook_deliveries
+SET lease_until = NULL
+WHERE id = %(id)s AND status = 'PENDING' AND lease_token IS NULL;
