@@ -197,3 +197,41 @@ def test_a_thousand_runs_ending_while_the_receiver_is_down_are_all_delivered(
     print(f"\n1000 runs, receiver down 30 s: {len(got)} deliveries answered 2xx, "
           f"{duplicates} duplicates, {tried} tries while down")
     assert duplicates <= 10  # at least once; a duplicate only when a try's end was lost
+
+
+def test_receivers_that_hang_do_not_hold_the_threads_runs_need(
+        wh_stack: Stack, pool: ConnectionPool, e2e_key: KeyMaker, receiver: Receiver) -> None:
+    receiver.answer = lambda _: Answer(200, delay=30)  # every try times out (1 s)
+    standing(pool, "wh_flood", receiver, "/hang")
+    start_runs(wh_stack, e2e_key("wh_flood"), 60)
+    wait_for(lambda: sum(d["attempt_count"] for d in deliveries(pool, "wh_flood")) >= 8, 60,
+             "the hanging receiver's tries under way")
+    # Meanwhile another caller's runs go through at once.
+    started = time.monotonic()
+    probe_key = e2e_key("wh_probe")
+    probes = start_runs(wh_stack, probe_key, 20, threads=4)
+
+    def probes_ended() -> bool:
+        with transaction(pool) as conn:
+            row = conn.execute("SELECT count(*) AS n FROM runs WHERE id = ANY(%s)"
+                               " AND status = 'COMPLETED'", (probes,)).fetchone()
+        return row is not None and row["n"] == len(probes)
+
+    wait_for(probes_ended, 30, "the other caller's runs ended")
+    took = time.monotonic() - started
+    with transaction(pool) as conn:
+        spans = conn.execute(
+            "SELECT extract(epoch FROM a.attempted_at)::float8 AS at, a.duration_ms"
+            " FROM webhook_delivery_attempts a JOIN webhook_deliveries d"
+            " ON d.id = a.delivery_id WHERE d.caller = 'USER#wh_flood'").fetchall()
+    edges = sorted([(s["at"], 1) for s in spans]
+                   + [(s["at"] + s["duration_ms"] / 1000, -1) for s in spans])
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    print(f"\n20 runs of another caller ended in {took:.1f} s while {len(spans)} tries to a "
+          f"hanging receiver ran, at most {most} at once")
+    # WEBHOOK_MAX_IN_FLIGHT: half of the worker's 8 threads (clocks' rounding: one more).
+    assert most <= 5, f"{most} tries in flight at once in one worker of 8 threads"
+    assert took < 15
