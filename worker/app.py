@@ -170,7 +170,8 @@ class MonidCelery(Celery):
             sweeper=self.sweeper() if self.monid_settings.sweeper_enabled else None)
         self._background.start()
         self._listener = DeliveryListener(self.monid_settings, runner.pool,
-                                          self.publish_delivery)
+                                          self.publish_delivery,
+                                          handed_back=self.deliverer().handed_back)
         self._listener.start()
 
     def close_runner(self) -> None:

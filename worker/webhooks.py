@@ -72,6 +72,9 @@ class Deliverer:
         self.ssl_context = ssl_context
         self.rng = rng or random.Random()
         self.slots = threading.BoundedSemaphore(settings.webhook_max_in_flight)
+        # Set when a delivery was handed back for want of a slot: this process's listener
+        # publishes due deliveries again within a second (as many as it has slots).
+        self.handed_back = threading.Event()
 
     def deliver(self, delivery_id: str) -> Outcome:
         """Take, send and record one try; a delivery this process has no room for now
@@ -80,6 +83,7 @@ class Deliverer:
         if not self.slots.acquire(blocking=False):
             with transaction(self.pool) as conn:
                 deliveries.hand_back_delivery(conn, delivery_id)
+            self.handed_back.set()
             return Outcome(delivery_id, skipped=True, busy=True)
         try:
             return self._deliver(delivery_id)
@@ -158,13 +162,19 @@ class Deliverer:
 class DeliveryListener:
     """A thread that LISTENs on `monid_webhook_deliveries` (a run's end notifies it with
     its event's ID; a redelivery with the delivery's) and publishes the deliveries due.
-    Every worker process runs one; a delivery is marked published by one of them only."""
+    Every worker process runs one; a delivery is marked published by one of them only.
+
+    When its process's deliverer handed deliveries back for want of a slot
+    (`handed_back`), it publishes due ones again within a second, at most as many as the
+    process has slots, instead of leaving them to the next sweep."""
 
     def __init__(self, settings: Settings, pool: ConnectionPool,
-                 publish: Callable[[str], None]) -> None:
+                 publish: Callable[[str], None],
+                 handed_back: threading.Event | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.publish = publish
+        self.handed_back = handed_back
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.published = 0  # deliveries this listener published, for tests and logs
@@ -186,8 +196,11 @@ class DeliveryListener:
                     listen(conn, CHANNEL)
                     self.publish_due(None)  # whatever came while not listening
                     while not self.stopping.is_set():
-                        keys = [n.payload for n in conn.notifies(timeout=RECHECK_SECONDS,
-                                                                 stop_after=1)]
+                        if self.handed_back is not None and self.handed_back.is_set():
+                            self.handed_back.clear()
+                            self.publish_due(None, limit=self.settings.webhook_max_in_flight)
+                        wait = RECHECK_SECONDS if self.handed_back is None else 1.0
+                        keys = [n.payload for n in conn.notifies(timeout=wait, stop_after=1)]
                         while keys and len(keys) < BATCH:  # the rest already here
                             more = [n.payload for n in conn.notifies(timeout=0)]
                             if not more:
@@ -199,13 +212,13 @@ class DeliveryListener:
                 log.warning("webhook listener lost its connection", extra={"error": str(exc)})
                 self.stopping.wait(1.0)
 
-    def publish_due(self, keys: list[str] | None) -> list[str]:
+    def publish_due(self, keys: list[str] | None, limit: int = BATCH) -> list[str]:
         """Mark and publish the due deliveries of these events or deliveries (None: any
-        due, as the sweeper does)."""
+        due, as the sweeper does, at most `limit`)."""
         hold = self.settings.sweep_grace_seconds
         with transaction(self.pool) as conn:
             if keys is None:
-                ids = deliveries.publish_due_deliveries(conn, hold_seconds=hold, limit=BATCH)
+                ids = deliveries.publish_due_deliveries(conn, hold_seconds=hold, limit=limit)
             else:
                 ids = deliveries.publish_deliveries_of(conn, keys, hold_seconds=hold,
                                                        limit=BATCH * 10)

@@ -559,3 +559,30 @@ def test_a_process_sends_at_most_its_tries_in_flight_and_hands_back_the_rest(
     for delivery_id in ids[2:]:
         assert narrow.deliver(delivery_id).status == "DELIVERED"
     assert len(receiver.delivered()) == 5
+
+
+def test_deliveries_handed_back_for_want_of_a_slot_are_published_again_within_a_second(
+        db: ConnectionPool, wh_settings: Settings, receiver: Receiver) -> None:
+    one = Deliverer(dataclasses.replace(wh_settings, webhook_max_in_flight=1), db, name="one")
+    receiver.answer = lambda _: Answer(200, delay=0.5)
+    ids = [the_delivery(db, end_run_with_webhook(db, receiver.url()))["id"] for _ in range(2)]
+    published: list[str] = []
+    listener = DeliveryListener(one.settings, db, published.append,
+                                handed_back=one.handed_back)
+    with transaction(db) as conn:
+        deliveries.publish_due_deliveries(conn, hold_seconds=30, limit=10)
+    listener.start()
+    try:
+        time.sleep(0.5)
+        sending = threading.Thread(target=one.deliver, args=(ids[0],))
+        sending.start()
+        time.sleep(0.1)
+        assert one.deliver(ids[1]).busy
+        deadline = time.monotonic() + 3
+        while ids[1] not in published and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sending.join()
+    finally:
+        listener.stop()
+    assert published == [ids[1]]
+    assert one.deliver(ids[1]).status == "DELIVERED"
