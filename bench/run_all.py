@@ -53,6 +53,7 @@ BENCHES = [
     Bench("system", ["--repeat", "2"], ["--duration", "5"]),
     Bench("fairness", [], ["--flood", "300", "--sleep", "0.5", "--probes", "10"]),
     Bench("results", [], ["--quick"]),
+    Bench("webhooks", [], ["--quick"]),
 ]
 
 

@@ -47,6 +47,7 @@ class DatabaseNumbers:
     oldest_unclaimed_age: float
     start_delays: metrics_store.DurationHistogram
     waiting: metrics_store.WaitingRuns
+    deliveries: metrics_store.DeliveryCounts
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class ClusterCollector:
                 oldest_unclaimed_age=metrics_store.find_oldest_unclaimed_run_age(conn),
                 start_delays=metrics_store.summarize_start_delays(conn),
                 waiting=metrics_store.count_waiting_runs(conn, top=TOP_WAITING_CALLERS),
+                deliveries=metrics_store.count_webhook_deliveries(conn),
             )
 
     def _read_queue_depth(self) -> int:
@@ -179,6 +181,21 @@ def _database_families(numbers: DatabaseNumbers, cached_for: float) -> Iterator[
     for slot, count in sorted(waiting.by_slot.items()):
         slots.add_metric([slot], count)
     yield slots
+    sent = numbers.deliveries
+    by_status = GaugeMetricFamily("monid_webhook_deliveries",
+                                  "Webhook deliveries by status: DELIVERED (sent, answered "
+                                  "2xx), FAILED (schedule spent or 410 Gone), PENDING",
+                                  labels=["status"])
+    for status, count in sent.by_status.items():
+        by_status.add_metric([status], count)
+    yield by_status
+    yield GaugeMetricFamily("monid_webhook_deliveries_due",
+                            "PENDING webhook deliveries whose next try is due now",
+                            value=sent.due)
+    pending_age = sent.oldest_pending_age
+    yield GaugeMetricFamily("monid_webhook_oldest_pending_delivery_age_seconds",
+                            "Age of the oldest PENDING webhook delivery; 0 if none",
+                            value=pending_age + cached_for if pending_age > 0 else 0.0)
 
 
 def _histogram(name: str, documentation: str,

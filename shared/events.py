@@ -25,7 +25,7 @@ passed through, so every stream of a run tells the same story.
 An open stream holds one of the web process's waiting slots and no database
 connection: it sleeps until the process's listener (`shared.waiting`) is notified of
 a change of its run (`monid_run_changed`, sent only for runs a stream follows,
-migration 0022) or of its end (`monid_run_ended`), then reads the run once. It reads
+migration 0021) or of its end (`monid_run_ended`), then reads the run once. It reads
 the run again at every keep-alive too, so a notification lost while the listener
 reconnected delays an event by one keep-alive at most. Providers report no progress
 that this project records, so no `progress` event is sent yet.

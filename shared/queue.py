@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import redis
 from celery import Celery
+from kombu import Queue
 
 from shared.broker import Transport as BrokerTransport
 from shared.settings import FlowerSettings, Settings
@@ -27,6 +28,12 @@ from shared.settings import FlowerSettings, Settings
 log = logging.getLogger("monid.queue")
 TASK_RUN = "monid.run"
 QUEUE = "runs"
+# Webhook deliveries have a queue of their own, which every worker also consumes: a
+# worker takes from both in turn, so a flood of runs does not hold deliveries back
+# behind it, nor a flood of deliveries the runs (a try lasts WEBHOOK_TIMEOUT_SECONDS
+# at most).
+TASK_DELIVER = "monid.deliver_webhook"
+WEBHOOK_QUEUE = "webhooks"
 # kombu's Redis transport keeps a queue's messages of each priority step in a list
 # of their own (`runs` for 0, `runs\x06\x163` for 3, ...) and a worker asks for them
 # in this order: a lower priority is taken sooner.
@@ -141,6 +148,7 @@ def worker_config(settings: Settings) -> dict[str, Any]:
     shutdown. The benchmarks' no-op worker uses it too, to be measured alike."""
     return {
         **celery_config(settings),
+        "task_queues": (Queue(QUEUE), Queue(WEBHOOK_QUEUE)),
         "worker_pool": settings.worker_pool,
         "worker_concurrency": settings.worker_concurrency,
         "worker_enable_remote_control": True,
@@ -322,5 +330,14 @@ def enqueue_run(app: Celery, run_id: str, countdown: float | None = None,
         # sweeper, and retrying would hold the request that waits on it.
         app.send_task(TASK_RUN, args=[run_id], queue=QUEUE, countdown=countdown, retry=False,
                       priority=priority, shadow=shadow, task_id=task_id, retries=retries)
+    except Exception as exc:  # kombu and redis raise many kinds; all mean "not published"
+        raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+def enqueue_delivery(app: Celery, delivery_id: str) -> None:
+    """Publish a webhook delivery's ID, at once; raises PublishFailed if the broker does
+    not take it (the delivery stays in PostgreSQL, and the sweeper publishes it)."""
+    try:
+        app.send_task(TASK_DELIVER, args=[delivery_id], queue=WEBHOOK_QUEUE, retry=False)
     except Exception as exc:  # kombu and redis raise many kinds; all mean "not published"
         raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc

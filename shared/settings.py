@@ -7,6 +7,7 @@ missing or malformed value raises `SettingsError` naming the variable, and
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -114,6 +115,14 @@ class Settings:
     event_streams_per_caller: int = 5
     event_stream_max_seconds: float = 300.0
     event_stream_ping_seconds: float = 15.0
+    # The waits (seconds) after each failed try of a webhook delivery; past the last,
+    # the delivery is FAILED. Each wait is jittered by up to a fifth either way.
+    webhook_retry_schedule: tuple[float, ...] = (5, 30, 120, 600, 1800, 7200, 21600, 43200)
+    # The whole of one try: connecting, sending, and the answer's status and first bytes.
+    webhook_timeout_seconds: float = 5.0
+    # Webhook tries one worker process sends at once (default: half its threads), so that
+    # receivers that hang cannot hold every thread while runs wait.
+    webhook_max_in_flight: int = 100
 
 
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
@@ -215,6 +224,27 @@ def _limits(env: Mapping[str, str], name: str) -> dict[str, int]:
     return limits
 
 
+def _schedule(env: Mapping[str, str], name: str,
+              default: tuple[float, ...]) -> tuple[float, ...]:
+    """`5,30,120`: one to 30 waits in seconds, each more than 0 and at most a week."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    waits = []
+    for entry in (e.strip() for e in raw.split(",")):
+        try:
+            wait = float(entry)
+        except ValueError:
+            wait = math.nan
+        if not (0 < wait <= 7 * 86400):
+            raise SettingsError(name, f"is malformed: {entry!r} is not a wait in seconds "
+                                "(more than 0, at most 604800); expected e.g. 5,30,120")
+        waits.append(wait)
+    if len(waits) > 30:
+        raise SettingsError(name, f"is malformed: {len(waits)} waits; at most 30")
+    return tuple(waits)
+
+
 def available_cores() -> int:
     """The cores this process may run on (not the host's count, where it is limited)."""
     try:
@@ -302,6 +332,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         event_streams_per_caller=_int(env, "EVENT_STREAMS_PER_CALLER", 5, 0, 1024),
         event_stream_max_seconds=_float(env, "EVENT_STREAM_MAX_SECONDS", 300.0, 1.0, 86400.0),
         event_stream_ping_seconds=_float(env, "EVENT_STREAM_PING_SECONDS", 15.0, 0.1, 300.0),
+        webhook_retry_schedule=_schedule(env, "WEBHOOK_RETRY_SCHEDULE",
+                                         (5, 30, 120, 600, 1800, 7200, 21600, 43200)),
+        webhook_timeout_seconds=_float(env, "WEBHOOK_TIMEOUT_SECONDS", 5.0, 0.1, 60.0),
+        webhook_max_in_flight=_int(env, "WEBHOOK_MAX_IN_FLIGHT",
+                                   max(1, worker_concurrency // 2), 1, 10_000),
     )
 
 

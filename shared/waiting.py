@@ -17,7 +17,7 @@ Live event streams of runs (`shared.events`) take their slots from the same ones
 so that waits and streams together always leave the process its reserved threads,
 within their own bounds (per process and per caller); a stream's slot is never
 taken back. A stream is woken by its run's end and, on the second channel
-`monid_run_changed` (notified only for runs somebody follows, migration 0022), by
+`monid_run_changed` (notified only for runs somebody follows, migration 0021), by
 its run's other changes.
 """
 

@@ -82,3 +82,17 @@ def monid_cli(tmp_path: Path, key: str, base_url: str) -> tuple[str, dict[str, s
     subprocess.run([monid, "keys", "add", "--key", key, "--label", "e2e"], env=env,
                    check=True, capture_output=True, timeout=60)
     return monid, env
+
+
+def insert_standing_webhook(conn: Any, caller: str, url: str) -> tuple[str, str]:
+    """A standing webhook of `caller` for every run event, and its signing secret, made
+    directly in the tables (as POST /v1/webhooks makes them): its ID and secret."""
+    from shared.webhooks import signing
+
+    secret = signing.new_secret()
+    row = conn.execute("INSERT INTO webhook_endpoints (caller, url) VALUES (%s, %s)"
+                       " RETURNING id", (caller, url)).fetchone()
+    endpoint_id = row["id"] if isinstance(row, dict) else row[0]
+    conn.execute("INSERT INTO webhook_secrets (caller, endpoint_id, secret) VALUES (%s, %s, %s)",
+                 (caller, endpoint_id, secret))
+    return endpoint_id, secret

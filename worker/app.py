@@ -24,13 +24,14 @@ from shared import store
 from shared.catalog import Catalog, load_catalog
 from shared.db import DatabaseUnavailable, autocommit, connect, make_pool
 from shared.logs import run_id_var
-from shared.queue import TASK_RUN, enqueue_run, worker_config
+from shared.queue import TASK_DELIVER, TASK_RUN, enqueue_delivery, enqueue_run, worker_config
 from shared.scheduling import Limits, concurrency_limits
 from shared.settings import Settings, SettingsError
 from worker.providers import make_adapters
 from worker.retry import RetryPolicy
 from worker.runner import Runner
 from worker.sweeper import Background, Sweeper, publish_with
+from worker.webhooks import Deliverer, DeliveryListener
 
 log = logging.getLogger("monid.worker")
 
@@ -45,6 +46,12 @@ class RunFailed(Exception):
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
+
+
+class DeliveryFailed(Exception):
+    """A webhook try that was not answered 2xx: raised so that monitors (Flower) show the
+    task failed, with why; an expected error (`throws`), acknowledged like a success.
+    The delivery's next try is due in PostgreSQL, not in a retry of this task."""
 
 
 class RunRetrying(Exception):
@@ -74,6 +81,8 @@ class MonidCelery(Celery):
     monid_instance: str
     _runner: Runner | None = None
     _background: Background | None = None
+    _deliverer: Deliverer | None = None
+    _listener: DeliveryListener | None = None
     _lock = threading.Lock()
 
     @property
@@ -134,11 +143,25 @@ class MonidCelery(Celery):
             pass
         return RunFailed(status, code, message)
 
+    def deliverer(self) -> Deliverer:
+        deliverer = self._deliverer
+        if deliverer is None:
+            with self._lock:
+                if self._deliverer is None:
+                    self._deliverer = Deliverer(
+                        self.monid_settings, self.runner().pool,
+                        name=f"{self.lease_prefix}{os.getpid()}")
+                deliverer = self._deliverer
+        return deliverer
+
+    def publish_delivery(self, delivery_id: str) -> None:
+        enqueue_delivery(self, delivery_id)
+
     def sweeper(self) -> Sweeper:
         runner = self.runner()
         return Sweeper(settings=self.monid_settings, pool=runner.pool, catalog=runner.catalog,
                        adapters=runner.adapters, limits=self.monid_limits,
-                       publish=publish_with(self))
+                       publish=publish_with(self), publish_delivery=self.publish_delivery)
 
     def start_background(self) -> None:
         runner = self.runner()
@@ -146,11 +169,19 @@ class MonidCelery(Celery):
             settings=self.monid_settings, renew=runner.renew_leases,
             sweeper=self.sweeper() if self.monid_settings.sweeper_enabled else None)
         self._background.start()
+        self._listener = DeliveryListener(self.monid_settings, runner.pool,
+                                          self.publish_delivery,
+                                          handed_back=self.deliverer().handed_back)
+        self._listener.start()
 
     def close_runner(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
         if self._background is not None:
             self._background.stop()
             self._background = None
+        self._deliverer = None
         if self._runner is not None:
             self._runner.pool.close()
             self._runner = None
@@ -225,11 +256,33 @@ def make_celery(settings: Settings, *, catalog: Catalog | None = None) -> MonidC
                                         f"{retry_in:.1f} s"), when=retry_in)
         return outcome
 
+    # One webhook try: its lease, the send, the record (worker.webhooks). A try that
+    # was not answered 2xx raises DeliveryFailed, so that Flower shows it failed and why.
+    @app.task(name=TASK_DELIVER, bind=True, ignore_result=True, throws=(DeliveryFailed,),
+              acks_on_failure_or_timeout=True, autoretry_for=(), max_retries=None)
+    def deliver_task(self: Task, delivery_id: str) -> str:
+        try:
+            outcome = app.deliverer().deliver(delivery_id)
+        except DatabaseUnavailable as exc:
+            # The delivery is safe in PostgreSQL; ask again once the database is back.
+            log.warning("database unavailable; the delivery will be tried again",
+                        extra={"deliveryId": delivery_id, "error": str(exc)})
+            raise self.retry(countdown=app.monid_retry.database_retry_seconds,
+                             max_retries=None) from exc
+        if outcome.skipped:
+            return "busy" if outcome.busy else "skipped"
+        result = outcome.result
+        if result is not None and not result.delivered:
+            raise DeliveryFailed(f"{outcome.status or 'not recorded'}: {result.error}")
+        return (outcome.status or "not recorded").lower()
+
     @worker_process_init.connect(weak=False)
     def _child_started(**_: Any) -> None:
         # A prefork pool child: its own connections and background threads.
         app._runner = None
         app._background = None
+        app._deliverer = None
+        app._listener = None
         app.start_background()
 
     @worker_ready.connect(weak=False)

@@ -14,7 +14,10 @@ a time however many run one:
 4. publishes runs whose next step is due and whose message is not on its way:
    never published (the broker was down at accept time), lost by the broker
    (Redis restarted empty), or waiting in PostgreSQL for a long retry;
-5. about once a minute, rolls each endpoint's recent runs up into its health
+5. publishes webhook deliveries that are due and that nobody holds or published
+   within the grace: a retry coming due, a notification missed, a message lost with
+   Redis, a sender that died holding one;
+6. about once a minute, rolls each endpoint's recent runs up into its health
    (`shared.health`), which discover and inspect read.
 
 It runs inside every worker process (a thread), so there is no extra process to
@@ -35,10 +38,11 @@ from shared import health, store
 from shared.catalog import Catalog, load_catalog, split_input
 from shared.db import DatabaseUnavailable, autocommit, make_pool
 from shared.logs import run_id_var
-from shared.queue import enqueue_run, make_publisher, task_name
+from shared.queue import enqueue_delivery, enqueue_run, make_publisher, task_name
 from shared.scheduling import Limits, concurrency_limits, priority_for
 from shared.settings import Settings
 from shared.startup import configured, or_exit
+from shared.store import deliveries
 from worker.providers import make_adapters
 from worker.providers.base import Adapter, ProviderCall
 
@@ -79,6 +83,7 @@ class SweepReport:
     ended: dict[str, str] = field(default_factory=dict)
     woken: list[str] = field(default_factory=list)
     published: list[str] = field(default_factory=list)
+    deliveries_published: list[str] = field(default_factory=list)
     endpoints_rolled_up: int | None = None  # None: the health rollup was not due
     skipped: bool = False
 
@@ -86,13 +91,15 @@ class SweepReport:
 class Sweeper:
     def __init__(self, *, settings: Settings, pool: ConnectionPool, catalog: Catalog,
                  adapters: Mapping[str, Adapter], publish: SweepPublish,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None,
+                 publish_delivery: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.catalog = catalog
         self.adapters = adapters
         self.publish = publish
         self.limits = limits or Limits()
+        self.publish_delivery = publish_delivery
 
     def sweep(self) -> SweepReport:
         """One sweep; `skipped` when another process holds the sweeper lock."""
@@ -141,7 +148,24 @@ class Sweeper:
             except Exception as exc:  # the next sweep tries again after the grace
                 log.warning("publish failed", extra={"runId": item.run_id, "error": str(exc)})
                 break
+        if self.publish_delivery is not None:
+            self._publish_deliveries(conn, report)
         report.endpoints_rolled_up = health.rollup_endpoint_health(conn)
+
+    def _publish_deliveries(self, conn: store.Conn, report: SweepReport) -> None:
+        """Due webhook deliveries nobody holds, marked for the grace and published."""
+        assert self.publish_delivery is not None
+        with conn.transaction():
+            due = deliveries.publish_due_deliveries(
+                conn, hold_seconds=self.settings.sweep_grace_seconds, limit=BATCH)
+        for delivery_id in due:
+            try:
+                self.publish_delivery(delivery_id)
+                report.deliveries_published.append(delivery_id)
+            except Exception as exc:  # the next sweep tries again after the grace
+                log.warning("publish failed", extra={"deliveryId": delivery_id,
+                                                     "error": str(exc)})
+                break
 
     def _wake(self, conn: store.Conn, report: SweepReport) -> None:
         """Fill every provider's slot that has room with runs waiting for it, and hand
@@ -239,9 +263,12 @@ def main() -> None:
     pool = make_pool(settings.database_url, min_size=1, max_size=2, name="monid-sweeper",
                      timeout=30)
     pool.open(wait=False)
+    publisher = make_publisher(settings)
     sweeper = Sweeper(settings=settings, pool=pool, catalog=catalog,
                       adapters=make_adapters(settings, catalog), limits=limits,
-                      publish=publish_with(make_publisher(settings)))
+                      publish=publish_with(publisher),
+                      publish_delivery=lambda delivery_id: enqueue_delivery(publisher,
+                                                                            delivery_id))
     stopping = threading.Event()
     log.info("sweeper running", extra={"intervalSeconds": settings.sweep_interval_seconds})
     try:

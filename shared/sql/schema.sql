@@ -768,6 +768,7 @@ CREATE TABLE public.webhook_deliveries (
     last_error text,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    lease_token text,
     CONSTRAINT webhook_deliveries_attempt_count_check CHECK ((attempt_count >= 0)),
     CONSTRAINT webhook_deliveries_check CHECK (((status = 'PENDING'::text) = (next_attempt_at IS NOT NULL))),
     CONSTRAINT webhook_deliveries_id_check CHECK ((id ~ '^[0-9A-HJKMNP-TV-Z]{26}$'::text)),

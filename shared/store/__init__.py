@@ -13,10 +13,11 @@ owns the transaction. One module per aggregate, each with its named queries in
 - `metrics`: the cluster's numbers for /metrics
 - `health`: endpoint health, the sweeper's rollup of recent runs
 - `webhooks`: the outbox of webhook events runs' ends write
+- `deliveries`: webhook deliveries as workers publish, take, send and record them
 
 The names the rest of the code uses (`store.claim_run(...)`) are those of the first
 six, gathered here with `Conn`, the connection they take; `results`, `catalog`,
-`metrics`, `health` and `webhooks` are imported as modules.
+`metrics`, `health`, `webhooks` and `deliveries` are imported as modules.
 """
 
 from shared.db import Conn

@@ -1,5 +1,5 @@
 """Runs as their live events show them (`shared.events`), and the flag that has a run's
-changes notified while an event stream follows it (migration 0022). `verb_noun(conn,
+changes notified while an event stream follows it (migration 0021). `verb_noun(conn,
 ...)`; the caller owns the transaction."""
 
 from __future__ import annotations

@@ -96,3 +96,23 @@ def find_oldest_unclaimed_run_age(conn: Conn) -> float:
     row = conn.execute(query("find_oldest_unclaimed_run_age")).fetchone()
     assert row is not None
     return max(0.0, float(row["age_seconds"]))
+
+
+DELIVERY_STATUSES = ("DELIVERED", "FAILED", "PENDING")
+
+
+@dataclass(frozen=True)
+class DeliveryCounts:
+    by_status: dict[str, int]  # every status, zero included
+    due: int  # PENDING and due now (retries waiting are not)
+    oldest_pending_age: float  # seconds since the oldest PENDING one was made; 0 if none
+
+
+def count_webhook_deliveries(conn: Conn) -> DeliveryCounts:
+    found = {r["status"]: int(r["deliveries"])
+             for r in conn.execute(query("count_webhook_deliveries_by_status"))}
+    row = conn.execute(query("find_pending_webhook_deliveries")).fetchone()
+    assert row is not None  # an aggregate without GROUP BY always answers one row
+    return DeliveryCounts(by_status={s: found.get(s, 0) for s in DELIVERY_STATUSES},
+                          due=int(row["due"]),
+                          oldest_pending_age=max(0.0, float(row["age_seconds"])))

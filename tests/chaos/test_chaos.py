@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -23,6 +24,8 @@ from shared.queue import enqueue_run, make_publisher
 from shared.settings import DEFAULT_CATALOG_DIR, load_settings
 from tests.chaos.conftest import LIMITED, LIMITED_CONCURRENCY, World
 from tests.fakes.apify import FakeApify, SizedDataset
+from tests.fakes.receiver import Answer, Received, Receiver
+from tests.helpers import insert_standing_webhook
 from worker.app import make_celery
 
 
@@ -301,3 +304,130 @@ def test_sigkill_a_worker_mid_write_keeps_one_copy_of_the_items(world: World) ->
             " FROM runs r LEFT JOIN run_items i ON i.run_id = r.id WHERE r.id = ANY(%s)"
             " GROUP BY r.id", (ids,)).fetchall()
     assert sorted(row[1:] for row in rows) == [(20_000, 1, 20_000, 20_000, 0, 19_999, 1)] * 2
+
+
+# --- webhook deliveries: at least once through kills, flushes and restarts ---------------
+
+WEBHOOK_ENV = {"WEBHOOKS_ALLOW_INSECURE": "true", "WEBHOOK_TIMEOUT_SECONDS": "3",
+               "WEBHOOK_RETRY_SCHEDULE": "1,1,2,2,4,4,8,8,8,8"}
+
+
+def _webhook_receiver(world: World) -> Receiver:
+    """A receiver that verifies every delivery, as the chaos caller's standing webhook
+    (made in the tables, as POST /v1/webhooks makes one)."""
+    receiver = Receiver().start()
+    with psycopg.connect(world.database_url) as conn:
+        _, secret = insert_standing_webhook(conn, "USER#chaos", receiver.url())
+    receiver.secrets.append(secret)
+    return receiver
+
+
+def _in_flight(receiver: Receiver) -> int:
+    with receiver.lock:
+        return sum(1 for r in receiver.received if r.status is None)
+
+
+def _wait_in_flight(receiver: Receiver, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while _in_flight(receiver) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _in_flight(receiver) >= count, "no delivery was in flight"
+
+
+def check_deliveries(world: World, receiver: Receiver, scenario: str, ids: list[str],
+                     fault_at: float, timeout: float = 120) -> None:
+    """Every run's event delivered (DELIVERED, and answered 2xx by the receiver, under
+    that event's ID, with a signature it verified); none under two IDs."""
+    deadline = time.monotonic() + timeout
+    rows: list[Any] = []
+    while time.monotonic() < deadline:
+        try:
+            with psycopg.connect(world.database_url, connect_timeout=2) as conn:
+                rows = conn.execute(
+                    "SELECT e.run_id, e.id, d.status, d.attempt_count FROM webhook_events e"
+                    " JOIN webhook_deliveries d ON d.event_id = e.id"
+                    " WHERE e.run_id = ANY(%s)", (ids,)).fetchall()
+        except psycopg.OperationalError:
+            rows = []
+        if len(rows) == len(ids) and all(r[2] == "DELIVERED" for r in rows):
+            break
+        time.sleep(0.2)
+    event_of = {r[0]: r[1] for r in rows}
+    got = receiver.delivered()
+    ids_by_run: dict[str, set[str]] = {}
+    for r in got:
+        ids_by_run.setdefault(r.json["data"]["runId"], set()).add(r.webhook_id)
+    late = max((r.time for r in got), default=fault_at) - fault_at
+    print(f"\nchaos webhooks {scenario:<22} runs {len(ids)}  delivered "
+          f"{sum(r[2] == 'DELIVERED' for r in rows)}  tries {sum(r[3] for r in rows)}  "
+          f"answered 2xx {len(got)}  last arrival {late:5.1f} s after the fault")
+    assert len(rows) == len(ids), "a run's end wrote no delivery"
+    assert all(r[2] == "DELIVERED" for r in rows), f"not delivered: {rows}"
+    assert set(ids_by_run) == set(ids), "a delivery never reached the receiver"
+    assert all(ids_by_run[run] == {event_of[run]} for run in ids), "an event under two IDs"
+    assert all(r.verified for r in receiver.received)
+
+
+def test_webhooks_a_worker_sigkilled_mid_delivery(world: World) -> None:
+    receiver = _webhook_receiver(world)
+    first_seen: set[str] = set()
+
+    def hang_first(got: Received) -> Answer:  # each event's first try hangs a while
+        with receiver.lock:
+            first = got.webhook_id not in first_seen
+            first_seen.add(got.webhook_id)
+        return Answer(200, delay=2.5) if first else Answer(200)
+
+    receiver.answer = hang_first
+    try:
+        base = world.web(**WEBHOOK_ENV)
+        victim = world.worker("victim", concurrency=4, **WEBHOOK_ENV)
+        ids = world.submit(base, 6, sleep=0.1)
+        _wait_in_flight(receiver, 2)
+        fault = time.time()
+        victim.signal_group(signal.SIGKILL)
+        world.worker("survivor", concurrency=4, **WEBHOOK_ENV)
+        world.wait_ended(ids)
+        world.check("webhooks: SIGKILL worker", ids, fault)
+        check_deliveries(world, receiver, "SIGKILL mid-delivery", ids, fault)
+    finally:
+        receiver.release.set()
+        receiver.stop()
+
+
+def test_webhooks_redis_flushed_with_deliveries_pending(world: World) -> None:
+    receiver = _webhook_receiver(world)
+    receiver.stop()  # down: the deliveries wait for their next try
+    try:
+        base = world.web(**WEBHOOK_ENV)
+        world.worker("worker", concurrency=4, **WEBHOOK_ENV)
+        ids = world.submit(base, 10, sleep=0.1)
+        world.wait_ended(ids)
+        time.sleep(2)  # tried and failed at least once
+        fault = time.time()
+        world.redis.flush_and_restart()
+        receiver.start()
+        world.check("webhooks: Redis flush", ids, fault)
+        check_deliveries(world, receiver, "Redis flush", ids, fault)
+    finally:
+        receiver.stop()
+
+
+def test_webhooks_postgres_restarted_mid_delivery(world: World) -> None:
+    receiver = _webhook_receiver(world)
+    receiver.answer = lambda _: Answer(200, delay=1.5)
+    try:
+        base = world.web(**WEBHOOK_ENV)
+        world.worker("worker", concurrency=8, **WEBHOOK_ENV)
+        ids = world.submit(base, 8, sleep=0.1)
+        _wait_in_flight(receiver, 2)
+        fault = time.time()
+        world.pg.stop()
+        time.sleep(2)
+        world.pg.start()
+        world.wait_ended(ids, timeout=90)
+        world.check("webhooks: PostgreSQL restart", ids, fault)
+        check_deliveries(world, receiver, "PostgreSQL restart", ids, fault)
+    finally:
+        receiver.release.set()
+        receiver.stop()

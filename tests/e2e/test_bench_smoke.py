@@ -46,3 +46,22 @@ def test_the_results_benchmark_runs_and_reports_its_figures(admin_database_url: 
     for fmt in ("JSONL", "CSV"):
         assert float(figures[f"download rate, {fmt} of a 2 MB result"]["value"].split()[0]) > 0
         assert figures[f"web peak RSS, 3 x {fmt} download of 2 MB"]["met"] is not None
+
+
+def test_the_webhooks_benchmark_runs_and_reports_its_figures(admin_database_url: str,
+                                                            redis_url: str,
+                                                            tmp_path: Path) -> None:
+    out = tmp_path / "webhooks.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.webhooks", "--quick", "--events", "100", "--runs", "5",
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "DATABASE_URL": admin_database_url, "REDIS_URL": redis_url})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "100 verified" in done.stdout
+    figures = {f["figure"]: f for f in json.loads(out.read_text())["figures"]}
+    deliveries = figures["deliveries/s, 1 worker"]
+    assert float(deliveries["value"].split()[0]) > 0
+    assert float(deliveries["ratio"]) > 0  # against the no-op drain of the same run
+    for q in ("p50", "p99"):
+        assert float(figures[f"run end to delivery {q} (low load)"]["value"].split()[0]) > 0

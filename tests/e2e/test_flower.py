@@ -22,7 +22,7 @@ from psycopg_pool import ConnectionPool
 from shared.db import transaction
 from shared.settings import DEFAULT_CATALOG_DIR
 from tests.e2e.test_end_to_end import poll_until_ended
-from tests.helpers import KeyMaker
+from tests.helpers import KeyMaker, insert_standing_webhook
 from tests.processes import Process, free_port, run_to_exit, start_web, start_worker, wait_http
 
 AUTH = ("ops", "flower-test-password")
@@ -202,3 +202,26 @@ def test_flower_starts_open_only_when_told_to(base_env: dict[str, str], tmp_path
         assert requests.get(f"http://127.0.0.1:{port}/workers", timeout=5).status_code == 200
     finally:
         flower.stop()
+
+
+def test_a_webhook_try_is_a_task_that_says_how_it_went(watched: Watched,
+                                                       pool: ConnectionPool) -> None:
+    # A standing webhook made in the tables (as POST /v1/webhooks makes one) to a plain
+    # http URL, which this stack (without WEBHOOKS_ALLOW_INSECURE) refuses at send time.
+    with transaction(pool) as conn:
+        insert_standing_webhook(conn, "USER#user_flower_hooks", "http://127.0.0.1:9/hook")
+    key = KeyMaker(pool)("user_flower_hooks")
+    answer = requests.post(f"{watched.api}/v1/run", headers={"Authorization": f"Bearer {key}"},
+                           json={"provider": "demo", "endpoint": "/echo", "input": {}},
+                           timeout=5)
+    run_id = answer.json()["runId"]
+    assert poll_until_ended(watched.api, key, run_id)["status"] == "COMPLETED"
+    with transaction(pool) as conn:
+        row = conn.execute("SELECT d.id FROM webhook_deliveries d JOIN webhook_events e"
+                           " ON e.id = d.event_id WHERE e.run_id = %s", (run_id,)).fetchone()
+    assert row is not None
+    task = watched.task_in(row["id"], "FAILURE")
+    assert task["name"] == "monid.deliver_webhook"
+    assert task["args"] == f"['{row['id']}']"
+    assert task["exception"] == ("DeliveryFailed('PENDING: not sent: a webhook URL is "
+                                 "https')")

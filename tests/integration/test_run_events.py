@@ -1,6 +1,6 @@
 """A run's live events (`GET /v1/runs/:runId/events`), on the real database: the events
 of a run as it goes, resuming with Last-Event-ID, the bounds on open streams, and the
-notifications of migration 0022."""
+notifications of migration 0021."""
 
 from __future__ import annotations
 
@@ -444,7 +444,7 @@ def test_an_idle_stream_pings_then_closes_at_its_longest_for_the_client_to_resum
         app.extensions["monid"].close()
 
 
-# --- the notifications of migration 0022 -------------------------------------------------
+# --- the notifications of migration 0021 -------------------------------------------------
 
 
 def notes_of(database_url: str, action: Any) -> list[tuple[str, str]]:

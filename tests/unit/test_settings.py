@@ -218,6 +218,20 @@ def test_reads_os_environ_when_no_mapping_is_given(monkeypatch: pytest.MonkeyPat
     (env(PROVIDER_CONCURRENCY="Apify=3"), "PROVIDER_CONCURRENCY", "is not provider=N"),
     (env(PROVIDER_CONCURRENCY="apify=3,apify=4"), "PROVIDER_CONCURRENCY", "given twice"),
     (env(WEBHOOKS_ALLOW_INSECURE="maybe"), "WEBHOOKS_ALLOW_INSECURE", "is not true or false"),
+    (env(WEBHOOK_RETRY_SCHEDULE="5,,30"), "WEBHOOK_RETRY_SCHEDULE", "'' is not a wait"),
+    (env(WEBHOOK_RETRY_SCHEDULE="5,0"), "WEBHOOK_RETRY_SCHEDULE", "'0' is not a wait"),
+    (env(WEBHOOK_RETRY_SCHEDULE="-5"), "WEBHOOK_RETRY_SCHEDULE", "'-5' is not a wait"),
+    (env(WEBHOOK_RETRY_SCHEDULE="5s,30s"), "WEBHOOK_RETRY_SCHEDULE", "'5s' is not a wait"),
+    (env(WEBHOOK_RETRY_SCHEDULE="nan"), "WEBHOOK_RETRY_SCHEDULE", "is not a wait"),
+    (env(WEBHOOK_RETRY_SCHEDULE="inf"), "WEBHOOK_RETRY_SCHEDULE", "is not a wait"),
+    (env(WEBHOOK_RETRY_SCHEDULE="604801"), "WEBHOOK_RETRY_SCHEDULE", "is not a wait"),
+    (env(WEBHOOK_RETRY_SCHEDULE=",".join(["1"] * 31)), "WEBHOOK_RETRY_SCHEDULE",
+     "at most 30"),
+    (env(WEBHOOK_TIMEOUT_SECONDS="0"), "WEBHOOK_TIMEOUT_SECONDS", "is out of range"),
+    (env(WEBHOOK_TIMEOUT_SECONDS="61"), "WEBHOOK_TIMEOUT_SECONDS", "is out of range"),
+    (env(WEBHOOK_TIMEOUT_SECONDS="soon"), "WEBHOOK_TIMEOUT_SECONDS", "is not a number"),
+    (env(WEBHOOK_MAX_IN_FLIGHT="0"), "WEBHOOK_MAX_IN_FLIGHT", "is out of range"),
+    (env(WEBHOOK_MAX_IN_FLIGHT="many"), "WEBHOOK_MAX_IN_FLIGHT", "is not an integer"),
 ])
 def test_bad_values_raise_settings_error_naming_the_variable(
     values: dict[str, str], variable: str, fragment: str
@@ -437,3 +451,24 @@ def test_bad_event_stream_settings_name_the_variable(values: dict[str, str], var
     with pytest.raises(SettingsError) as caught:
         load_settings(values)
     assert caught.value.variable == variable and fragment in caught.value.problem
+
+
+def test_the_webhook_retry_schedule_defaults_to_about_twenty_hours() -> None:
+    settings = load_settings(env())
+    assert settings.webhook_retry_schedule == (5, 30, 120, 600, 1800, 7200, 21600, 43200)
+    assert 19 * 3600 < sum(settings.webhook_retry_schedule) < 21 * 3600
+    assert settings.webhook_timeout_seconds == 5.0
+
+
+def test_the_webhook_retry_schedule_is_read_in_order_with_spaces_and_fractions() -> None:
+    settings = load_settings(env(WEBHOOK_RETRY_SCHEDULE=" 1, 2.5 ,4,604800",
+                                 WEBHOOK_TIMEOUT_SECONDS="0.5"))
+    assert settings.webhook_retry_schedule == (1.0, 2.5, 4.0, 604800.0)
+    assert settings.webhook_timeout_seconds == 0.5
+
+
+def test_webhook_tries_in_flight_default_to_half_the_threads() -> None:
+    assert load_settings(env(WORKER_CONCURRENCY="200")).webhook_max_in_flight == 100
+    assert load_settings(env(WORKER_CONCURRENCY="1")).webhook_max_in_flight == 1
+    assert load_settings(env(WORKER_CONCURRENCY="8",
+                             WEBHOOK_MAX_IN_FLIGHT="3")).webhook_max_in_flight == 3

@@ -1,4 +1,4 @@
--- Named queries of runs' live events (GET /v1/runs/:runId/events, migration 0022).
+-- Named queries of runs' live events (GET /v1/runs/:runId/events, migration 0021).
 
 -- name: get_run_for_events
 -- The run as its events show it: everything GET /v1/runs/:runId answers but its

@@ -88,3 +88,16 @@ FROM (
     FROM runs
     WHERE started_at IS NOT NULL
 ) started;
+
+-- name: count_webhook_deliveries_by_status
+SELECT status, count(*) AS deliveries
+FROM webhook_deliveries
+GROUP BY status;
+
+-- name: find_pending_webhook_deliveries
+-- The PENDING deliveries (the partial index holds only them): how many are due now,
+-- and how old the oldest is.
+SELECT count(*) FILTER (WHERE next_attempt_at <= now()) AS due,
+       coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age_seconds
+FROM webhook_deliveries
+WHERE status = 'PENDING';
