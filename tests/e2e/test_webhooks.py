@@ -4,8 +4,9 @@ is delivered once; receivers that fail then succeed, hang, redirect or are gone;
 thousand runs ending while the receiver is down for 30 s are all delivered after, each
 event under one `webhook-id`.
 
-The destinations are standing webhooks made in the tables directly (the caller's every
-run then has a delivery), until these tests make them through the API."""
+The destinations are standing webhooks made through the API (the caller's every run
+then has a delivery), and a run's own webhook given on POST /v1/run, whose delivery
+is then read in the delivery log and sent again by hand."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from psycopg_pool import ConnectionPool
 from shared.db import transaction
 from tests.e2e.conftest import Stack
 from tests.fakes.receiver import Answer, Received, Receiver
-from tests.helpers import KeyMaker, insert_standing_webhook
+from tests.helpers import KeyMaker
 from tests.processes import start_web, start_worker
 
 WEBHOOK_ENV = {
@@ -52,11 +53,15 @@ def receiver() -> Iterator[Receiver]:
         yield running
 
 
-def standing(pool: ConnectionPool, user: str, receiver: Receiver, path: str) -> str:
-    with transaction(pool) as conn:
-        endpoint_id, secret = insert_standing_webhook(conn, f"USER#{user}", receiver.url(path))
-    receiver.secrets.append(secret)
-    return endpoint_id
+def standing(stack: Stack, key: str, receiver: Receiver, path: str) -> str:
+    """A standing webhook for every run event, made through the API; the receiver
+    verifies with the secret the answer shows once."""
+    made = requests.post(f"{stack.base_url}/v1/webhooks", timeout=10,
+                         headers={"Authorization": f"Bearer {key}"},
+                         json={"url": receiver.url(path)})
+    assert made.status_code == 201, made.text
+    receiver.secrets.append(made.json()["secret"])
+    return str(made.json()["webhookId"])
 
 
 def start_runs(stack: Stack, key: str, count: int, threads: int = 8) -> list[str]:
@@ -96,7 +101,7 @@ def tries(pool: ConnectionPool, delivery_id: str) -> list[dict[str, Any]]:
 
 def test_a_run_is_delivered_once_and_verified(wh_stack: Stack, pool: ConnectionPool,
                                               e2e_key: KeyMaker, receiver: Receiver) -> None:
-    standing(pool, "wh_once", receiver, "/hook")
+    standing(wh_stack, e2e_key("wh_once"), receiver, "/hook")
     [run_id] = start_runs(wh_stack, e2e_key("wh_once"), 1)
     wait_for(lambda: receiver.delivered(), 20, "the delivery")
     time.sleep(2)  # nothing more comes
@@ -110,6 +115,49 @@ def test_a_run_is_delivered_once_and_verified(wh_stack: Stack, pool: ConnectionP
     ended = requests.get(f"{wh_stack.base_url}/v1/runs/{run_id}", timeout=10,
                          headers={"Authorization": f"Bearer {e2e_key('wh_once')}"}).json()
     assert ended["status"] == "COMPLETED"
+
+
+def test_a_runs_own_webhook_is_logged_and_redelivered_under_the_same_id(
+        wh_stack: Stack, e2e_key: KeyMaker, receiver: Receiver) -> None:
+    key = e2e_key("wh_own")
+    auth = {"Authorization": f"Bearer {key}"}
+    secret = requests.get(f"{wh_stack.base_url}/v1/webhooks/default/secret", headers=auth,
+                          timeout=10).json()["key"]
+    receiver.secrets.append(secret)
+    accepted = requests.post(f"{wh_stack.base_url}/v1/run", headers=auth, timeout=10, json={
+        "provider": "demo", "endpoint": "/echo", "input": {"n": 1},
+        "webhook": {"url": receiver.url("/own"), "events": ["run.completed"]}})
+    assert accepted.status_code == 202, accepted.text
+    run_id = accepted.json()["runId"]
+    wait_for(lambda: receiver.delivered(), 20, "the delivery")
+    [first] = receiver.received
+    assert first.verified and first.json["data"]["runId"] == run_id
+    assert first.json["data"]["itemsUrl"] == f"/v1/runs/{run_id}/items"
+
+    def log() -> list[dict[str, Any]]:
+        answer = requests.get(f"{wh_stack.base_url}/v1/runs/{run_id}/deliveries",
+                              headers=auth, timeout=10)
+        assert answer.status_code == 200, answer.text
+        return list(answer.json()["items"])
+
+    wait_for(lambda: log()[0]["status"] == "DELIVERED", 10, "the log to say DELIVERED")
+    [delivery] = log()
+    assert delivery["webhookId"] is None and delivery["eventId"] == first.webhook_id
+    assert [a["statusCode"] for a in delivery["attempts"]] == [200]
+    again = requests.post(f"{wh_stack.base_url}/v1/deliveries/{delivery['deliveryId']}"
+                          "/redeliver", headers=auth, timeout=10)
+    assert again.status_code == 202, again.text
+    wait_for(lambda: len(receiver.delivered()) == 2, 20, "the redelivery")
+    second = receiver.received[-1]
+    assert second.verified and second.webhook_id == first.webhook_id
+    assert second.body == first.body
+    wait_for(lambda: len(log()[0]["attempts"]) == 2, 10, "the second try in the log")
+    # Another caller sees neither the log nor the delivery.
+    other = {"Authorization": f"Bearer {e2e_key('wh_own_other')}"}
+    assert requests.get(f"{wh_stack.base_url}/v1/runs/{run_id}/deliveries", headers=other,
+                        timeout=10).status_code == 404
+    assert requests.post(f"{wh_stack.base_url}/v1/deliveries/{delivery['deliveryId']}"
+                         "/redeliver", headers=other, timeout=10).status_code == 404
 
 
 def test_receivers_that_fail_hang_redirect_or_are_gone(
@@ -130,7 +178,7 @@ def test_receivers_that_fail_hang_redirect_or_are_gone(
         return Answer(200)
 
     receiver.answer = answer
-    ids = {path: standing(pool, "wh_kinds", receiver, path)
+    ids = {path: standing(wh_stack, e2e_key("wh_kinds"), receiver, path)
            for path in ("/flaky", "/hang", "/redirect", "/gone")}
     start_runs(wh_stack, e2e_key("wh_kinds"), 1)
 
@@ -165,7 +213,7 @@ def test_receivers_that_fail_hang_redirect_or_are_gone(
 
 def test_a_thousand_runs_ending_while_the_receiver_is_down_are_all_delivered(
         wh_stack: Stack, pool: ConnectionPool, e2e_key: KeyMaker, receiver: Receiver) -> None:
-    standing(pool, "wh_down", receiver, "/hook")
+    standing(wh_stack, e2e_key("wh_down"), receiver, "/hook")
     receiver.stop()  # down: connections refused
     went_down = time.monotonic()
     run_ids = start_runs(wh_stack, e2e_key("wh_down"), 1000)
@@ -202,7 +250,7 @@ def test_a_thousand_runs_ending_while_the_receiver_is_down_are_all_delivered(
 def test_receivers_that_hang_do_not_hold_the_threads_runs_need(
         wh_stack: Stack, pool: ConnectionPool, e2e_key: KeyMaker, receiver: Receiver) -> None:
     receiver.answer = lambda _: Answer(200, delay=30)  # every try times out (1 s)
-    standing(pool, "wh_flood", receiver, "/hang")
+    standing(wh_stack, e2e_key("wh_flood"), receiver, "/hang")
     start_runs(wh_stack, e2e_key("wh_flood"), 60)
     wait_for(lambda: sum(d["attempt_count"] for d in deliveries(pool, "wh_flood")) >= 8, 60,
              "the hanging receiver's tries under way")
