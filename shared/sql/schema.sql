@@ -165,6 +165,24 @@ CREATE FUNCTION public.monid_csv_cell(item jsonb, path text[]) RETURNS text
                                    '"', '""') || '"', '')
 $$;
 
+CREATE FUNCTION public.monid_delivery_tries(p_delivery_id text, p_limit integer) RETURNS json
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    RETURN (SELECT coalesce(json_agg(a ORDER BY a.id), '[]'::json)
+            FROM (SELECT t.id,
+                         to_char(t.attempted_at AT TIME ZONE 'UTC',
+                                 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "attemptedAt",
+                         t.status_code AS "statusCode", t.duration_ms AS "durationMs",
+                         t.response_head AS "responseHead", t.error,
+                         to_char(t.next_retry_at AT TIME ZONE 'UTC',
+                                 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "nextRetryAt"
+                  FROM webhook_delivery_attempts t
+                  WHERE t.delivery_id = p_delivery_id
+                  ORDER BY t.id DESC
+                  LIMIT p_limit) a);
+END $$;
+
 CREATE FUNCTION public.monid_hold_controls(p_run_id text, p_blocked boolean, p_controls jsonb, p_hold_micros bigint) RETURNS integer
     LANGUAGE plpgsql
     AS $$
@@ -223,6 +241,25 @@ CREATE FUNCTION public.monid_notify_run_ended() RETURNS trigger
 BEGIN
     PERFORM pg_notify('monid_run_ended', NEW.id);
     RETURN NULL;
+END $$;
+
+CREATE FUNCTION public.monid_run_attempts(p_run_id text) RETURNS json
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    RETURN (SELECT coalesce(json_agg(json_build_object(
+                'number', a.number,
+                'startedAt', to_char(a.started_at AT TIME ZONE 'UTC',
+                                     'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                'endedAt', to_char(a.ended_at AT TIME ZONE 'UTC',
+                                   'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                'outcome', a.outcome,
+                'httpStatus', a.http_status,
+                'message', a.message,
+                'nextAttemptAt', to_char(a.next_attempt_at AT TIME ZONE 'UTC',
+                                         'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+            ) ORDER BY a.number), '[]'::json)
+            FROM attempts a WHERE a.run_id = p_run_id);
 END $$;
 
 CREATE FUNCTION public.monid_settle(p_caller text, p_run_id text, p_cost_micros bigint, p_hold_micros bigint) RETURNS void

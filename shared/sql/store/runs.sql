@@ -84,19 +84,7 @@ SELECT r.id, r.caller, r.provider, r.provider_name, r.endpoint, r.status, r.inpu
        r.result_count, r.provider_response, r.error, r.price_type, r.price_micros,
        r.flat_fee_micros, r.cost_micros, r.attempt_count, r.max_attempts, r.next_attempt_at,
        r.deadline_at, r.created_at, r.started_at, r.completed_at, r.output_truncated,
-       (SELECT coalesce(json_agg(json_build_object(
-                    'number', a.number,
-                    'startedAt', to_char(a.started_at AT TIME ZONE 'UTC',
-                                         'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-                    'endedAt', to_char(a.ended_at AT TIME ZONE 'UTC',
-                                       'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-                    'outcome', a.outcome,
-                    'httpStatus', a.http_status,
-                    'message', a.message,
-                    'nextAttemptAt', to_char(a.next_attempt_at AT TIME ZONE 'UTC',
-                                             'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
-                ) ORDER BY a.number), '[]'::json)
-        FROM attempts a WHERE a.run_id = r.id) AS attempts
+       monid_run_attempts(r.id) AS attempts
 FROM runs r
 WHERE r.id = %(id)s AND r.caller = %(caller)s;
 

@@ -157,18 +157,7 @@ FROM delivery, event;
 SELECT d.id, d.event_id, ev.type AS event_type, ev.run_id, d.endpoint_id, d.url, d.status,
        d.attempt_count, d.next_attempt_at, d.last_status_code, d.last_error, d.created_at,
        d.updated_at,
-       (SELECT coalesce(json_agg(a ORDER BY a.id), '[]'::json)
-        FROM (SELECT t.id,
-                     to_char(t.attempted_at AT TIME ZONE 'UTC',
-                             'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "attemptedAt",
-                     t.status_code AS "statusCode", t.duration_ms AS "durationMs",
-                     t.response_head AS "responseHead", t.error,
-                     to_char(t.next_retry_at AT TIME ZONE 'UTC',
-                             'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "nextRetryAt"
-              FROM webhook_delivery_attempts t
-              WHERE t.delivery_id = d.id
-              ORDER BY t.id DESC
-              LIMIT %(attempt_limit)s) a) AS attempts
+       monid_delivery_tries(d.id, %(attempt_limit)s) AS attempts
 FROM webhook_deliveries d
 JOIN webhook_events ev ON ev.id = d.event_id
 WHERE d.id = %(id)s AND d.caller = %(caller)s;
@@ -179,18 +168,7 @@ WHERE d.id = %(id)s AND d.caller = %(caller)s;
 SELECT d.id, d.event_id, ev.type AS event_type, ev.run_id, d.endpoint_id, d.url, d.status,
        d.attempt_count, d.next_attempt_at, d.last_status_code, d.last_error, d.created_at,
        d.updated_at,
-       (SELECT coalesce(json_agg(a ORDER BY a.id), '[]'::json)
-        FROM (SELECT t.id,
-                     to_char(t.attempted_at AT TIME ZONE 'UTC',
-                             'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "attemptedAt",
-                     t.status_code AS "statusCode", t.duration_ms AS "durationMs",
-                     t.response_head AS "responseHead", t.error,
-                     to_char(t.next_retry_at AT TIME ZONE 'UTC',
-                             'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "nextRetryAt"
-              FROM webhook_delivery_attempts t
-              WHERE t.delivery_id = d.id
-              ORDER BY t.id DESC
-              LIMIT %(attempt_limit)s) a) AS attempts
+       monid_delivery_tries(d.id, %(attempt_limit)s) AS attempts
 FROM webhook_events ev
 JOIN webhook_deliveries d ON d.event_id = ev.id
 WHERE ev.run_id = %(run_id)s AND ev.caller = %(caller)s AND d.id < %(before)s
@@ -203,18 +181,7 @@ LIMIT %(limit)s;
 SELECT d.id, d.event_id, ev.type AS event_type, ev.run_id, d.endpoint_id, d.url, d.status,
        d.attempt_count, d.next_attempt_at, d.last_status_code, d.last_error, d.created_at,
        d.updated_at,
-       (SELECT coalesce(json_agg(a ORDER BY a.id), '[]'::json)
-        FROM (SELECT t.id,
-                     to_char(t.attempted_at AT TIME ZONE 'UTC',
-                             'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "attemptedAt",
-                     t.status_code AS "statusCode", t.duration_ms AS "durationMs",
-                     t.response_head AS "responseHead", t.error,
-                     to_char(t.next_retry_at AT TIME ZONE 'UTC',
-                             'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "nextRetryAt"
-              FROM webhook_delivery_attempts t
-              WHERE t.delivery_id = d.id
-              ORDER BY t.id DESC
-              LIMIT %(attempt_limit)s) a) AS attempts
+       monid_delivery_tries(d.id, %(attempt_limit)s) AS attempts
 FROM webhook_deliveries d
 JOIN webhook_events ev ON ev.id = d.event_id
 WHERE d.endpoint_id = %(endpoint_id)s AND d.caller = %(caller)s AND d.id < %(before)s
