@@ -42,7 +42,7 @@ LAST_EVENT_ID_QUERY = {
 EVENT_SCHEMA = {
     "type": "object", "required": ["data"],
     "properties": {
-        "id": {"type": "string", "pattern": r"^[0-4]\.[0-9]+\.[01](\.[0-9]+)?$",
+        "id": {"type": "string", "pattern": r"^[0-4]\.[0-9]+\.[01](\.[1-9][0-9]*)?$",
                "description": "Where the stream stands: `<status>.<attempt>.<ended>`, "
                               "then `.<progress>` once the attempt in flight has shown "
                               "progress."},

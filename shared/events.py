@@ -72,7 +72,8 @@ KINDS = (STATUS, ATTEMPT, PROGRESS, END)
 RUNNING_RANK, STOPPING_RANK, ENDED_RANK, END_RANK = 1, 2, 3, 4
 # What a client waits before reconnecting after the stream closes (`retry:`).
 RECONNECT_MILLISECONDS = 1000
-_EVENT_ID = re.compile(r"([0-4])\.(\d{1,9})\.([01])(?:\.(\d{1,9}))?")
+# `.<progress>` is there only when it is not 0 (so an ID has one spelling).
+_EVENT_ID = re.compile(r"([0-4])\.(\d{1,9})\.([01])(?:\.([1-9]\d{0,8}))?")
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ def test_a_stop_is_part_of_the_story_and_a_blocked_run_never_ran() -> None:
     ("-1.0.0", None), ("1.1234567890.0", None), ("1.0.0\n", Position(1, 0, 0)),
     ("\u0661.0.0", None), ("1.0.0x", None), ("x" * 10_000, None),
     ("1.2.0.3", Position(1, 2, 0, 3)), ("2.2.0.999999999", Position(2, 2, 0, 999999999)),
-    ("1.2.0.0", Position(1, 2, 0, 0)), ("1.2.0.1234567890", None), ("1.2.0.", None),
+    ("1.2.0.0", None), ("1.2.0.01", None), ("1.2.0.1234567890", None), ("1.2.0.", None),
     ("1.2.0.3.4", None), ("1.2.0.-1", None), ("1.2.0.x", None),
 ])
 def test_an_event_id_is_read_strictly(text: str | None, parsed: Position | None) -> None:
@@ -206,5 +206,5 @@ def test_every_way_through_a_run_with_progress_says_each_message_once_in_order()
         assert len(ids) == len(set(ids)), ids
         assert ids[-1] == "4.2.1"
         keys = [tuple(int(p) for p in (i + ".0").split(".")[:4]) for i in ids]
-        assert all(a[0] <= b[0] and a[1:] < b[1:] or a[0] < b[0] and a[1:] <= b[1:]
+        assert all((a[0] <= b[0] and a[1:] < b[1:]) or (a[0] < b[0] and a[1:] <= b[1:])
                    for a, b in itertools.pairwise(keys)), ids
