@@ -42,12 +42,17 @@ LAST_EVENT_ID_QUERY = {
 EVENT_SCHEMA = {
     "type": "object", "required": ["data"],
     "properties": {
-        "id": {"type": "string", "pattern": r"^[0-4]\.[0-9]+\.[01]$",
-               "description": "Where the stream stands: `<status>.<attempt>.<ended>`."},
+        "id": {"type": "string", "pattern": r"^[0-4]\.[0-9]+\.[01](\.[1-9][0-9]*)?$",
+               "description": "Where the stream stands: `<status>.<attempt>.<ended>`, "
+                              "then `.<progress>` once the attempt in flight has shown "
+                              "progress."},
         "event": {"type": "string", "enum": list(events.KINDS)},
         "data": {"type": "string",
                  "description": "JSON: `{\"runId\", \"status\", \"stoppable\"}` "
-                                "(status), the attempt with `runId` (attempt), the run "
+                                "(status), the attempt with `runId` (attempt), "
+                                "`{\"runId\", \"attempt\", \"message\", \"at\"}` "
+                                "(progress: what the attempt in flight's provider job "
+                                "says, at most 500 characters, first seen `at`), the run "
                                 "without `output` (end)."},
         "retry": {"type": "integer", "description": "On the first event: milliseconds to "
                                                     "wait before reconnecting."},
@@ -64,6 +69,11 @@ def _data(event: events.Event) -> dict[str, Any]:
                 "stoppable": event.status not in events.END_STATUSES}
     if event.kind == events.ATTEMPT:
         return {"runId": run.id, **_attempt_schema.dump(event.attempt)}
+    if event.kind == events.PROGRESS:
+        said = event.progress
+        assert said is not None
+        return {"runId": run.id, "attempt": said.attempt, "message": said.message,
+                "at": said.at}
     return dict(_end_schema.dump(run))
 
 
@@ -110,11 +120,15 @@ class _Body:
         "\"status\", \"stoppable\"}`, each status the run goes through: `RUNNING`, "
         "`STOPPING` when a stop was asked, then the one it ended with), `attempt` (each "
         "attempt as the run's `attempts` shows it, with `runId`: once when it starts, "
-        "again when it ends; one that did both while the client was away, once), and "
-        "`end` (the run as `GET /v1/runs/:runId` answers it, without `output`), after "
-        "which the stream closes. Providers report no progress that is recorded, so no "
-        "`progress` event is sent. Each event has an `id` that says how far the stream "
-        "has gone (`<status>.<attempt>.<ended>`): a client that reconnects with "
+        "again when it ends; one that did both while the client was away, once), "
+        "`progress` (`{\"runId\", \"attempt\", \"message\", \"at\"}`: what the "
+        "provider's job says of its progress while the attempt runs, each time it "
+        "changes, as the worker's checks of the job read it; for Apify actors, the actor "
+        "run's `statusMessage`, cut to 500 characters; a client that was away gets the "
+        "last one only), and `end` (the run as `GET /v1/runs/:runId` answers it, without "
+        "`output`), after which the stream closes. Each event has an `id` that says how "
+        "far the stream has gone (`<status>.<attempt>.<ended>`, then `.<progress>` once "
+        "the attempt in flight has shown progress): a client that reconnects with "
         "`Last-Event-ID` gets only what it has not seen; a run that has ended answers "
         "what was missed and its `end` at once. An idle stream sends a `: ping` comment "
         "every `EVENT_STREAM_PING_SECONDS` (15 s); a stream open for "

@@ -1,13 +1,26 @@
 """Live events of a run (`GET /v1/runs/:runId/events`): its status when it changes,
-each attempt as it starts and ends, and its end, as they happen.
+each attempt as it starts and ends, what the provider's job says of its progress
+while the attempt runs, and its end, as they happen.
 
 The events are not stored: each is a step between two states of the run, and its ID
-says where the stream then stood, as `<status>.<attempt>.<ended>`:
+says where the stream then stood, as `<status>.<attempt>.<ended>`, followed by
+`.<progress>` once the attempt in flight has shown progress:
 
 - `status`: how far along the run's statuses the stream has gone: 0 nothing yet,
   1 `RUNNING`, 2 `STOPPING`, 3 the status the run ended with, 4 the `end` event;
 - `attempt`: the number of the last attempt shown (0: none);
-- `ended`: 1 when that attempt was shown ended, 0 when shown in flight.
+- `ended`: 1 when that attempt was shown ended, 0 when shown in flight;
+- `progress`: which of that attempt's progress messages was shown last (the count
+  kept with the provider state, `shared.progress`: 1 for its first message, 2 for the
+  next different one...); absent (0) when none was. IDs without it (as streams sent
+  before progress was shown) are read as 0.
+
+`progress` events come from providers whose jobs the worker follows and which say
+how far they have got: Apify, whose actor runs' `statusMessage` is checked at each
+check of the actor run. Only the attempt's last message is kept: a stream is sent
+each message it reads, so a client that was away (or a message that changed twice
+between two checks) sees the last one only. An attempt that ends shows no more
+progress: its end comes next.
 
 So the events a stream still owes are those between the state its last ID names and
 the run as it is now, whichever web process answers: a client that reconnects with
@@ -27,8 +40,10 @@ connection: it sleeps until the process's listener (`shared.waiting`) is notifie
 a change of its run (`monid_run_changed`, sent only for runs a stream follows,
 migration 0021) or of its end (`monid_run_ended`), then reads the run once. It reads
 the run again at every keep-alive too, so a notification lost while the listener
-reconnected delays an event by one keep-alive at most. Providers report no progress
-that this project records, so no `progress` event is sent yet.
+reconnected delays an event by one keep-alive at most. A progress change is notified
+too: the worker keeps it with the state it writes at each check of a followed job
+(`follow_run`), which also sets when the next check is due (`next_attempt_at`, in the
+trigger's WHEN).
 """
 
 from __future__ import annotations
@@ -40,9 +55,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from shared import errors
+from shared import errors, progress
 from shared.db import DatabaseUnavailable, autocommit
 from shared.ids import is_run_id
+from shared.progress import Progress
 from shared.services import Services
 from shared.store import END_STATUSES, Run
 from shared.store import events as events_store
@@ -56,7 +72,8 @@ KINDS = (STATUS, ATTEMPT, PROGRESS, END)
 RUNNING_RANK, STOPPING_RANK, ENDED_RANK, END_RANK = 1, 2, 3, 4
 # What a client waits before reconnecting after the stream closes (`retry:`).
 RECONNECT_MILLISECONDS = 1000
-_EVENT_ID = re.compile(r"([0-4])\.(\d{1,9})\.([01])")
+# `.<progress>` is there only when it is not 0 (so an ID has one spelling).
+_EVENT_ID = re.compile(r"([0-4])\.(\d{1,9})\.([01])(?:\.([1-9]\d{0,8}))?")
 
 
 @dataclass(frozen=True)
@@ -66,10 +83,12 @@ class Position:
     rank: int = 0
     attempt: int = 0
     ended: int = 0
+    progress: int = 0
 
     @property
     def id(self) -> str:
-        return f"{self.rank}.{self.attempt}.{self.ended}"
+        shown = f".{self.progress}" if self.progress else ""
+        return f"{self.rank}.{self.attempt}.{self.ended}{shown}"
 
     @classmethod
     def parse(cls, text: str | None) -> Position | None:
@@ -77,7 +96,8 @@ class Position:
         match = _EVENT_ID.fullmatch(text.strip()) if text else None
         if match is None:
             return None
-        return cls(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+        return cls(int(match.group(1)), int(match.group(2)), int(match.group(3)),
+                   int(match.group(4) or 0))
 
 
 START = Position()
@@ -85,14 +105,16 @@ START = Position()
 
 @dataclass(frozen=True)
 class Event:
-    """One event: `kind` is status, attempt or end; `status` the status it shows (status
-    events), `attempt` the attempt (attempt events, as the run's `attempts` has it)."""
+    """One event: `kind` is status, attempt, progress or end; `status` the status it
+    shows (status events), `attempt` the attempt (attempt events, as the run's
+    `attempts` has it), `progress` what the attempt in flight says (progress events)."""
 
     id: str
     kind: str
     run: Run
     status: str | None = None
     attempt: Mapping[str, Any] | None = None
+    progress: Progress | None = None
 
 
 def _status_path(run: Run) -> list[tuple[int, str]]:
@@ -105,6 +127,18 @@ def _status_path(run: Run) -> list[tuple[int, str]]:
     return path
 
 
+def current_progress(run: Run) -> Progress | None:
+    """What the run's attempt in flight last said of its progress; None when it said
+    nothing (or no attempt is in flight)."""
+    if run.ended:
+        return None
+    said = progress.parse(run.progress)
+    if said is None:
+        return None
+    attempt = next((a for a in run.attempts if a["number"] == said.attempt), None)
+    return said if attempt is not None and attempt["endedAt"] is None else None
+
+
 def consistent(seen: Position, run: Run) -> bool:
     """Whether `seen` is a position of this run's stream: it names no more than the run
     has done."""
@@ -112,14 +146,24 @@ def consistent(seen: Position, run: Run) -> bool:
     if seen.rank > furthest:
         return False
     if seen.attempt == 0:
-        return seen.ended == 0
+        return seen.ended == 0 and seen.progress == 0
     attempt = next((a for a in run.attempts if a["number"] == seen.attempt), None)
-    return attempt is not None and (not seen.ended or attempt["endedAt"] is not None)
+    if attempt is None or (seen.ended and attempt["endedAt"] is None):
+        return False
+    if seen.progress == 0:
+        return True
+    if seen.ended:  # progress is shown only while the attempt is in flight
+        return False
+    if attempt["endedAt"] is not None:  # its progress went with it: its end is owed
+        return True
+    said = current_progress(run)
+    return said is not None and said.attempt == seen.attempt and seen.progress <= said.n
 
 
 def events_after(seen: Position, run: Run) -> tuple[list[Event], Position]:
     """The events between `seen` and the run as it is, and where they leave the stream:
-    the statuses before the end, the attempts, then the end's status and the end."""
+    the statuses before the end, the attempts, the progress of the one in flight, then
+    the end's status and the end."""
     events: list[Event] = []
     at = seen
     for rank, status in _status_path(run):
@@ -129,8 +173,13 @@ def events_after(seen: Position, run: Run) -> tuple[list[Event], Position]:
     for attempt in sorted(run.attempts, key=lambda a: int(a["number"])):
         ended = int(attempt["endedAt"] is not None)
         if (attempt["number"], ended) > (at.attempt, at.ended):
-            at = replace(at, attempt=attempt["number"], ended=ended)
+            at = replace(at, attempt=attempt["number"], ended=ended, progress=0)
             events.append(Event(at.id, ATTEMPT, run, attempt=attempt))
+    said = current_progress(run)
+    if said is not None and (said.attempt, 0) == (at.attempt, at.ended) \
+            and said.n > at.progress:
+        at = replace(at, progress=said.n)
+        events.append(Event(at.id, PROGRESS, run, progress=said))
     if run.ended:
         if at.rank < ENDED_RANK:
             at = replace(at, rank=ENDED_RANK)
@@ -243,4 +292,4 @@ def open_events(svc: Services, caller: str, run_id: str,
 
 
 __all__ = ["END", "END_STATUSES", "KINDS", "START", "Event", "EventStream", "Position",
-           "consistent", "events_after", "open_events"]
+           "consistent", "current_progress", "events_after", "open_events"]

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from psycopg_pool import ConnectionPool
 
-from shared import store
+from shared import progress, store
 from shared.catalog import Catalog, split_input
 from shared.db import DatabaseUnavailable, autocommit, transaction
 from shared.logs import run_id_var
@@ -284,8 +284,10 @@ class Runner:
     def _follow(self, claim: store.Claim, pending: Pending) -> str:
         wait = self.policy.wait(pending.check_after, deadline_at=claim.deadline_at,
                                 now=datetime.now(UTC))
-        handed = self._write(lambda conn: store.follow_run(conn, claim, dict(pending.state),
-                                                           wait.seconds,
+        # The job's progress rides on the state written anyway: no write of its own.
+        state = progress.record(claim.provider_state, pending.state, pending.progress,
+                                attempt=claim.attempt, now=datetime.now(UTC))
+        handed = self._write(lambda conn: store.follow_run(conn, claim, state, wait.seconds,
                                                            published=wait.on_broker,
                                                            freed=self._freed(claim)))
         if handed is None:

@@ -9,8 +9,8 @@ from shared.store.runs import Run
 
 
 def get_run_for_events(conn: Conn, run_id: str, caller: str) -> Run | None:
-    """The caller's run with its attempts but without its output; None when it is not
-    the caller's (or does not exist)."""
+    """The caller's run with its attempts and its provider's progress but without its
+    output; None when it is not the caller's (or does not exist)."""
     row = conn.execute(query("get_run_for_events"), {"id": run_id, "caller": caller}).fetchone()
     if row is None:
         return None

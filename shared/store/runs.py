@@ -45,6 +45,9 @@ class Run:
     # `output` holds only the first of the run's items (read all of them with the
     # run's items).
     output_truncated: bool = False
+    # What its provider's job last said of its progress, as kept with the provider
+    # state (`shared.progress`); read only for the run's live events.
+    progress: Any = None
 
     @property
     def ended(self) -> bool:

@@ -1,4 +1,5 @@
-"""Apify runs through real web and worker processes against a fake Apify."""
+"""Apify runs through real web and worker processes against a fake Apify, and the
+actor's status messages as progress events of the run's live events."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from psycopg_pool import ConnectionPool
 from shared import store
 from shared.db import transaction
 from tests.e2e.test_end_to_end import poll_until_ended
+from tests.e2e.test_run_events_e2e import follow
 from tests.fakes.apify import FakeApify, SizedDataset
 from tests.helpers import KeyMaker
 from tests.processes import Process, start_worker
@@ -257,3 +259,43 @@ def test_a_run_stopped_mid_read_ends_stopped_with_no_items(
         row = conn.execute("SELECT count(*) AS n FROM run_items WHERE run_id = %s",
                            (run_id,)).fetchone()
     assert row is not None and row["n"] == 0
+
+
+# --- progress in the live events ------------------------------------------------------------
+
+
+def test_an_actors_status_messages_are_live_progress_events_resumed_after_their_id(
+        env: dict[str, str], web: tuple[Process, str], apify: FakeApify, e2e_key: KeyMaker,
+        pool: ConnectionPool, tmp_path: Path) -> None:
+    # The worker checks the actor run about 2 s, 5 s and 9.5 s after its start (each
+    # check waits 1.5 times longer than the one before): the first check reads the
+    # first message, the second the next one, the third the end.
+    apify.add_actor("apidojo~tweet-scraper", run_seconds=7.5, items=[{"id": "1"}],
+                    progress=[(0.0, "Starting the crawler"), (3.5, "Crawled 1 of 2 pages")])
+    before = apify.runs_started("apidojo~tweet-scraper")
+    worker = start_worker(env, tmp_path)
+    try:
+        key = e2e_key("user_progress")
+        credit(pool, "USER#user_progress", 1_000_000)
+        _, base = web
+        run_id = start_run(base, key, "/apidojo/tweet-scraper", {"searchTerms": ["AI"]})
+        # A client that drops its connection after the first progress event ...
+        first = [e for e, _ in follow(base, key, run_id, stop_after=3)]
+        assert [(e.id, e.event) for e in first] == [
+            ("1.0.0", "status"), ("1.1.0", "attempt"), ("1.1.0.1", "progress")]
+        said = first[-1].json()
+        assert said["runId"] == run_id and said["attempt"] == 1
+        assert said["message"] == "Starting the crawler"
+        # ... and reconnects with its ID gets the next message, once, then the end.
+        rest = [e for e, _ in follow(base, key, run_id, last=first[-1].id)]
+        assert [(e.id, e.event) for e in rest] == [
+            ("1.1.0.2", "progress"), ("1.1.1", "attempt"), ("3.1.1", "status"),
+            ("4.1.1", "end")]
+        assert rest[0].json()["message"] == "Crawled 1 of 2 pages"
+        assert rest[-1].json()["status"] == "COMPLETED"
+        # The ended run's story has no progress: its attempt has ended.
+        whole = [e.event for e, _ in follow(base, key, run_id)]
+        assert whole == ["status", "attempt", "status", "end"]
+        assert apify.runs_started("apidojo~tweet-scraper") - before == 1
+    finally:
+        worker.stop()

@@ -10,7 +10,10 @@ Routes (all need `Authorization: Bearer <token>` or `?token=<token>`):
 actorId is `owner~name` (the `owner/name` form is not accepted) or the actor's id.
 A run is READY, RUNNING after 0.1 s, and reaches its actor's final status after
 run_seconds (TIMED-OUT earlier if the `timeout` query parameter is shorter), with
-the actor's statusMessage when it ends otherwise than SUCCEEDED.
+the actor's statusMessage when it ends otherwise than SUCCEEDED. While it runs, its
+statusMessage is what the actor says of its progress (Actor.setStatusMessage): the
+actor's `progress` script (messages said so many seconds after the start), or what
+the test sets with `set_status_message`.
 
 The start's `maxItems` and `maxTotalChargeUsd` are kept in the run's `options`, as
 Apify keeps them. A pay-per-result actor is given `maxItems` and should write no
@@ -150,6 +153,7 @@ class _Actor:
     final_status: str
     status_message: str | None = None
     ignores_max_items: bool = False
+    progress: tuple[tuple[float, str], ...] = ()
 
 
 @dataclass
@@ -169,6 +173,9 @@ class ApifyRun:
     abort_seconds: float
     input_len: int
     status_message: str | None = None
+    # (seconds after the start, message): what the run says while it runs.
+    progress: tuple[tuple[float, str], ...] = ()
+    set_message: str | None = None
     started_mono: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)
     default_dataset_id: str = field(default_factory=apify_id)
@@ -212,6 +219,12 @@ class ApifyRun:
             return "Actor run timed out"
         if status in ("FAILED", "ABORTED", "TIMED-OUT"):
             return self.status_message
+        if status in ("RUNNING", "ABORTING", "TIMING-OUT"):
+            if self.set_message is not None:
+                return self.set_message
+            elapsed = time.monotonic() - self.started_mono
+            said = [message for at, message in self.progress if elapsed >= at]
+            return said[-1] if said else None
         return None
 
     @property
@@ -324,18 +337,21 @@ class FakeApify(FakeServer):
         final_status: str = "SUCCEEDED",
         status_message: str | None = None,
         ignores_max_items: bool = False,
+        progress: Sequence[tuple[float, str]] = (),
     ) -> str:
         """Register (or replace) an actor `owner~name`; returns its 17-char id.
         items: a list (or a SizedDataset), or a callable(input) -> list, giving the run's
         dataset items. status_message: what a run that ends otherwise than SUCCEEDED
-        says. ignores_max_items: write every item whatever the start's `maxItems`."""
+        says. ignores_max_items: write every item whatever the start's `maxItems`.
+        progress: (seconds after the start, message) pairs: the statusMessage of a
+        running run is the last message whose time has come."""
         if final_status not in FINAL_STATUSES:
             raise ValueError(f"final_status must be one of {sorted(FINAL_STATUSES)}")
         with self._state_lock:
             old = self._actors.get(actor_id)
             actor = _Actor(
                 actor_id, old.id if old else apify_id(), items, run_seconds, final_status,
-                status_message, ignores_max_items,
+                status_message, ignores_max_items, tuple(progress),
             )
             self._actors[actor_id] = actor
             return actor.id
@@ -352,6 +368,12 @@ class FakeApify(FakeServer):
     def runs(self, actor_id: str | None = None) -> list[ApifyRun]:
         with self._state_lock:
             return [r for r in self._runs.values() if actor_id in (None, r.actor_name)]
+
+    def set_status_message(self, run_id: str, message: str | None) -> None:
+        """What a running run says of its progress from now on (Actor.setStatusMessage);
+        None: back to its actor's `progress` script."""
+        with self._state_lock:
+            self._runs[run_id].set_message = message
 
     def set_status(self, run_id: str, status: str) -> None:
         """Force a run's status from now on (a final status also sets finishedAt)."""
@@ -484,6 +506,7 @@ class FakeApify(FakeServer):
             abort_seconds=self.abort_seconds,
             input_len=len(call.raw_body),
             status_message=found.status_message,
+            progress=found.progress,
         )
         with self._state_lock:
             self._runs[run.id] = run

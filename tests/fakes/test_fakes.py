@@ -286,6 +286,22 @@ def test_apify_a_run_that_fails_says_why(apify: FakeApify, client: httpx.Client)
         "Actor run was aborted")
 
 
+def test_apify_a_running_run_says_its_progress(apify: FakeApify,
+                                               client: httpx.Client) -> None:
+    apify.add_actor("me~talks", items=[{"a": 1}], run_seconds=30,
+                    progress=[(0.0, "Starting"), (0.3, "Crawled 1 of 2 pages")])
+    ready = client.post("/v2/acts/me~talks/runs", json={}).json()["data"]
+    assert ready["status"] == "READY" and ready["statusMessage"] is None
+    assert wait_status(client, ready["id"], {"RUNNING"})["statusMessage"] == "Starting"
+    time.sleep(0.35)
+    path = f"/v2/actor-runs/{ready['id']}"
+    assert client.get(path).json()["data"]["statusMessage"] == "Crawled 1 of 2 pages"
+    apify.set_status_message(ready["id"], "Told by the test")
+    assert client.get(path).json()["data"]["statusMessage"] == "Told by the test"
+    apify.set_status(ready["id"], "SUCCEEDED")
+    assert client.get(path).json()["data"]["statusMessage"] is None
+
+
 def test_apify_abort(apify: FakeApify, client: httpx.Client) -> None:
     apify.add_actor("me~long", items=[{"a": 1}], run_seconds=30)
     apify.add_actor("me~instant", items=[{"a": 1}], run_seconds=0)

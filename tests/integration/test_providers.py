@@ -186,6 +186,39 @@ def test_apify_checks_that_fail_do_not_start_a_second_actor_run(
     assert len(driver.run(run_id).attempts) == 1
 
 
+def provider_state(driver: Driver, run_id: str) -> Any:
+    with transaction(driver.pool) as conn:
+        row = conn.execute("SELECT provider_state FROM runs WHERE id = %s",
+                           (run_id,)).fetchone()
+    return row["provider_state"] if row else None
+
+
+def test_an_actor_runs_status_message_is_kept_with_the_state_until_it_changes(
+        driver: Driver, apify: FakeApify) -> None:
+    apify.add_actor("apidojo~tweet-scraper", run_seconds=60, items=[{"id": "1"}])
+    run_id = driver.start("apify", "/apidojo/tweet-scraper", {"searchTerms": ["AI"]})
+    assert driver.step(run_id) == "following"
+    assert "progress" not in provider_state(driver, run_id)  # started: nothing said yet
+    actor_run = provider_state(driver, run_id)["actorRunId"]
+    time.sleep(0.15)  # RUNNING
+    apify.set_status_message(actor_run, "Crawled 1 of 3 pages")
+    assert driver.step(run_id) == "following"
+    kept = provider_state(driver, run_id)["progress"]
+    assert {k: kept[k] for k in ("attempt", "n", "message")} == {
+        "attempt": 1, "n": 1, "message": "Crawled 1 of 3 pages"}
+    # Checks that fail, or read the same message, keep it as it was.
+    apify.fail_next(2, status=503, match=("GET", "/v2/actor-runs/"))
+    for _ in range(3):
+        assert driver.step(run_id) == "following"
+        assert provider_state(driver, run_id)["progress"] == kept
+    apify.set_status_message(actor_run, "Crawled 2 of 3 pages")
+    assert driver.step(run_id) == "following"
+    assert provider_state(driver, run_id)["progress"]["n"] == 2
+    apify.set_status(actor_run, "SUCCEEDED")
+    assert driver.drive(run_id)[-1] == "completed"
+    assert driver.run(run_id).output == [{"id": "1"}]
+
+
 def test_a_permanent_apify_error_completes_with_its_status(driver: Driver,
                                                            apify: FakeApify) -> None:
     apify.fail_next(1, status=400, body={"error": {"type": "invalid-input",

@@ -1,15 +1,18 @@
 """A run's live events (`GET /v1/runs/:runId/events`), on the real database: the events
-of a run as it goes, resuming with Last-Event-ID, the bounds on open streams, and the
-notifications of migration 0021."""
+of a run as it goes, the progress of a followed Apify actor run (against the fake
+Apify), resuming with Last-Event-ID, the bounds on open streams, and the notifications
+of migration 0021."""
 
 from __future__ import annotations
 
 import inspect
 import itertools
+import json
 import queue
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from json import loads
 from typing import Any
@@ -25,6 +28,7 @@ from shared import store
 from shared.catalog import load_catalog
 from shared.db import connect, listen, transaction
 from shared.settings import Settings, load_settings
+from tests.fakes.apify import FakeApify
 from tests.helpers import auth
 from worker.providers import make_adapters
 from worker.runner import Runner
@@ -181,6 +185,8 @@ def summary(frames: list[Frame]) -> list[tuple[Any, ...]]:
             said.append(("status", f.data["status"]))
         elif f.event == "attempt":
             said.append(("attempt", f.data["number"], f.data["outcome"]))
+        elif f.event == "progress":
+            said.append(("progress", f.data["message"]))
         else:
             said.append((f.event, f.data["status"]))
     return said
@@ -189,7 +195,8 @@ def summary(frames: list[Frame]) -> list[tuple[Any, ...]]:
 def ordered(event_ids: list[str | None]) -> bool:
     """Each ID names a later state than the one before: a status no earlier, an attempt
     (its number, then ended after started) no earlier, and one of them later."""
-    parts = [tuple(int(p) for p in i.split(".")) for i in event_ids if i is not None]
+    parts = [tuple(int(p) for p in f"{i}.0".split(".")[:4]) for i in event_ids
+             if i is not None]
     return all(x[0] <= y[0] and x[1:] <= y[1:] and x != y
                for x, y in itertools.pairwise(parts))
 
@@ -524,3 +531,199 @@ def test_a_stream_whose_listener_lost_its_connection_still_gets_the_end(
         assert summary(frames)[-2:] == [("status", "COMPLETED"), ("end", "COMPLETED")]
     finally:
         app.extensions["monid"].close()
+
+
+# --- the progress of a followed provider job ----------------------------------------------
+
+
+APIFY_TOKEN = "apify-test-token"
+ACTOR = "apidojo~tweet-scraper"
+
+
+@dataclass
+class Followed:
+    """A web app and a runner that follow actor runs of the fake Apify."""
+
+    web: FlaskClient
+    runner: Runner
+    apify: FakeApify
+    db: ConnectionPool
+    database_url: str
+
+    def start(self, key: str) -> str:
+        answer = self.web.post("/v1/run", headers=auth(key), json={
+            "provider": "apify", "endpoint": "/apidojo/tweet-scraper",
+            "input": {"searchTerms": ["AI"]}})
+        assert answer.status_code == 202, answer.get_json()
+        run_id: str = answer.get_json()["runId"]
+        return run_id
+
+    def check(self, run_id: str) -> str:
+        """The worker's next check of the run, now rather than when it is due."""
+        with transaction(self.db) as conn:
+            conn.execute("UPDATE runs SET next_attempt_at = now() WHERE id = %s", (run_id,))
+        return self.runner.run(run_id)
+
+    def kept(self, run_id: str) -> Any:
+        with transaction(self.db) as conn:
+            row = conn.execute("SELECT provider_state FROM runs WHERE id = %s",
+                               (run_id,)).fetchone()
+        assert row is not None
+        return row["provider_state"]
+
+
+@pytest.fixture
+def followed(base_env: dict[str, str], db: ConnectionPool) -> Iterator[Followed]:
+    with FakeApify(token=APIFY_TOKEN) as apify:
+        settings = event_settings(base_env, APIFY_TOKEN=APIFY_TOKEN,
+                                  APIFY_API_BASE_URL=apify.base_url)
+        app = create_app(settings)
+        with transaction(db) as conn:
+            store.credit_wallet(conn, CALLER, 1_000_000, "tests")
+        runner = Runner(settings=settings, pool=db, catalog=load_catalog(settings.catalog_dir),
+                        adapters=make_adapters(settings), publish=lambda *_: None, name="t")
+        apify.add_actor(ACTOR, items=[{"id": "1"}], run_seconds=120)
+        try:
+            yield Followed(app.test_client(), runner, apify, db, settings.database_url)
+        finally:
+            app.extensions["monid"].close()
+
+
+def started(followed: Followed, run_id: str) -> str:
+    """Take the run's first attempt (it starts an actor run) and wait until the actor
+    run is RUNNING; its Apify ID."""
+    assert followed.runner.run(run_id) == "following"
+    actor_run = followed.apify.run(followed.kept(run_id)["actorRunId"])
+    deadline = time.monotonic() + 3
+    while actor_run.status != "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return actor_run.id
+
+
+def test_a_followed_jobs_progress_is_sent_once_per_change_and_resumed_after_its_id(
+        followed: Followed, key: str) -> None:
+    run_id = followed.start(key)
+    stream = open_stream(followed.web, key, run_id)
+    assert isinstance(first := stream.next(), Frame) and first.id == "1.0.0"
+    actor_run = started(followed, run_id)
+    assert isinstance(begun := stream.next(timeout=3), Frame)
+    assert (begun.id, begun.event) == ("1.1.0", "attempt")
+
+    followed.apify.set_status_message(actor_run, "Crawled 1 of 3 pages")
+    began = time.monotonic()
+    assert followed.check(run_id) == "following"
+    one = stream.next(timeout=3)
+    # Woken by the check's notification (the keep-alive is 30 s away).
+    assert time.monotonic() - began < 2
+    assert isinstance(one, Frame) and (one.id, one.event) == ("1.1.0.1", "progress")
+    assert one.data["runId"] == run_id and one.data["attempt"] == 1
+    assert one.data["message"] == "Crawled 1 of 3 pages"
+    assert one.data["at"].endswith("Z")
+    kept = followed.kept(run_id)["progress"]
+    assert (kept["n"], kept["message"]) == (1, "Crawled 1 of 3 pages")
+
+    # A check that reads the same message says nothing new and counts nothing.
+    assert followed.check(run_id) == "following"
+    with pytest.raises(queue.Empty):
+        stream.next(timeout=0.5)
+    assert followed.kept(run_id)["progress"] == kept
+
+    followed.apify.set_status_message(actor_run, "Crawled 2 of 3 pages")
+    assert followed.check(run_id) == "following"
+    two = stream.next(timeout=3)
+    assert isinstance(two, Frame) and (two.id, two.event) == ("1.1.0.2", "progress")
+    assert two.data["message"] == "Crawled 2 of 3 pages"
+    with pytest.raises(queue.Empty):
+        stream.next(timeout=0.3)
+    stream.close()
+
+    # A client that reconnects after the first message gets only the second; one that
+    # saw only the attempt start (an ID of the older form), the last message.
+    # An ID ahead of the run (a message not said yet; progress of an ended attempt)
+    # starts the stream again.
+    for last, expected in (("1.1.0.1", ["1.1.0.2"]), ("1.1.0", ["1.1.0.2"]),
+                           ("1.1.0.3", ["1.0.0", "1.1.0", "1.1.0.2"]),
+                           ("1.1.1.1", ["1.0.0", "1.1.0", "1.1.0.2"])):
+        again = open_stream(followed.web, key, run_id, last=last)
+        got: list[Frame] = []
+        with suppress(queue.Empty):
+            while isinstance(frame := again.next(timeout=0.4), Frame):
+                got.append(frame)
+        assert ids(got) == expected, last
+        again.close()
+
+    # The actor run ends: the attempt ends, then the run; no more progress.
+    resumed = open_stream(followed.web, key, run_id, last="1.1.0.1")
+    followed.apify.set_status(actor_run, "SUCCEEDED")
+    assert followed.check(run_id) == "completed"
+    rest = resumed.events()
+    assert ids(rest) == ["1.1.0.2", "1.1.1", "3.1.1", "4.1.1"]
+    assert summary(rest) == [("progress", "Crawled 2 of 3 pages"), ("attempt", 1, "OK"),
+                             ("status", "COMPLETED"), ("end", "COMPLETED")]
+    assert ordered(["1.0.0", "1.1.0", "1.1.0.1", *ids(rest)])
+    whole = open_stream(followed.web, key, run_id).events()
+    assert "progress" not in [f.event for f in whole]  # an ended attempt shows none
+    assert followed.web.application.extensions["monid"].waiter.streams() == {}
+
+
+def test_a_hostile_status_message_is_sent_cleaned_and_cut(followed: Followed,
+                                                          key: str) -> None:
+    run_id = followed.start(key)
+    actor_run = started(followed, run_id)
+    hostile = "\n\nid: 4.9.1\nevent: end\ndata: {}\n\n\x00\ud800" + "é" * 100_000
+    followed.apify.set_status_message(actor_run, hostile)
+    assert followed.check(run_id) == "following"
+    frames: list[Frame] = []
+    stream = open_stream(followed.web, key, run_id)
+    with suppress(queue.Empty):
+        while isinstance(frame := stream.next(timeout=0.5), Frame):
+            frames.append(frame)
+    stream.close()
+    # The message cannot break the stream's framing: one event, its text in its JSON.
+    assert ids(frames) == ["1.0.0", "1.1.0", "1.1.0.1"]
+    message = frames[-1].data["message"]
+    assert len(message) == 500 and message.startswith("id: 4.9.1\nevent: end")
+    assert "\x00" not in message and message.endswith("é…")
+    assert len(json.dumps(followed.kept(run_id), ensure_ascii=False)) < 1000
+
+
+def test_a_check_of_a_watched_run_is_notified_and_one_of_an_unwatched_run_is_not(
+        followed: Followed, key: str) -> None:
+    quiet = followed.start(key)
+    followed.apify.set_status_message(started(followed, quiet), "quietly")
+    assert notes_of(followed.database_url, lambda: followed.check(quiet)) == []
+    assert followed.kept(quiet)["progress"]["message"] == "quietly"
+
+    watched = followed.start(key)
+    stream = open_stream(followed.web, key, watched)
+    assert isinstance(stream.next(), Frame)
+    actor_run = started(followed, watched)
+    followed.apify.set_status_message(actor_run, "loudly")
+    # A check: its claim, then the state it keeps (the message with it) are notified.
+    with transaction(followed.db) as conn:
+        conn.execute("UPDATE runs SET next_attempt_at = now() WHERE id = %s", (watched,))
+    notes = notes_of(followed.database_url, lambda: followed.runner.run(watched))
+    assert notes == [("monid_run_changed", watched)] * 2
+    assert followed.kept(watched)["progress"]["message"] == "loudly"
+    # The write that keeps the state (follow_run) is notified by itself: it also sets
+    # when the next check is due, which the trigger of migration 0021 watches.
+    with transaction(followed.db) as conn:
+        conn.execute("UPDATE runs SET next_attempt_at = now() WHERE id = %s", (watched,))
+        claim = store.claim_run(conn, watched, worker="w", lease_seconds=60)
+    assert claim is not None and claim.provider_state["progress"]["n"] == 1
+
+    def keep() -> None:
+        state = {**claim.provider_state,
+                 "progress": {**claim.provider_state["progress"], "n": 2, "message": "x"}}
+        with transaction(followed.db) as conn:
+            assert store.follow_run(conn, claim, state, 5.0, published=False) is not None
+
+    assert notes_of(followed.database_url, keep) == [("monid_run_changed", watched)]
+    frames = [stream.next(timeout=3)]
+    while isinstance(frames[-1], Frame) and frames[-1].id != "1.1.0.2":
+        frames.append(stream.next(timeout=3))
+    assert [(f.id, f.event) for f in frames if isinstance(f, Frame)] == [
+        ("1.1.0", "attempt"), ("1.1.0.1", "progress"), ("1.1.0.2", "progress")]
+    assert [f.data["message"] for f in frames[1:] if isinstance(f, Frame)] == ["loudly", "x"]
+    stream.close()

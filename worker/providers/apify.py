@@ -3,7 +3,8 @@
 A fresh attempt starts an actor run and hands back its ID at once (`Pending`),
 so it is stored with our run before anything waits on it; later calls follow
 that actor run with short checks, spaced out more and more, and read its
-dataset once it has SUCCEEDED. Nothing sleeps in a task.
+dataset once it has SUCCEEDED. Nothing sleeps in a task. Each check reports the
+actor run's `statusMessage` as the job's progress (`Pending.progress`).
 
 A PER_RESULT run asks the actor for at most the results it is charged for
 (`maxItems`, and `maxTotalChargeUsd` for pay-per-event actors) and reads no more
@@ -151,7 +152,10 @@ class ApifyAdapter:
                      "datasetId": data.get("defaultDatasetId") or state.get("datasetId")}
             if status in RUNNING_STATUSES:
                 gap = min(float(state.get("gap", self.first_check)) * 1.5, self.max_check_gap)
-                return Pending({**state, "gap": gap, "checkErrors": 0}, gap)
+                # The actor's own word on how far it has got (Actor.setStatusMessage).
+                message = data.get("statusMessage")
+                return Pending({**state, "gap": gap, "checkErrors": 0}, gap,
+                               progress=message if isinstance(message, str) else None)
             if status in FAILED_STATUSES:
                 raise_actor_failed(state, data)
             if status != "SUCCEEDED":

@@ -55,10 +55,14 @@ class ProviderResult:
 class Pending:
     """The provider took the job and is working on it: call again with `state`
     after `check_after` seconds. The state is stored with the run first, so a
-    redelivered or retried task follows the same provider job."""
+    redelivered or retried task follows the same provider job. `progress`: what the
+    job says of its own progress now, if it says anything (an Apify actor run's
+    `statusMessage`); the runner keeps it with the state (`shared.progress`, under the
+    state's `progress` key, which is the runner's, not the adapter's)."""
 
     state: Mapping[str, Any]
     check_after: float
+    progress: str | None = None
 
 
 class ProviderError(Exception):
