@@ -65,3 +65,19 @@ def test_the_webhooks_benchmark_runs_and_reports_its_figures(admin_database_url:
     assert float(deliveries["ratio"]) > 0  # against the no-op drain of the same run
     for q in ("p50", "p99"):
         assert float(figures[f"run end to delivery {q} (low load)"]["value"].split()[0]) > 0
+
+
+def test_the_writes_benchmark_counts_every_update_of_a_run(admin_database_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.writes", "--runs", "40"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "DATABASE_URL": admin_database_url})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = {line.split("  ")[1].strip(): line.split() for line in done.stdout.splitlines()
+            if line.startswith("  ") and "(" in line}
+    # Each step ran for every run: the claim and the end each updated all 40 rows, some
+    # of them (none today) heap-only.
+    for step in ("claim (claim_run)", "end (deliver_run)"):
+        updates, hot = (int(n) for n in rows[step][-2:])
+        assert updates == 40 and 0 <= hot <= updates
+    assert rows["accept (insert_run)"][-2:] == ["0", "0"]
