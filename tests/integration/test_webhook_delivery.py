@@ -387,8 +387,11 @@ def test_an_address_that_is_not_allowed_is_refused_at_send_time(
 def test_a_notification_publishes_the_deliveries_of_the_event_once(
         db: ConnectionPool, wh_settings: Settings, receiver: Receiver) -> None:
     published: list[tuple[str, str]] = []
+    # As a worker process makes them (with the event its deliverer sets when it hands
+    # deliveries back), so that they listen in slices of a second and stop at once.
     listeners = [DeliveryListener(wh_settings, db,
-                                  lambda d, n=n: published.append((n, d)))  # type: ignore[misc]
+                                  lambda d, n=n: published.append((n, d)),  # type: ignore[misc]
+                                  handed_back=threading.Event())
                  for n in ("one", "two")]
     for listener in listeners:
         listener.start()
@@ -511,7 +514,8 @@ def test_a_redelivery_is_published_by_its_notification_and_sent_under_the_same_i
     assert reread(db, delivery_id)["status"] == "FAILED"
     receiver.answer = lambda _: Answer(200)
     published: list[str] = []
-    listener = DeliveryListener(wh_settings, db, published.append)
+    listener = DeliveryListener(wh_settings, db, published.append,
+                                handed_back=threading.Event())
     listener.start()
     try:
         time.sleep(0.5)
