@@ -221,6 +221,14 @@ CREATE FUNCTION public.monid_item_json(item json) RETURNS json
                                     'g')::json END
 $$;
 
+CREATE FUNCTION public.monid_keep_api_keys() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'API key % cannot be deleted: keys are revoked, never deleted', OLD.id
+        USING ERRCODE = 'restrict_violation';
+END $$;
+
 CREATE FUNCTION public.monid_lock_slot(p_slot text) RETURNS void
     LANGUAGE sql
     AS $$
@@ -1036,6 +1044,8 @@ CREATE UNIQUE INDEX webhook_secrets_current_default ON public.webhook_secrets US
 
 CREATE UNIQUE INDEX webhook_secrets_current_endpoint ON public.webhook_secrets USING btree (endpoint_id) WHERE ((endpoint_id IS NOT NULL) AND (expires_at IS NULL));
 
+CREATE TRIGGER api_keys_never_deleted BEFORE DELETE ON public.api_keys FOR EACH ROW EXECUTE FUNCTION public.monid_keep_api_keys();
+
 CREATE TRIGGER runs_notify_changed AFTER UPDATE ON public.runs FOR EACH ROW WHEN ((new.watched AND (new.completed_at IS NULL) AND ((old.status IS DISTINCT FROM new.status) OR (old.attempt_count IS DISTINCT FROM new.attempt_count) OR (old.next_attempt_at IS DISTINCT FROM new.next_attempt_at)))) EXECUTE FUNCTION public.monid_notify_run_changed();
 
 CREATE TRIGGER runs_notify_ended AFTER UPDATE OF completed_at ON public.runs FOR EACH ROW WHEN (((old.completed_at IS NULL) AND (new.completed_at IS NOT NULL))) EXECUTE FUNCTION public.monid_notify_run_ended();
@@ -1061,9 +1071,6 @@ ALTER TABLE ONLY public.run_control_records
 
 ALTER TABLE ONLY public.run_items
     ADD CONSTRAINT run_items_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id) ON DELETE CASCADE;
-
-ALTER TABLE ONLY public.runs
-    ADD CONSTRAINT runs_api_key_id_fkey FOREIGN KEY (api_key_id) REFERENCES public.api_keys(id);
 
 ALTER TABLE ONLY public.webhook_deliveries
     ADD CONSTRAINT webhook_deliveries_endpoint_id_fkey FOREIGN KEY (endpoint_id) REFERENCES public.webhook_endpoints(id) ON DELETE SET NULL;

@@ -113,6 +113,26 @@ def test_a_key_is_revoked_and_its_label_freed(client: FlaskClient, db: Connectio
     assert client.get("/v1/api-keys").status_code == 401
 
 
+def test_a_key_that_started_runs_is_never_deleted(client: FlaskClient,
+                                                  db: ConnectionPool) -> None:
+    """Runs name their key without a foreign key's lock on every accept: the key's row
+    outlives its revocation, and the database refuses deleting it."""
+    key = _labelled(db, "user_abc123", "main")
+    started = client.post("/v1/run", headers=auth(key),
+                          json={"provider": "demo", "endpoint": "/echo",
+                                "input": {"message": "kept"}})
+    assert started.status_code == 202
+    assert client.delete("/v1/api-keys/main", headers=auth(key)).status_code == 200
+    with transaction(db) as conn:
+        row = conn.execute("SELECT k.revoked_at IS NOT NULL AS revoked FROM runs r"
+                           " JOIN api_keys k ON k.id = r.api_key_id WHERE r.id = %s",
+                           (started.json["runId"],)).fetchone()
+    assert row == {"revoked": True}
+    with pytest.raises(psycopg.errors.RestrictViolation, match="never deleted"), \
+            transaction(db) as conn:
+        conn.execute("DELETE FROM api_keys")
+
+
 @pytest.fixture
 def flushing(settings: Settings, db: ConnectionPool) -> Iterator[Flask]:
     app = create_app(dataclasses.replace(settings, api_key_last_used_flush_seconds=3600))
