@@ -4,7 +4,9 @@ Two mechanisms, both in every worker and web process, none a process of its own:
 
 - **Concurrency slots.** A worker process gives one caller at most
   `CALLER_CONCURRENCY` of its threads at once, so every process always has threads
-  for other callers; a run over it waits, parked in PostgreSQL
+  for other callers; a run over it first waits a moment in the process for one of
+  its caller's threads to free (`CALLER_WAIT_SECONDS`, while at most a quarter of
+  the process's threads wait so), then waits parked in PostgreSQL
   (`runs.waiting_for`), and the process hands one back to the queue when it frees
   a thread of that caller's. Providers and endpoints with a concurrency limit (the
   catalog's `maxConcurrent`, `PROVIDER_CONCURRENCY`) have slots counted in
@@ -103,6 +105,11 @@ class Limits:
     caller: int = 0
     # By provider slug ("apify") and by provider and endpoint path ("apify/a/b").
     by_key: Mapping[str, int] = field(default_factory=dict)
+    # How long a run of a caller with every thread it may have waits in its worker
+    # process for one to free before it is parked, and how many runs of a process may
+    # wait so at once (0: parked at once).
+    caller_wait: float = 0.0
+    caller_waiters: int = 0
 
     def freed(self, provider: str, endpoint: str, *, caller: bool = False) -> Freed:
         """What a run of this provider and endpoint frees (`caller`: also a thread of its
@@ -133,4 +140,7 @@ def concurrency_limits(settings: Settings, catalog: Catalog) -> Limits:
                                 f"is malformed: {key!r} is no provider or endpoint of the "
                                 "catalog (write provider=N or provider/endpoint/path=N)")
         by_key[key] = limit
-    return Limits(caller=settings.caller_concurrency, by_key=by_key)
+    caller = settings.caller_concurrency
+    return Limits(caller=caller, by_key=by_key,
+                  caller_wait=settings.caller_wait_seconds if caller else 0.0,
+                  caller_waiters=settings.worker_concurrency // 4 if caller else 0)

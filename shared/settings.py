@@ -67,6 +67,9 @@ class Settings:
     queue_timeout_seconds: int
     # Threads of one worker process that one caller's runs may hold at once (0: none).
     caller_concurrency: int
+    # How long a run over it waits in its worker process for one of those threads
+    # before it is parked in PostgreSQL (0: parked at once).
+    caller_wait_seconds: float
     # Concurrency limits of providers ("apify") and endpoints ("apify/path"), over
     # the catalog's own maxConcurrent.
     provider_concurrency: Mapping[str, int]
@@ -305,6 +308,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         queue_timeout_seconds=_int(env, "QUEUE_TIMEOUT_SECONDS", 900, 1, 7 * 86400),
         caller_concurrency=_int(env, "CALLER_CONCURRENCY", max(1, worker_concurrency // 2), 0,
                                 1_000_000),
+        caller_wait_seconds=_float(env, "CALLER_WAIT_SECONDS", 1.0, 0.0, 60.0),
         provider_concurrency=_limits(env, "PROVIDER_CONCURRENCY"),
         api_key_cache_seconds=_float(env, "API_KEY_CACHE_SECONDS", 2.0, 0.0, 300.0),
         metrics_cache_seconds=_float(env, "METRICS_CACHE_SECONDS", 5.0, 0.0, 300.0),

@@ -89,6 +89,10 @@ class Runner:
         # Ends that asked for a waiting run of their caller's to be handed back.
         self._asked: set[uuid.UUID] = set()
         self._held_lock = threading.Lock()
+        # Runs waiting in this process for a thread of their caller's (limits.caller_wait):
+        # a condition per caller (with how many wait on it), notified as one frees.
+        self._thread_freed: dict[str, tuple[threading.Condition, int]] = {}
+        self._local_waiters = 0
 
     def held_leases(self) -> list[uuid.UUID]:
         with self._held_lock:
@@ -111,11 +115,14 @@ class Runner:
             run_id_var.reset(token)
 
     def _run(self, run_id: str) -> str:
+        full = self._full_callers()
+        if full and self.limits.caller_wait > 0:
+            full = self._wait_for_a_thread(run_id, full)
         # Claiming is one statement (atomic on its own): one round trip per delivery.
         with autocommit(self.pool) as conn:
             claim = store.claim_run(conn, run_id, worker=self.name,
                                     lease_seconds=self.settings.lease_seconds,
-                                    limits=self.limits, full_callers=self._full_callers())
+                                    limits=self.limits, full_callers=full)
             state = None if claim else store.get_claim_state(conn, run_id)
         if isinstance(claim, store.Waiting):
             # Not an attempt: the run waits in PostgreSQL and is handed back to the
@@ -145,8 +152,44 @@ class Runner:
                         self._threads_of[claim.caller] = left
                     else:
                         del self._threads_of[claim.caller]
+                    waiting = self._thread_freed.get(claim.caller)
+                    if waiting is not None:
+                        waiting[0].notify()
             if missed:
                 self._wake_callers_run(claim.caller)
+
+    def _wait_for_a_thread(self, run_id: str, full: list[str]) -> list[str]:
+        """A run whose caller holds every thread it may have here waits a moment in this
+        process for one of them to free (`limits.caller_wait` seconds), instead of being
+        parked in PostgreSQL at once: parking it and handing it back cost a write, a
+        publish and a delivery more. Only while fewer than `limits.caller_waiters` runs
+        wait so, which leaves threads for other callers' runs. The callers still full."""
+        with autocommit(self.pool) as conn:
+            caller = store.get_run_caller(conn, run_id)
+        if caller is None or caller not in full:
+            return full
+        deadline = time.monotonic() + self.limits.caller_wait
+        with self._held_lock:
+            if self._local_waiters >= self.limits.caller_waiters:
+                return full
+            self._local_waiters += 1
+            freed, waiters = self._thread_freed.get(caller) or (
+                threading.Condition(self._held_lock), 0)
+            self._thread_freed[caller] = (freed, waiters + 1)
+            try:
+                while self._threads_of.get(caller, 0) >= self.limits.caller:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    freed.wait(left)
+            finally:
+                self._local_waiters -= 1
+                waiters = self._thread_freed[caller][1] - 1
+                if waiters:
+                    self._thread_freed[caller] = (freed, waiters)
+                else:
+                    del self._thread_freed[caller]
+        return self._full_callers()
 
     def _parked_for_caller(self, caller: str) -> None:
         """A run was parked for want of a thread of its caller's here. Should the

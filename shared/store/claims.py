@@ -105,6 +105,12 @@ def claim_run(conn: Conn, run_id: str, *, worker: str, lease_seconds: int,
     )
 
 
+def get_run_caller(conn: Conn, run_id: str) -> str | None:
+    """Whose run it is (None: no such run)."""
+    row = conn.execute(query("get_run_caller"), {"run_id": run_id}).fetchone()
+    return None if row is None else str(row["caller"])
+
+
 def get_claim_state(conn: Conn, run_id: str) -> ClaimState | None:
     row = conn.execute(query("get_claim_state"), {"run_id": run_id}).fetchone()
     if row is None:

@@ -5,6 +5,7 @@ and the exact cap on runs in flight."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -321,6 +322,81 @@ def test_a_worker_process_gives_a_caller_no_more_threads_than_its_limit(
     assert outcome == ["completed"]
     assert [p[0] for p in published] == [second]
     assert runner.run(second) == "completed"
+
+
+def test_a_run_over_its_callers_threads_waits_in_the_process_for_one_before_parking(
+        db: ConnectionPool, settings: Settings) -> None:
+    """A caller's second run waits in the worker process while its first holds the one
+    thread it may have, and starts as that thread frees: never parked, nothing handed
+    back or published. One run may wait so at once: another of the caller's is parked
+    at once, and other callers' runs go on meanwhile."""
+    limits = Limits(caller=1, caller_wait=10.0, caller_waiters=1)
+    first, second, third, other = start(db, A), start(db, A), start(db, A), start(db, B)
+    published: list[str] = []
+    calling, release = threading.Event(), threading.Event()
+
+    class Blocks(DemoAdapter):
+        def call(self, request: Any) -> Any:
+            if request.run_id == first:
+                calling.set()
+                release.wait(10)
+            return super().call(request)
+
+    runner = Runner(settings=settings, pool=db, catalog=CATALOG, adapters={"demo": Blocks()},
+                    limits=limits, publish=lambda run_id, *_: published.append(run_id))
+    outcomes: dict[str, str] = {}
+
+    def run(run_id: str) -> threading.Thread:
+        thread = threading.Thread(target=lambda: outcomes.__setitem__(run_id,
+                                                                      runner.run(run_id)))
+        thread.start()
+        return thread
+
+    threads = [run(first)]
+    assert calling.wait(10)
+    threads.append(run(second))
+    deadline = time.monotonic() + 10
+    while runner._local_waiters < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runner._local_waiters == 1 and second not in outcomes
+    assert row(db, second)["waiting_for"] is None and row(db, second)["started_at"] is None
+    assert runner.run(third) == "waiting"  # the one place to wait is taken: parked
+    assert runner.run(other) == "completed"  # B has threads of its own
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert outcomes == {first: "completed", second: "completed"}
+    assert row(db, second)["attempt_count"] == 1
+    # The first's end handed the parked third back; the second was never parked.
+    assert published == [third]
+    assert runner.run(third) == "completed"
+
+
+def test_a_run_waiting_in_the_process_is_parked_when_no_thread_frees_in_time(
+        db: ConnectionPool, settings: Settings) -> None:
+    limits = Limits(caller=1, caller_wait=0.3, caller_waiters=4)
+    first, second = start(db, A), start(db, A)
+    calling, release = threading.Event(), threading.Event()
+
+    class Blocks(DemoAdapter):
+        def call(self, request: Any) -> Any:
+            if request.run_id == first:
+                calling.set()
+                release.wait(10)
+            return super().call(request)
+
+    runner = Runner(settings=settings, pool=db, catalog=CATALOG, adapters={"demo": Blocks()},
+                    limits=limits, publish=lambda *_: None)
+    thread = threading.Thread(target=runner.run, args=(first,))
+    thread.start()
+    assert calling.wait(10)
+    began = time.monotonic()
+    assert runner.run(second) == "waiting"
+    assert 0.25 <= time.monotonic() - began < 5
+    assert row(db, second)["waiting_for"] == "caller"
+    assert runner._local_waiters == 0 and runner._thread_freed == {}
+    release.set()
+    thread.join(10)
 
 
 def test_every_thread_a_caller_frees_hands_back_one_of_its_waiting_runs(

@@ -29,9 +29,24 @@ def catalog_dir(tmp_path: Path) -> Path:
 
 
 def test_the_catalogs_limits(catalog_dir: Path) -> None:
-    limits = concurrency_limits(load_settings({**ENV, "CALLER_CONCURRENCY": "7"}),
+    limits = concurrency_limits(load_settings({**ENV, "CALLER_CONCURRENCY": "7",
+                                               "WORKER_CONCURRENCY": "40"}),
                                 load_catalog(catalog_dir))
-    assert limits == Limits(caller=7, by_key={"acme": 10, "acme/slow": 2})
+    # A run over its caller's 7 threads waits up to a second in its process, while at
+    # most a quarter of the process's 40 threads wait so.
+    assert limits == Limits(caller=7, by_key={"acme": 10, "acme/slow": 2}, caller_wait=1.0,
+                            caller_waiters=10)
+
+
+def test_runs_over_their_callers_threads_wait_in_the_process_as_set(catalog_dir: Path) -> None:
+    catalog = load_catalog(catalog_dir)
+    limits = concurrency_limits(load_settings({**ENV, "CALLER_WAIT_SECONDS": "0.25"}), catalog)
+    assert (limits.caller_wait, limits.caller_waiters) == (0.25, 200 // 4)
+    parked_at_once = concurrency_limits(load_settings({**ENV, "CALLER_WAIT_SECONDS": "0"}),
+                                        catalog)
+    assert parked_at_once.caller_wait == 0
+    unlimited = concurrency_limits(load_settings({**ENV, "CALLER_CONCURRENCY": "0"}), catalog)
+    assert (unlimited.caller_wait, unlimited.caller_waiters) == (0, 0)
 
 
 def test_settings_override_the_catalog(catalog_dir: Path) -> None:

@@ -47,6 +47,9 @@ SELECT NULL::text AS waiting_for, * FROM claimed;
 SELECT * FROM monid_claim(%(run_id)s, %(lease_token)s, %(worker)s, %(lease_seconds)s,
                           %(full_callers)s, %(limits)s);
 
+-- name: get_run_caller
+SELECT caller FROM runs WHERE id = %(run_id)s;
+
 -- name: get_claim_state
 SELECT status, lease_token, attempt_count, max_attempts, next_attempt_at,
        greatest(extract(epoch FROM next_attempt_at - now()), 0)::float8 AS wait_seconds
