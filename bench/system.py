@@ -99,7 +99,8 @@ def naive_round(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             conn.execute(_sql(TABLE_SQL))
         env = {"DATABASE_URL": url, "REDIS_URL": broker}
         port = free_port()
-        web = Process("naive-web", [sys.executable, "-m", "gunicorn", "--workers", "2",
+        web = Process("naive-web", [sys.executable, "-m", "gunicorn", "--no-control-socket",
+                                    "--workers", "2",
                                     "--threads", "64", "--worker-class", "gthread",
                                     "--bind", f"127.0.0.1:{port}", "bench.naive_app:app"],
                       env, log_dir)

@@ -80,6 +80,12 @@ def test_the_web_process_binds_the_port_it_is_given(base_env: dict[str, str],
         wait_http(f"http://127.0.0.1:{port}/healthz", web)
         assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json() == {
             "status": "ok"}
+        # Idle, it stops at once on SIGTERM: no control socket (whose default path every
+        # gunicorn of the host would share) holds the master up.
+        began = time.monotonic()
+        assert web.stop() == 0
+        assert time.monotonic() - began < 3.0, web.output()[-2000:]
+        assert "Control socket" not in web.output()
     finally:
         web.stop()
 
