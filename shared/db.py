@@ -134,6 +134,10 @@ def listen(conn: Conn, channel: str) -> None:
     conn.execute(query("listen").format(channel=sql.Identifier(channel)))
 
 
+def notify(conn: Conn, channel: str, payload: str = "") -> None:
+    conn.execute(query("notify"), {"channel": channel, "payload": payload})
+
+
 def create_database(admin_url: str, name: str) -> None:
     """Make database `name` on the server of `admin_url` unless it exists."""
     with connect(admin_url, autocommit=True) as conn:

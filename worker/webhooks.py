@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 from psycopg_pool import ConnectionPool
 
-from shared.db import DatabaseUnavailable, connect, listen, transaction
+from shared.db import DatabaseUnavailable, autocommit, connect, listen, notify, transaction
 from shared.settings import Settings
 from shared.store import deliveries, webhooks
 from shared.webhooks import signing
@@ -185,9 +185,17 @@ class DeliveryListener:
         self.thread.start()
 
     def stop(self) -> None:
+        """Stop listening, at once: an empty notification wakes the listener (and, once,
+        every other on the channel, which find nothing in it to publish)."""
         self.stopping.set()
-        if self.thread is not None:
-            self.thread.join(timeout=RECHECK_SECONDS + 1)
+        if self.thread is None or not self.thread.is_alive():
+            return
+        try:
+            with autocommit(self.pool) as conn:
+                notify(conn, CHANNEL)
+        except Exception as exc:  # it wakes within its slice anyway
+            log.debug("webhook listener not woken", extra={"error": str(exc)})
+        self.thread.join(timeout=RECHECK_SECONDS + 1)
 
     def _run(self) -> None:
         while not self.stopping.is_set():
@@ -206,7 +214,8 @@ class DeliveryListener:
                             if not more:
                                 break
                             keys += more
-                        if keys:
+                        keys = [key for key in keys if key]  # empty: a listener's wake-up
+                        if keys and not self.stopping.is_set():
                             self.publish_due(keys)
             except Exception as exc:  # the database went away: listen again shortly
                 log.warning("webhook listener lost its connection", extra={"error": str(exc)})
@@ -215,6 +224,8 @@ class DeliveryListener:
     def publish_due(self, keys: list[str] | None, limit: int = BATCH) -> list[str]:
         """Mark and publish the due deliveries of these events or deliveries (None: any
         due, as the sweeper does, at most `limit`)."""
+        if self.stopping.is_set():  # what is due is the sweeper's or another listener's
+            return []
         hold = self.settings.sweep_grace_seconds
         with transaction(self.pool) as conn:
             if keys is None:

@@ -24,6 +24,9 @@ SELECT 1;
 -- name: listen
 LISTEN {channel};
 
+-- name: notify
+SELECT pg_notify(%(channel)s, %(payload)s);
+
 -- name: database_exists
 SELECT 1 FROM pg_database WHERE datname = %(name)s;
 
