@@ -23,7 +23,7 @@ from api.services import services
 from shared import runs
 from shared.errors import InvalidRequest
 from shared.jsontext import dumps
-from shared.requests import GetRunSchema, ListRunsSchema, StartRunSchema, load
+from shared.requests import GetRunSchema, ListRunsSchema, StartRunSchema, load, load_start_run
 
 blueprint = Blueprint("runs", __name__, url_prefix="/v1")
 
@@ -93,7 +93,7 @@ def start_run() -> ResponseReturnValue:
     caller = authenticate()
     raw_body = parse_json_object()
     key = _idempotency_key()
-    body = load(_start_schema, raw_body)
+    body = load_start_run(_start_schema, raw_body)
     accepted = runs.start_run(services(), caller.caller, provider=body["provider"],
                               endpoint=body["endpoint"], input=body["input"],
                               api_key_id=caller.api_key_id, idempotency_key=key,
