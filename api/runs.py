@@ -16,17 +16,18 @@ from api.schemas import (
     RunListSchema,
     RunSchema,
     StopAnswerSchema,
+    accepted_run_answer,
     parse_json_object,
 )
 from api.services import services
 from shared import runs
 from shared.errors import InvalidRequest
-from shared.requests import GetRunSchema, ListRunsSchema, StartRunSchema, load
+from shared.jsontext import dumps
+from shared.requests import GetRunSchema, ListRunsSchema, StartRunSchema, load, load_start_run
 
 blueprint = Blueprint("runs", __name__, url_prefix="/v1")
 
 _start_schema = StartRunSchema()
-_accepted_schema = AcceptedRunSchema()
 _blocked_schema = BlockedRunSchema()
 _get_schema = GetRunSchema()
 _run_schema = RunSchema()
@@ -92,7 +93,7 @@ def start_run() -> ResponseReturnValue:
     caller = authenticate()
     raw_body = parse_json_object()
     key = _idempotency_key()
-    body = load(_start_schema, raw_body)
+    body = load_start_run(_start_schema, raw_body)
     accepted = runs.start_run(services(), caller.caller, provider=body["provider"],
                               endpoint=body["endpoint"], input=body["input"],
                               api_key_id=caller.api_key_id, idempotency_key=key,
@@ -106,7 +107,8 @@ def start_run() -> ResponseReturnValue:
         headers["Idempotent-Replayed"] = "true"
     else:
         metrics.note_run_accepted(accepted.provider)
-    return jsonify(_accepted_schema.dump(accepted)), 202, headers
+    return Response(f"{dumps(accepted_run_answer(accepted))}\n", 202, headers,
+                    mimetype="application/json")
 
 
 @blueprint.get("/runs/<run_id>")

@@ -39,3 +39,13 @@ def test_every_named_query_is_used() -> None:
     code = "\n".join(p.read_text() for p in CODE)
     unused = [name for name in queries() if f'"{name}"' not in code]
     assert not unused, unused
+
+
+def test_named_queries_are_sent_without_comments_and_parsed_once() -> None:
+    """psycopg caches how it splits a statement's parameters only for statements up to
+    MAX_CACHED_STATEMENT_LENGTH bytes: a longer one is split again at every execute."""
+    from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
+
+    for name, text in queries().items():
+        assert not any(line.lstrip().startswith("--") for line in text.splitlines()), name
+        assert len(text.encode()) <= MAX_CACHED_STATEMENT_LENGTH, name
