@@ -27,6 +27,7 @@ deploy or to forget; `python -m worker.sweeper` runs it on its own.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -270,6 +271,10 @@ def main() -> None:
                       publish_delivery=lambda delivery_id: enqueue_delivery(publisher,
                                                                             delivery_id))
     stopping = threading.Event()
+    # SIGTERM (the platform's stop) and SIGINT end the loop after the sweep at hand,
+    # rather than raising wherever the sweep happens to be (a library may swallow it).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
     log.info("sweeper running", extra={"intervalSeconds": settings.sweep_interval_seconds})
     try:
         while not stopping.wait(settings.sweep_interval_seconds):
@@ -277,10 +282,9 @@ def main() -> None:
                 sweeper.sweep()
             except Exception as exc:
                 log.warning("sweep failed", extra={"error": f"{type(exc).__name__}: {exc}"})
-    except KeyboardInterrupt:
-        pass
     finally:
         pool.close()
+    log.info("sweeper stopped")
 
 
 if __name__ == "__main__":

@@ -93,9 +93,10 @@ def test_the_web_process_binds_the_port_it_is_given(base_env: dict[str, str],
 def test_the_sweeper_runs_alone_and_publishes_a_run_nobody_published(
         base_env: dict[str, str], db: ConnectionPool, redis: Redis, tmp_path: Path) -> None:
     run_id = insert_demo_run(db, "/echo", {})
-    with transaction(db) as conn:  # accepted a minute ago, its message never sent
-        conn.execute("UPDATE runs SET created_at = now() - interval '1 minute'"
-                     " WHERE id = %s", (run_id,))
+    with transaction(db) as conn:  # accepted a minute ago, its message lost on the way
+        conn.execute("UPDATE runs SET created_at = now() - interval '1 minute',"
+                     " last_published_at = now() - interval '1 minute' WHERE id = %s",
+                     (run_id,))
     sweeper = Process("sweeper", SWEEPER, {**base_env, "SWEEP_INTERVAL_SECONDS": "0.2"},
                       tmp_path)
     try:
@@ -106,5 +107,9 @@ def test_the_sweeper_runs_alone_and_publishes_a_run_nobody_published(
         (message,) = redis.lrange(QUEUE, 0, -1)
         assert json.loads(message)["headers"]["argsrepr"] == repr([run_id])
     finally:
-        assert sweeper.stop(sig=signal.SIGINT) == 0
+        # The platform's stop: the sweep at hand ends, then the process, at once.
+        began = time.monotonic()
+        assert sweeper.stop(sig=signal.SIGTERM) == 0
+        assert time.monotonic() - began < 5
     assert "Traceback" not in sweeper.output()
+    assert "sweeper stopped" in sweeper.output()
