@@ -290,6 +290,20 @@ def test_a_run_waiting_for_a_thread_is_left_to_its_caller_then_handed_back_by_th
     assert [run_id for run_id, _ in published] == [waiting]
 
 
+def blocking(run_id: str) -> tuple[DemoAdapter, threading.Event, threading.Event]:
+    """The demo provider, holding the call of `run_id` (`calling` set) until `release`."""
+    calling, release = threading.Event(), threading.Event()
+
+    class Blocks(DemoAdapter):
+        def call(self, request: Any) -> Any:
+            if request.run_id == run_id:
+                calling.set()
+                release.wait(10)
+            return super().call(request)
+
+    return Blocks(), calling, release
+
+
 def test_a_worker_process_gives_a_caller_no_more_threads_than_its_limit(
         db: ConnectionPool, settings: Settings) -> None:
     """Per worker process: a caller's second run waits while its first holds the one
@@ -297,16 +311,8 @@ def test_a_worker_process_gives_a_caller_no_more_threads_than_its_limit(
     limits = Limits(caller=1)
     first, second, other = start(db, A), start(db, A), start(db, B)
     published: list[tuple[str, float | None, int]] = []
-    calling, release = threading.Event(), threading.Event()
-
-    class Blocks(DemoAdapter):
-        def call(self, request: Any) -> Any:
-            if request.run_id == first:
-                calling.set()
-                release.wait(10)
-            return super().call(request)
-
-    runner = Runner(settings=settings, pool=db, catalog=CATALOG, adapters={"demo": Blocks()},
+    blocks, calling, release = blocking(first)
+    runner = Runner(settings=settings, pool=db, catalog=CATALOG, adapters={"demo": blocks},
                     limits=limits,
                     publish=lambda run_id, countdown, priority, _name: published.append(
                         (run_id, countdown, priority)))
@@ -333,16 +339,8 @@ def test_a_run_over_its_callers_threads_waits_in_the_process_for_one_before_park
     limits = Limits(caller=1, caller_wait=10.0, caller_waiters=1)
     first, second, third, other = start(db, A), start(db, A), start(db, A), start(db, B)
     published: list[str] = []
-    calling, release = threading.Event(), threading.Event()
-
-    class Blocks(DemoAdapter):
-        def call(self, request: Any) -> Any:
-            if request.run_id == first:
-                calling.set()
-                release.wait(10)
-            return super().call(request)
-
-    runner = Runner(settings=settings, pool=db, catalog=CATALOG, adapters={"demo": Blocks()},
+    blocks, calling, release = blocking(first)
+    runner = Runner(settings=settings, pool=db, catalog=CATALOG, adapters={"demo": blocks},
                     limits=limits, publish=lambda run_id, *_: published.append(run_id))
     outcomes: dict[str, str] = {}
 
@@ -376,16 +374,8 @@ def test_a_run_waiting_in_the_process_is_parked_when_no_thread_frees_in_time(
         db: ConnectionPool, settings: Settings) -> None:
     limits = Limits(caller=1, caller_wait=0.3, caller_waiters=4)
     first, second = start(db, A), start(db, A)
-    calling, release = threading.Event(), threading.Event()
-
-    class Blocks(DemoAdapter):
-        def call(self, request: Any) -> Any:
-            if request.run_id == first:
-                calling.set()
-                release.wait(10)
-            return super().call(request)
-
-    runner = Runner(settings=settings, pool=db, catalog=CATALOG, adapters={"demo": Blocks()},
+    blocks, calling, release = blocking(first)
+    runner = Runner(settings=settings, pool=db, catalog=CATALOG, adapters={"demo": blocks},
                     limits=limits, publish=lambda *_: None)
     thread = threading.Thread(target=runner.run, args=(first,))
     thread.start()
