@@ -9,6 +9,15 @@
   channel keeps one and hands it out; it goes with the pool whenever kombu drops
   the pool (after a fork, on close), and the next call builds another. (A change
   worth offering to kombu itself: `Channel.conn_or_acquire`.)
+- **The record of unacknowledged messages without MULTI/EXEC.** For the visibility
+  timeout kombu keeps every message a worker holds in a hash with an index of when it
+  was taken, written as each message arrives and removed at its ack, each time in a
+  MULTI/EXEC transaction (four commands and their answers for two). Here the two
+  commands go in one round trip without it, the removal in the other order (the
+  message, then its index entry), so that a connection lost between the two can only
+  leave an index entry without its message, which kombu's restorer drops. Nothing
+  rests on the record alone: a run is in PostgreSQL, and the sweeper publishes one
+  whose message went missing.
 - **Surviving the broker going away.** When Redis closes the connection while a
   worker holds unacknowledged messages, Celery closes the channel, and kombu's
   channel then tries to hand those messages back through a new connection pool
@@ -30,7 +39,23 @@ import redis
 from kombu.transport import redis as kombu_redis
 
 
+class QoS(kombu_redis.QoS):
+    @contextmanager
+    def pipe_or_acquire(self, pipe: Any = None, client: Any = None) -> Iterator[Any]:
+        if pipe:
+            yield pipe
+            return
+        with self.channel.conn_or_acquire(client) as acquired:
+            yield acquired.pipeline(transaction=False)
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        with self.pipe_or_acquire(pipe) as pipe:
+            return pipe.hdel(self.unacked_key, delivery_tag) \
+                       .zrem(self.unacked_index_key, delivery_tag)
+
+
 class Channel(kombu_redis.Channel):
+    QoS = QoS
     _shared_client: redis.Redis | None = None
 
     @contextmanager
