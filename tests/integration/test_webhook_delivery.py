@@ -18,14 +18,14 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from shared import store
-from shared.db import transaction
+from shared.db import notify, transaction
 from shared.settings import Settings
 from shared.store import deliveries, webhooks
 from shared.webhooks import signing
 from shared.webhooks.sender import MAX_HEAD_BYTES
 from tests.fakes.receiver import Answer, Receiver
 from tests.helpers import insert_demo_run
-from worker.webhooks import Deliverer, DeliveryListener
+from worker.webhooks import CHANNEL, Deliverer, DeliveryListener
 
 CALLER = "USER#u"  # insert_demo_run's
 
@@ -523,7 +523,7 @@ def test_a_redelivery_is_published_by_its_notification_and_sent_under_the_same_i
         with transaction(db) as conn:
             conn.execute("UPDATE webhook_deliveries SET status = 'PENDING',"
                          " next_attempt_at = now() WHERE id = %s", (delivery_id,))
-            conn.execute("SELECT pg_notify('monid_webhook_deliveries', %s)", (delivery_id,))
+            notify(conn, CHANNEL, delivery_id)
         deadline = time.monotonic() + 5
         while not published and time.monotonic() < deadline:
             time.sleep(0.05)
