@@ -26,17 +26,6 @@ from worker.runner import Runner
 
 
 @pytest.fixture
-def limited(settings: Settings, db: ConnectionPool) -> Iterator[list[Flask]]:
-    """Two web 'processes' sharing one Redis, 5 requests a minute, 3 runs in flight."""
-    limited_settings = dataclasses.replace(settings, rate_limit_per_minute=5,
-                                           max_runs_in_flight=3)
-    apps = [create_app(limited_settings) for _ in range(2)]
-    yield apps
-    for app in apps:
-        app.extensions["monid"].pool.close()
-
-
-@pytest.fixture
 def apps(settings: Settings, db: ConnectionPool) -> Iterator[Callable[..., list[Flask]]]:
     """Web 'processes' sharing one Redis, made with the settings given."""
     made: list[Flask] = []
@@ -49,6 +38,12 @@ def apps(settings: Settings, db: ConnectionPool) -> Iterator[Callable[..., list[
     yield make
     for app in made:
         app.extensions["monid"].close()
+
+
+@pytest.fixture
+def limited(apps: Callable[..., list[Flask]]) -> list[Flask]:
+    """Two web 'processes' sharing one Redis, 5 requests a minute, 3 runs in flight."""
+    return apps(rate_limit_per_minute=5, max_runs_in_flight=3)
 
 
 @pytest.fixture
