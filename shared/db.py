@@ -82,10 +82,20 @@ def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
 
 
 def make_pool(database_url: str, *, min_size: int = 1, max_size: int = 10,
-              name: str = "monid", timeout: float = 5.0) -> ConnectionPool:
+              name: str = "monid", timeout: float = 5.0,
+              by_keys: bool = False) -> ConnectionPool:
     """A pool of connections with dict rows, opened by the caller. The connections are
     in autocommit mode: a lone statement costs one round trip (`autocommit`), and
-    statements that belong together take an explicit transaction (`transaction`)."""
+    statements that belong together take an explicit transaction (`transaction`).
+
+    `by_keys`: for statements that write a batch of rows given by their keys (arrays of
+    a varying length, worker/grouping.py). Knowing an array's length, PostgreSQL would
+    plan such a statement anew for every execution, which costs as much as running
+    it; here each is planned once for the connection (a generic plan). A generic plan
+    made while a table was small or had no statistics yet may scan the whole table,
+    and would stay: so these connections plan only lookups by index, every table
+    read as a nested loop over the keys given (no sequential, bitmap, hash or merge
+    scan), which is the right plan for a batch of keys at any size of table."""
     return ConnectionPool(
         database_url,
         min_size=min_size,
@@ -96,8 +106,15 @@ def make_pool(database_url: str, *, min_size: int = 1, max_size: int = 10,
         kwargs={"row_factory": dict_row, "connect_timeout": 5, "prepare_threshold": 0,
                 "autocommit": True},
         check=_check_if_idle,
+        configure=_plan_by_keys if by_keys else None,
         reconnect_timeout=60,
     )
+
+
+def _plan_by_keys(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    for scan in ("seqscan", "bitmapscan", "hashjoin", "mergejoin"):
+        conn.execute(f"SET enable_{scan} = off")
 
 
 @contextmanager

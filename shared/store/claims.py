@@ -80,19 +80,36 @@ def claim_run(conn: Conn, run_id: str, *, worker: str, lease_seconds: int,
     its caller among `full_callers`, those this worker process has no thread left
     for); None when there is nothing to take."""
     limits = limits or Limits()
+    if not (limits.by_key or full_callers):  # nothing to wait for: the plain claim
+        return claim_runs(conn, [run_id], worker=worker, lease_seconds=lease_seconds)[0]
     token = uuid.uuid4()
-    params = {"run_id": run_id, "worker": worker, "lease_seconds": lease_seconds,
-              "lease_token": token}
-    if limits.by_key or full_callers:
-        row = conn.execute(query("claim_run_or_wait"), {
-            **params, "full_callers": list(full_callers), "limits": limits.as_json(),
-        }).fetchone()
-    else:  # nothing to wait for: the plain claim, one UPDATE
-        row = conn.execute(query("claim_run"), params).fetchone()
+    row = conn.execute(query("claim_run_or_wait"), {
+        "run_id": run_id, "worker": worker, "lease_seconds": lease_seconds,
+        "lease_token": token, "full_callers": list(full_callers),
+        "limits": limits.as_json(),
+    }).fetchone()
     if row is None:
         return None
     if row["waiting_for"] is not None:
         return Waiting(row["id"], row["waiting_for"], row["caller"])
+    return _claim(row, token)
+
+
+def claim_runs(conn: Conn, run_ids: Sequence[str], *, worker: str,
+               lease_seconds: int) -> list[Claim | None]:
+    """Take runs for this worker, each as `claim_run` takes it where nothing is to be
+    waited for, in one statement: the claim of each, in the order given (None where
+    there is nothing to take; a run given twice is taken once)."""
+    tokens = [uuid.uuid4() for _ in run_ids]
+    rows = conn.execute(query("claim_runs"), {
+        "run_ids": list(run_ids), "lease_tokens": tokens, "worker": worker,
+        "lease_seconds": lease_seconds,
+    }).fetchall()
+    taken = {row["lease_token"]: row for row in rows}
+    return [_claim(taken[token], token) if token in taken else None for token in tokens]
+
+
+def _claim(row: Any, token: uuid.UUID) -> Claim:
     return Claim(
         run_id=row["id"], caller=row["caller"], status=row["status"], provider=row["provider"],
         endpoint=row["endpoint"], adapter=row["adapter"], input=row["input"],

@@ -14,9 +14,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from shared.db import Conn, json_param, query
+from shared.db import Conn, query
+from shared.jsontext import dumps
 from shared.scheduling import Freed
-from shared.store.claims import Claim, Woken, slot_params, woken_runs
+from shared.store.claims import Claim, Woken, woken_runs
 
 # The most fields of a run's items that are noted (the columns of its CSV).
 MAX_ITEM_FIELDS = 1000
@@ -66,6 +67,25 @@ class Delivered:
     woken: tuple[Woken, ...] = ()
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """A delivered run's end, to be written: its inline output, its items (`items_json`,
+    a JSON array of those not copied yet, numbered from `first_seq`), the fields of its
+    items, and what it costs."""
+
+    claim: Claim
+    http_status: int
+    output: Any
+    output_truncated: bool
+    item_count: int
+    item_fields: Sequence[FieldPath]
+    items_json: str
+    first_seq: int
+    provider_response: Any
+    cost_micros: int
+    freed: Freed | None = None
+
+
 def deliver_run(conn: Conn, claim: Claim, *, http_status: int, output: Any,
                 output_truncated: bool, item_count: int, item_fields: Sequence[FieldPath],
                 items_json: str, first_seq: int, provider_response: Any,
@@ -73,18 +93,46 @@ def deliver_run(conn: Conn, claim: Claim, *, http_status: int, output: Any,
     """End a delivered run and settle it in one statement, adding the items of
     `items_json` (a JSON array) from `first_seq` on, and noting the fields of its items;
     None when this attempt no longer holds the run."""
+    return deliver_runs(conn, [Delivery(
+        claim, http_status, output, output_truncated, item_count, item_fields, items_json,
+        first_seq, provider_response, cost_micros, freed)])[0]
+
+
+def deliver_runs(conn: Conn, deliveries: Sequence[Delivery]) -> list[Delivered | None]:
+    """End delivered runs as `deliver_run` does, in one statement, in the order given:
+    how each ended (None where its attempt no longer holds the run). Raises
+    ItemsAlreadyWritten when another attempt wrote the items of one of them first (the
+    statement then wrote nothing)."""
+    freed = [d.freed or Freed() for d in deliveries]
     try:
-        row = conn.execute(query("deliver_run"), {
-            "run_id": claim.run_id, "lease_token": claim.lease_token, "number": claim.attempt,
-            "output": json_param(output), "output_truncated": output_truncated,
-            "item_count": item_count, "item_fields": json_param([list(p) for p in item_fields]),
-            "items": items_json, "first_seq": first_seq,
-            "provider_response": json_param(provider_response), "cost_micros": cost_micros,
-            "http_status": http_status, **slot_params(freed),
-        }).fetchone()
+        rows = conn.execute(query("deliver_runs"), {
+            "run_ids": [d.claim.run_id for d in deliveries],
+            "lease_tokens": [d.claim.lease_token for d in deliveries],
+            "numbers": [d.claim.attempt for d in deliveries],
+            "http_statuses": [d.http_status for d in deliveries],
+            "outputs": [_json_text(d.output) for d in deliveries],
+            "truncated": [d.output_truncated for d in deliveries],
+            "item_counts": [d.item_count for d in deliveries],
+            "item_fields": [dumps([list(p) for p in d.item_fields]) for d in deliveries],
+            "items": [d.items_json for d in deliveries],
+            "first_seqs": [d.first_seq for d in deliveries],
+            "provider_responses": [_json_text(d.provider_response) for d in deliveries],
+            "costs": [d.cost_micros for d in deliveries],
+            "wakes": [f.wake for f in freed],
+            "callers_freed": [f.caller for f in freed],
+            "provider_limits": [f.provider_limit for f in freed],
+            "endpoint_limits": [f.endpoint_limit for f in freed],
+        }).fetchall()
     except psycopg.errors.UniqueViolation as exc:
-        raise ItemsAlreadyWritten(claim.run_id) from exc
-    return Delivered(row["status"], woken_runs(row["woken"])) if row else None
+        raise ItemsAlreadyWritten(", ".join(d.claim.run_id for d in deliveries)) from exc
+    ended = {row["lease_token"]: row for row in rows}
+    return [Delivered(row["status"], woken_runs(row["woken"]))
+            if (row := ended.get(d.claim.lease_token)) is not None else None
+            for d in deliveries]
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else dumps(value)
 
 
 # --- reading ------------------------------------------------------------------------

@@ -3,17 +3,21 @@
 -- everything back on its way out.
 
 
--- name: claim_run
--- Take a run with one guarded UPDATE, so a second delivery finds nothing. A run
--- with no provider job yet starts a new attempt; a run following one (its
--- provider_state is set) is taken for one more check within the same attempt. The
--- endpoint's deadline starts with the run's first start; a run still waiting to
--- start past its queue limit is not taken (the sweeper ends it). Where a run may
--- have to wait for a slot, claim_run_or_wait does this instead.
-WITH claimed AS (
+-- name: claim_runs
+-- Take runs, one with each lease token given, with one guarded UPDATE, so a second
+-- delivery finds nothing. A run with no provider job yet starts a new attempt; a run
+-- following one (its provider_state is set) is taken for one more check within the
+-- same attempt. The endpoint's deadline starts with the run's first start; a run still
+-- waiting to start past its queue limit is not taken (the sweeper ends it). A worker
+-- process's threads claim together (worker/grouping.py): one statement and one commit
+-- for all of them, the runs locked in the order given. Where a run may have to wait
+-- for a slot, claim_run_or_wait does this instead.
+WITH asked AS (
+    SELECT * FROM unnest(%(run_ids)s::text[], %(lease_tokens)s::uuid[]) AS a(run_id, lease_token)
+), claimed AS (
     UPDATE runs
     SET attempt_count = attempt_count + (provider_state IS NULL AND status = 'RUNNING')::int,
-        lease_token = %(lease_token)s,
+        lease_token = asked.lease_token,
         lease_owner = %(worker)s,
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
         next_attempt_at = NULL,
@@ -23,8 +27,9 @@ WITH claimed AS (
                            ELSE deadline_at END,
         started_at = coalesce(started_at, now()),
         updated_at = now()
-    WHERE id = %(run_id)s
-      AND lease_token IS NULL
+    FROM asked
+    WHERE runs.id = asked.run_id
+      AND runs.lease_token IS NULL
       AND ((status = 'RUNNING'
             AND (provider_state IS NOT NULL OR attempt_count < max_attempts)
             AND (next_attempt_at IS NULL OR next_attempt_at <= now())
@@ -33,11 +38,11 @@ WITH claimed AS (
            OR status = 'STOPPING')
     RETURNING id, caller, status, provider, endpoint, adapter, input, provider_state, attempt_count,
               max_attempts, deadline_at, price_type, price_micros, flat_fee_micros,
-              malformed_answers, hold_micros, max_results,
+              malformed_answers, hold_micros, max_results, runs.lease_token,
               (provider_state IS NULL AND status = 'RUNNING') AS new_attempt
 ), attempt AS (
     INSERT INTO attempts (run_id, number, lease_token, worker)
-    SELECT id, attempt_count, %(lease_token)s, %(worker)s FROM claimed WHERE new_attempt
+    SELECT id, attempt_count, lease_token, %(worker)s FROM claimed WHERE new_attempt
 )
 SELECT NULL::text AS waiting_for, * FROM claimed;
 

@@ -10,59 +10,77 @@ SELECT status, coalesce(lease_token = %(lease_token)s, false) AS held
 FROM runs
 WHERE id = %(run_id)s;
 
--- name: deliver_run
--- The provider delivered: end the run COMPLETED with its inline output and settle
--- it, in one statement, with the items given here (a small result; a larger one
--- was copied into run_items earlier in the same transaction). Only the holder of
--- the current attempt's lease may. A stop asked meanwhile wins: the run is STOPPED
--- at no cost, and its items, wherever they came from, go. As end_run, it hands
--- back a run waiting for each slot it freed.
-WITH ended AS (
+-- name: deliver_runs
+-- The provider delivered: end each run COMPLETED with its inline output and settle
+-- it, with the items given here (a small result; a larger one was copied into
+-- run_items earlier in the same transaction). Only the holder of the current attempt's
+-- lease may. A stop asked meanwhile wins: the run is STOPPED at no cost, and its
+-- items, wherever they came from, go. As end_run, it hands back a run waiting for each
+-- slot one freed. A worker process's threads end their runs together
+-- (worker/grouping.py): one statement and one commit for all of them, the runs locked
+-- and settled in the order given.
+WITH given AS (
+    SELECT *
+    FROM unnest(%(run_ids)s::text[], %(lease_tokens)s::uuid[], %(numbers)s::int[],
+                %(http_statuses)s::int[], %(outputs)s::text[], %(truncated)s::bool[],
+                %(item_counts)s::int[], %(item_fields)s::text[], %(items)s::text[],
+                %(first_seqs)s::int[], %(provider_responses)s::text[],
+                %(costs)s::bigint[], %(wakes)s::bool[], %(callers_freed)s::bool[],
+                %(provider_limits)s::int[], %(endpoint_limits)s::int[])
+         AS g(run_id, lease_token, number, http_status, output, output_truncated, item_count,
+              item_fields, items, first_seq, provider_response, cost_micros, wake,
+              caller_freed, provider_limit, endpoint_limit)
+), ended AS (
     UPDATE runs
     SET status = CASE WHEN status = 'STOPPING' THEN 'STOPPED' ELSE 'COMPLETED' END,
-        output = CASE WHEN status = 'STOPPING' THEN NULL ELSE %(output)s::json END,
-        output_truncated = status <> 'STOPPING' AND %(output_truncated)s,
-        item_count = CASE WHEN status = 'STOPPING' THEN NULL ELSE %(item_count)s::int END,
-        item_fields = CASE WHEN status = 'STOPPING' THEN NULL ELSE %(item_fields)s::json END,
-        result_count = CASE WHEN status = 'STOPPING' THEN NULL ELSE %(item_count)s::int END,
+        output = CASE WHEN status = 'STOPPING' THEN NULL ELSE g.output::json END,
+        output_truncated = status <> 'STOPPING' AND g.output_truncated,
+        item_count = CASE WHEN status = 'STOPPING' THEN NULL ELSE g.item_count END,
+        item_fields = CASE WHEN status = 'STOPPING' THEN NULL ELSE g.item_fields::json END,
+        result_count = CASE WHEN status = 'STOPPING' THEN NULL ELSE g.item_count END,
         provider_response = CASE WHEN status = 'STOPPING' THEN NULL
-                                 ELSE %(provider_response)s::json END,
+                                 ELSE g.provider_response::json END,
         error = NULL,
-        cost_micros = CASE WHEN status = 'STOPPING' THEN 0 ELSE %(cost_micros)s::bigint END,
+        cost_micros = CASE WHEN status = 'STOPPING' THEN 0 ELSE g.cost_micros END,
         completed_at = now(),
         updated_at = now(),
         lease_token = NULL,
         lease_owner = NULL,
         lease_expires_at = NULL,
         next_attempt_at = NULL
-    WHERE id = %(run_id)s
-      AND lease_token = %(lease_token)s
-      AND status IN ('RUNNING', 'STOPPING')
-    RETURNING id, status, caller, provider, endpoint, cost_micros, hold_micros
+    FROM given g
+    WHERE runs.id = g.run_id
+      AND runs.lease_token = g.lease_token
+      -- Not an index condition (the runs are found by their keys alone).
+      AND (status IN ('RUNNING', 'STOPPING')) IS TRUE
+    RETURNING runs.id, runs.status, runs.caller, runs.provider, runs.endpoint,
+              runs.cost_micros, runs.hold_micros, g.lease_token, g.number, g.http_status,
+              g.items, g.first_seq, g.wake, g.caller_freed, g.provider_limit, g.endpoint_limit
 ), attempt AS (
     UPDATE attempts
     SET ended_at = now(),
-        outcome = CASE WHEN (SELECT status FROM ended) = 'STOPPED' THEN 'STOPPED' ELSE 'OK' END,
-        http_status = %(http_status)s,
-        message = CASE WHEN (SELECT status FROM ended) = 'STOPPED'
+        outcome = CASE WHEN ended.status = 'STOPPED' THEN 'STOPPED' ELSE 'OK' END,
+        http_status = ended.http_status,
+        message = CASE WHEN ended.status = 'STOPPED'
                        THEN 'stopped on request; the answer was discarded' END
-    WHERE run_id = %(run_id)s AND number = %(number)s AND ended_at IS NULL
-      AND EXISTS (SELECT 1 FROM ended)
+    FROM ended
+    WHERE attempts.run_id = ended.id AND attempts.number = ended.number
+      AND attempts.ended_at IS NULL
 ), added AS (
     INSERT INTO run_items (run_id, seq, item)
-    SELECT ended.id, %(first_seq)s::int + (e.n - 1)::int, e.value
+    SELECT ended.id, ended.first_seq + (e.n - 1)::int, e.value
     FROM ended
-    CROSS JOIN LATERAL json_array_elements(%(items)s::json) WITH ORDINALITY e(value, n)
+    CROSS JOIN LATERAL json_array_elements(ended.items::json) WITH ORDINALITY e(value, n)
     WHERE ended.status = 'COMPLETED'
 ), dropped AS (
     DELETE FROM run_items
-    WHERE run_id = %(run_id)s AND EXISTS (SELECT 1 FROM ended WHERE status = 'STOPPED')
+    WHERE run_id IN (SELECT id FROM ended WHERE status = 'STOPPED')
 )
-SELECT id, status, monid_settle(caller, id, cost_micros, hold_micros),
-       CASE WHEN %(wake)s THEN
+SELECT id, status, lease_token, monid_settle(caller, id, cost_micros, hold_micros),
+       CASE WHEN wake THEN
            (SELECT json_agg(w) FROM monid_wake_freed(caller, provider, endpoint,
-                                                     %(caller_freed)s, %(provider_limit)s,
-                                                     %(endpoint_limit)s, true) w) END AS woken
+                                                     caller_freed, provider_limit,
+                                                     endpoint_limit, true) w) END AS woken
 FROM ended;
 
 -- name: get_run_items_state
