@@ -183,12 +183,8 @@ def store_result(url: str, total_bytes: int) -> str:
             claim = store.claim_run(conn, run_id, worker="bench", lease_seconds=600)
         assert claim is not None
 
-        def write(fn: Any) -> Any:
-            with autocommit(pool) as conn:
-                return fn(conn)
-
         ended = ResultWriter(settings=settings, pool=pool).write(
-            claim, ProviderResult(pages=tweets(total_bytes)), cost_of=lambda n: 0, write=write)
+            claim, ProviderResult(pages=tweets(total_bytes)), cost_of=lambda n: 0)
         assert ended is not None and ended.status == "COMPLETED", ended
     finally:
         pool.close()

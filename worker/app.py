@@ -96,16 +96,25 @@ class MonidCelery(Celery):
         with self._lock:
             if self._runner is None:
                 settings = self.monid_settings
-                pool = make_pool(settings.database_url, min_size=1,
-                                 max_size=settings.worker_db_pool_size, name="monid-worker",
-                                 timeout=30)
+                # Of the process's connections, two (one of three or fewer) serve the
+                # threads' claims and ends written together: one claims, one ends runs.
+                size = settings.worker_db_pool_size
+                grouped = 2 if size >= 4 else 1 if size >= 2 else 0
+                pool = make_pool(settings.database_url, min_size=1, max_size=size - grouped,
+                                 name="monid-worker", timeout=30)
                 pool.open(wait=False)
+                group_pool = None
+                if grouped:
+                    group_pool = make_pool(settings.database_url, min_size=1,
+                                           max_size=grouped, name="monid-worker-group",
+                                           timeout=30, by_keys=True)
+                    group_pool.open(wait=False)
                 self._runner = Runner(
                     settings=settings, pool=pool, catalog=self.monid_catalog,
                     adapters=make_adapters(settings, self.monid_catalog),
                     publish=self.publish_next, publish_retry=self.publish_retry,
                     name=f"{self.lease_prefix}{os.getpid()}", limits=self.monid_limits,
-                    policy=self.monid_retry,
+                    policy=self.monid_retry, group_pool=group_pool,
                 )
             return self._runner
 
@@ -183,6 +192,8 @@ class MonidCelery(Celery):
             self._background = None
         self._deliverer = None
         if self._runner is not None:
+            if self._runner.group_pool is not self._runner.pool:
+                self._runner.group_pool.close()
             self._runner.pool.close()
             self._runner = None
 

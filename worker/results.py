@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from psycopg_pool import ConnectionPool
 
 from shared import store
-from shared.db import transaction
+from shared.db import autocommit, transaction
 from shared.scheduling import Freed
 from shared.settings import Settings
 from shared.store import results
@@ -36,8 +36,8 @@ from worker.providers.base import (
     ResultTooLarge,
 )
 
-T = TypeVar("T")
-Write = Callable[[Callable[[store.Conn], T]], T]
+# How a small result's delivery is written (the runner's: with other threads' ends).
+Deliver = Callable[[results.Delivery], results.Delivered | None]
 
 # Items are written in batches of about this size; a result that fits in one batch
 # is written by the statement that ends the run.
@@ -151,11 +151,12 @@ class ResultWriter:
         self.pool = pool
 
     def write(self, claim: store.Claim, result: ProviderResult, *,
-              cost_of: Callable[[int], int], write: Write[Any],
+              cost_of: Callable[[int], int], deliver: Deliver | None = None,
               freed: Freed | None = None) -> results.Delivered | None:
         """Write the result as the run's items and end the run with it; returns how the
         run ended (STOPPED when a stop won, and the runs handed back from waiting for a
-        slot it freed), None when this attempt no longer holds the run. Raises
+        slot it freed), None when this attempt no longer holds the run. A small result
+        is delivered by `deliver` (by default, on its own). Raises
         ResultTooLarge, StopAsked, DeadlinePassed, or what reading the result raises;
         the run is then left as it was, without items."""
         cap = claim.max_results if claim.price_type == "PER_RESULT" else None
@@ -203,18 +204,18 @@ class ResultWriter:
                 cost = cost_of(count)
                 response = {"httpStatus": result.http_status}
 
-                def deliver(conn: store.Conn) -> results.Delivered | None:
-                    return results.deliver_run(
-                        conn, claim, http_status=result.http_status, output=output,
-                        output_truncated=truncated, item_count=count,
-                        item_fields=fields.paths, items_json=results.items_json(batch),
-                        first_seq=count - len(batch),
-                        provider_response=response, cost_micros=cost, freed=freed)
-
-                if conn is None:  # all of it in one statement
-                    delivered = write(deliver)
+                delivery = results.Delivery(
+                    claim, http_status=result.http_status, output=output,
+                    output_truncated=truncated, item_count=count, item_fields=fields.paths,
+                    items_json=results.items_json(batch), first_seq=count - len(batch),
+                    provider_response=response, cost_micros=cost, freed=freed)
+                if conn is None and deliver is not None:  # all of it in one statement
+                    delivered = deliver(delivery)
+                elif conn is None:
+                    with autocommit(self.pool) as alone:
+                        delivered = results.deliver_runs(alone, [delivery])[0]
                 else:
-                    delivered = deliver(conn)
+                    delivered = results.deliver_runs(conn, [delivery])[0]
                     if delivered is None:
                         raise _LeaseLost()
         except (_LeaseLost, results.ItemsAlreadyWritten):

@@ -8,10 +8,11 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from shared import progress, store
@@ -22,6 +23,8 @@ from shared.money import cost_micros
 from shared.queue import task_name
 from shared.scheduling import Freed, Limits, priority_for
 from shared.settings import Settings
+from shared.store import results
+from worker.grouping import Group
 from worker.providers.base import (
     Adapter,
     DeadlinePassed,
@@ -57,7 +60,8 @@ class Runner:
                  adapters: Mapping[str, Adapter], publish: Publish,
                  name: str | None = None, limits: Limits | None = None,
                  publish_retry: Publish | None = None,
-                 policy: RetryPolicy | None = None) -> None:
+                 policy: RetryPolicy | None = None,
+                 group_pool: ConnectionPool | None = None) -> None:
         self.settings = settings
         # Whether, when and where a run waits to be tried again: asked, never second-guessed.
         self.policy = policy or RetryPolicy.from_settings(settings)
@@ -70,6 +74,12 @@ class Runner:
         self.name = name or worker_name()
         self.limits = limits or Limits()
         self.results = ResultWriter(settings=settings, pool=pool)
+        # Claims and ends of small results of this process's threads, written together
+        # (group commit) on connections that plan each statement once.
+        self.group_pool = group_pool or pool
+        self.claims: Group[str, store.Claim | None] = Group(self._claim_together)
+        self.deliveries: Group[results.Delivery, results.Delivered | None] = Group(
+            self._deliver_together)
         # Leases this process holds now, renewed by the heartbeat.
         self._held: dict[uuid.UUID, str] = {}
         # New attempts this process works on now, by caller: a caller may have at most
@@ -118,12 +128,16 @@ class Runner:
         full = self._full_callers()
         if full and self.limits.caller_wait > 0:
             full = self._wait_for_a_thread(run_id, full)
-        # Claiming is one statement (atomic on its own): one round trip per delivery.
-        with autocommit(self.pool) as conn:
-            claim = store.claim_run(conn, run_id, worker=self.name,
-                                    lease_seconds=self.settings.lease_seconds,
-                                    limits=self.limits, full_callers=full)
-            state = None if claim else store.get_claim_state(conn, run_id)
+        # Claiming is one statement (atomic on its own), with other threads' claims
+        # where nothing may have to wait for a slot.
+        claim: store.Claim | store.Waiting | None
+        if full or self.limits.by_key:
+            with autocommit(self.pool) as conn:
+                claim = store.claim_run(conn, run_id, worker=self.name,
+                                        lease_seconds=self.settings.lease_seconds,
+                                        limits=self.limits, full_callers=full)
+        else:
+            claim = self.claims.submit(run_id)
         if isinstance(claim, store.Waiting):
             # Not an attempt: the run waits in PostgreSQL and is handed back to the
             # queue when the slot frees.
@@ -132,6 +146,8 @@ class Runner:
                 self._parked_for_caller(claim.caller)
             return "waiting"
         if claim is None:
+            with autocommit(self.pool) as conn:
+                state = store.get_claim_state(conn, run_id)
             return self._not_claimed(run_id, state)
         counted = claim.new_attempt and self.limits.caller > 0
         with self._held_lock:
@@ -363,7 +379,7 @@ class Runner:
                        cost_micros(claim.price_type, claim.price_micros,
                                    claim.flat_fee_micros, result_count, claim.max_results))
 
-        ended = self.results.write(claim, result, cost_of=cost, write=self._write,
+        ended = self.results.write(claim, result, cost_of=cost, deliver=self._deliver,
                                    freed=self._freed(claim))
         if ended is None:
             log.warning("result discarded: this attempt no longer holds the run")
@@ -462,12 +478,22 @@ class Runner:
         """Write a result, waiting out a short PostgreSQL outage as the policy says. Every
         write given is one statement (atomic on its own), so it runs without BEGIN and
         COMMIT."""
+        def once() -> T:
+            with autocommit(self.pool) as conn:
+                return write(conn)
+
+        return self._patiently(once)
+
+    def _deliver(self, delivery: results.Delivery) -> results.Delivered | None:
+        """End a run with a small result, with other threads' ends, as `_write` does."""
+        return self._patiently(lambda: self.deliveries.submit(delivery))
+
+    def _patiently(self, write: Callable[[], T]) -> T:
         started = time.monotonic()
         failures = 0
         while True:
             try:
-                with autocommit(self.pool) as conn:
-                    return write(conn)
+                return write()
             except DatabaseUnavailable:
                 failures += 1
                 pause = self.policy.write_pause(failures, time.monotonic() - started)
@@ -475,6 +501,60 @@ class Runner:
                     raise
                 log.warning("database unavailable while writing a result; trying again")
                 time.sleep(pause)
+
+    def _claim_together(self, run_ids: Sequence[str]) -> list[store.Claim | None]:
+        """Claims of several threads in one statement. The runs are taken in the order of
+        their IDs, the same in every process, so that two such statements never wait
+        for each other; should one deadlock with another writer all the same, each
+        claim is made on its own."""
+        order = sorted(range(len(run_ids)), key=run_ids.__getitem__)
+        claims: list[store.Claim | None] = [None] * len(run_ids)
+        with autocommit(self.group_pool) as conn:
+            try:
+                taken = store.claim_runs(conn, [run_ids[i] for i in order], worker=self.name,
+                                         lease_seconds=self.settings.lease_seconds)
+            except psycopg.errors.DeadlockDetected:
+                if len(run_ids) == 1:
+                    raise
+                taken = [store.claim_runs(conn, [run_ids[i]], worker=self.name,
+                                          lease_seconds=self.settings.lease_seconds)[0]
+                         for i in order]
+        for i, claim in zip(order, taken, strict=True):
+            claims[i] = claim
+        return claims
+
+    def _deliver_together(self, deliveries: Sequence[results.Delivery]
+                          ) -> list[results.Delivered | None]:
+        """Ends of several threads' runs in one statement, the runs locked and their
+        callers' wallets settled in one order (by caller, then run) in every process.
+        Where the statement cannot stand for all of them (another attempt wrote one's
+        items first; a deadlock with another writer all the same), each is written on
+        its own."""
+        order = sorted(range(len(deliveries)),
+                       key=lambda i: (deliveries[i].claim.caller, deliveries[i].claim.run_id))
+        ended: list[results.Delivered | None] = [None] * len(deliveries)
+        with autocommit(self.group_pool) as conn:
+            try:
+                written = results.deliver_runs(conn, [deliveries[i] for i in order])
+            except results.ItemsAlreadyWritten:
+                if len(deliveries) == 1:
+                    return [None]
+                written = [self._deliver_alone(conn, deliveries[i]) for i in order]
+            except psycopg.errors.DeadlockDetected:
+                if len(deliveries) == 1:
+                    raise
+                written = [self._deliver_alone(conn, deliveries[i]) for i in order]
+        for i, delivered in zip(order, written, strict=True):
+            ended[i] = delivered
+        return ended
+
+    @staticmethod
+    def _deliver_alone(conn: store.Conn, delivery: results.Delivery
+                       ) -> results.Delivered | None:
+        try:
+            return results.deliver_runs(conn, [delivery])[0]
+        except results.ItemsAlreadyWritten:
+            return None  # another attempt's: this one no longer holds the run
 
     def _publish_quietly(self, run_id: str, countdown: float | None, priority: int = 0, *,
                          shadow: str | None = None, publish: Publish | None = None) -> None:

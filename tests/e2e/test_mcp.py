@@ -157,12 +157,8 @@ def _deliver(pool: ConnectionPool, caller: str, items: list[Any]) -> str:
         claim = store.claim_run(conn, run_id, worker="test", lease_seconds=60)
     assert claim is not None
 
-    def write(fn: Callable[[store.Conn], Any]) -> Any:
-        with autocommit(pool) as conn:
-            return fn(conn)
-
     ended = ResultWriter(settings=settings, pool=pool).write(
-        claim, ProviderResult(output=items), cost_of=lambda n: 0, write=write)
+        claim, ProviderResult(output=items), cost_of=lambda n: 0)
     assert ended is not None and ended.status == "COMPLETED"
     return run_id
 

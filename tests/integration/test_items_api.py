@@ -35,16 +35,12 @@ def start(client: FlaskClient, key: str) -> str:
 def deliver(db: ConnectionPool, settings: Settings) -> Deliver:
     """Ends a run COMPLETED with these items, as a worker writes a result."""
 
-    def write(fn: Callable[[store.Conn], Any]) -> Any:
-        with autocommit(db) as conn:
-            return fn(conn)
-
     def run(run_id: str, items: Any) -> None:
         with autocommit(db) as conn:
             claim = store.claim_run(conn, run_id, worker="test", lease_seconds=60)
         assert claim is not None
         ended = ResultWriter(settings=settings, pool=db).write(
-            claim, ProviderResult(output=items), cost_of=lambda n: 0, write=write)
+            claim, ProviderResult(output=items), cost_of=lambda n: 0)
         assert ended is not None and ended.status == "COMPLETED"
 
     return run

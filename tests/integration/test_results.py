@@ -290,7 +290,7 @@ def test_a_stop_that_wins_over_a_small_result_keeps_none_of_it(driver: Driver,
         assert store.request_stop(conn, run_id, CALLER) is not None
     writer = ResultWriter(settings=driver.runner.settings, pool=db)
     ended = writer.write(claim, ProviderResult(output=[{"a": 1}, {"a": 2}]),
-                         cost_of=lambda n: 0, write=driver.runner._write)
+                         cost_of=lambda n: 0, deliver=driver.runner._deliver)
     assert ended is not None and ended.status == "STOPPED"
     run = driver.run(run_id)
     assert run.status == "STOPPED" and run.output is None and run.result_count is None
@@ -313,10 +313,10 @@ def test_only_the_holder_of_the_lease_writes_items(driver: Driver, db: Connectio
     writer = ResultWriter(settings=driver.runner.settings, pool=db)
     items = [{"n": n, "pad": "x" * 500} for n in range(size)]
     assert writer.write(stale, ProviderResult(output=items), cost_of=lambda n: 0,
-                        write=driver.runner._write) is None
+                        deliver=driver.runner._deliver) is None
     assert count_items(db, run_id) == 0
     ended = writer.write(current, ProviderResult(output=items), cost_of=lambda n: 0,
-                         write=driver.runner._write)
+                         deliver=driver.runner._deliver)
     assert ended is not None and ended.status == "COMPLETED"
     assert count_items(db, run_id) == size
 
