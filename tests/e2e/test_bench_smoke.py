@@ -76,8 +76,9 @@ def test_the_writes_benchmark_counts_every_update_of_a_run(admin_database_url: s
     rows = {line.split("  ")[1].strip(): line.split() for line in done.stdout.splitlines()
             if line.startswith("  ") and "(" in line}
     # Each step ran for every run: the claim and the end each updated all 40 rows, some
-    # of them (none today) heap-only.
-    for step in ("claim (claim_run)", "end (deliver_run)"):
+    # of them (none today) heap-only, a run a statement and 8 a statement alike.
+    for step in ("claim (claim_runs)", "claim (8 a statement)", "end (deliver_runs)",
+                 "end (8 a statement)"):
         updates, hot = (int(n) for n in rows[step][-2:])
         assert updates == 40 and 0 <= hot <= updates
     assert rows["accept (insert_run)"][-2:] == ["0", "0"]
