@@ -61,20 +61,25 @@ def test_a_lone_part_is_written_at_once_on_its_own() -> None:
     assert (group.writes, group.parts) == (2, 2)
 
 
-def test_parts_handed_in_during_a_write_go_together_in_the_next() -> None:
-    write = Recorder(hold_first=True)
-    group: Group[int, int] = Group(write)
+def _while_the_first_is_written(group: Group[int, int], write: Recorder, n: int) -> None:
+    """Part 0 is being written (held) while parts 1..n are handed in; then it ends."""
     first = threading.Thread(target=group.submit, args=(0,))
     first.start()
     assert write.started.wait(5)
-    waiting = threading.Thread(target=lambda: _submit_all(group, range(1, 11)))
-    waiting.start()
+    rest = threading.Thread(target=lambda: _submit_all(group, range(1, n + 1)))
+    rest.start()
     deadline = time.monotonic() + 5
-    while len(group._waiting) < 10 and time.monotonic() < deadline:
+    while len(group._waiting) < n and time.monotonic() < deadline:
         time.sleep(0.01)
     write.release.set()
     first.join(5)
-    waiting.join(5)
+    rest.join(5)
+
+
+def test_parts_handed_in_during_a_write_go_together_in_the_next() -> None:
+    write = Recorder(hold_first=True)
+    group: Group[int, int] = Group(write)
+    _while_the_first_is_written(group, write, 10)
     assert write.batches[0] == [0]
     assert sorted(write.batches[1]) == list(range(1, 11))
     assert len(write.batches) == 2
@@ -94,17 +99,7 @@ def test_every_thread_gets_its_own_answer_under_many_threads() -> None:
 def test_a_write_holds_at_most_most_parts() -> None:
     write = Recorder(hold_first=True)
     group: Group[int, int] = Group(write, most=4)
-    first = threading.Thread(target=group.submit, args=(0,))
-    first.start()
-    assert write.started.wait(5)
-    rest = threading.Thread(target=lambda: _submit_all(group, range(1, 11)))
-    rest.start()
-    deadline = time.monotonic() + 5
-    while len(group._waiting) < 10 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    write.release.set()
-    first.join(5)
-    rest.join(5)
+    _while_the_first_is_written(group, write, 10)
     assert max(len(b) for b in write.batches) <= 4
     assert sorted(p for b in write.batches for p in b) == list(range(11))
 
