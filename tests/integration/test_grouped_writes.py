@@ -212,3 +212,21 @@ def test_a_run_whose_items_another_attempt_wrote_does_not_spoil_the_others_end(
         _delivery(c, i) for i, c in enumerate(claims) if c]
     ended = runner._deliver_together(deliveries)
     assert [e.status if e else None for e in ended] == ["COMPLETED", None, "COMPLETED"]
+
+
+def test_the_heartbeat_skips_a_run_being_ended_instead_of_waiting_for_it(
+        by_keys: ConnectionPool, db: ConnectionPool, echo: Endpoint) -> None:
+    # A statement that ends several runs locks them in its own order; a heartbeat that
+    # waited for one of them could deadlock with it (and miss its beat).
+    run_ids = _start(db, echo, 3)
+    with autocommit(by_keys) as conn:
+        claims = [c for c in store.claim_runs(conn, run_ids, worker="w", lease_seconds=60)
+                  if c]
+    with transaction(db) as ending:
+        ending.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (run_ids[0],))
+        started = time.monotonic()
+        with transaction(db) as beat:
+            beat.execute("SET LOCAL lock_timeout = '2s'")  # a wait fails, not hangs
+            renewed = store.renew_leases(beat, [c.lease_token for c in claims], 120)
+        assert time.monotonic() - started < 1.0
+    assert renewed == 2

@@ -160,10 +160,16 @@ SELECT id, next_attempt_at, status,
 FROM followed;
 
 -- name: renew_leases
--- The heartbeat: a live worker keeps the leases of the runs it is working on.
+-- The heartbeat: a live worker keeps the leases of the runs it is working on. A run
+-- locked at this moment (being ended, or stopped) is skipped, not waited for: the
+-- heartbeat never waits for, nor deadlocks with, a statement that ends several runs
+-- at once (they lock their runs in another order); the next beat renews a run still
+-- held.
 UPDATE runs
 SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-WHERE lease_token = ANY(%(tokens)s) AND completed_at IS NULL;
+WHERE id IN (SELECT id FROM runs
+             WHERE lease_token = ANY(%(tokens)s) AND completed_at IS NULL
+             FOR UPDATE SKIP LOCKED);
 
 -- name: hand_back_runs
 -- A worker that is shutting down hands back the runs it still holds: they are
