@@ -86,21 +86,11 @@ class Delivery:
     freed: Freed | None = None
 
 
-def deliver_run(conn: Conn, claim: Claim, *, http_status: int, output: Any,
-                output_truncated: bool, item_count: int, item_fields: Sequence[FieldPath],
-                items_json: str, first_seq: int, provider_response: Any,
-                cost_micros: int, freed: Freed | None = None) -> Delivered | None:
-    """End a delivered run and settle it in one statement, adding the items of
-    `items_json` (a JSON array) from `first_seq` on, and noting the fields of its items;
-    None when this attempt no longer holds the run."""
-    return deliver_runs(conn, [Delivery(
-        claim, http_status, output, output_truncated, item_count, item_fields, items_json,
-        first_seq, provider_response, cost_micros, freed)])[0]
-
-
 def deliver_runs(conn: Conn, deliveries: Sequence[Delivery]) -> list[Delivered | None]:
-    """End delivered runs as `deliver_run` does, in one statement, in the order given:
-    how each ended (None where its attempt no longer holds the run). Raises
+    """End delivered runs and settle them, in one statement, in the order given: each
+    run's items of `items_json` (a JSON array) added from `first_seq` on and the fields
+    of its items noted; how each ended (None where its attempt no longer holds the
+    run). Raises
     ItemsAlreadyWritten when another attempt wrote the items of one of them first (the
     statement then wrote nothing)."""
     freed = [d.freed or Freed() for d in deliveries]
