@@ -230,3 +230,48 @@ def test_the_heartbeat_skips_a_run_being_ended_instead_of_waiting_for_it(
             renewed = store.renew_leases(beat, [c.lease_token for c in claims], 120)
         assert time.monotonic() - started < 1.0
     assert renewed == 2
+
+
+def test_a_worker_handing_back_its_runs_waits_for_an_end_instead_of_deadlocking(
+        by_keys: ConnectionPool, db: ConnectionPool, echo: Endpoint) -> None:
+    # An end of several runs locks them by caller, then run; a hand-back at shutdown
+    # that locked them in another order (here: the table's) would deadlock with it,
+    # and one of the two would fail after a second.
+    first, second = new_run_id(), new_run_id()  # the later run has the earlier caller
+    with transaction(db) as conn:
+        for run_id, caller in ((first, "USER#grouped-b"), (second, "USER#grouped-a")):
+            store.credit_wallet(conn, caller, 10**9, "test funds")
+            store.insert_run(conn, run_id=run_id, caller=caller, api_key_id=None,
+                             endpoint=echo, input={}, hold_micros=0)
+    with autocommit(by_keys) as conn:
+        assert all(store.claim_runs(conn, [first, second], worker="w-1.7",
+                                    lease_seconds=60))
+    handed: list[str] = []
+    errors: list[BaseException] = []
+
+    def hand_back() -> None:
+        try:
+            with autocommit(db) as conn:
+                conn.execute("SET lock_timeout = '5s'")
+                handed.extend(store.hand_back_runs(conn, "w-1."))
+        except BaseException as exc:
+            errors.append(exc)
+
+    with transaction(db) as ending:
+        ending.execute("SET LOCAL lock_timeout = '4s'")
+        ending.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (second,))
+        thread = threading.Thread(target=hand_back)
+        thread.start()
+        time.sleep(0.3)  # the hand-back waits for the run locked first
+        started = time.monotonic()
+        ending.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (first,))
+        assert time.monotonic() - started < 0.5
+        ending.execute("UPDATE runs SET status = 'COMPLETED', completed_at = now(), "
+                       "lease_token = NULL, lease_owner = NULL WHERE id = %s", (second,))
+    thread.join(10)
+    assert not errors
+    assert handed == [first]  # the run ended meanwhile is not handed back
+    with autocommit(db) as conn:
+        rows = conn.execute("SELECT id, lease_token FROM runs WHERE id = ANY(%s)",
+                            ([first, second],)).fetchall()
+    assert all(r["lease_token"] is None for r in rows)

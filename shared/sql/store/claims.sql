@@ -174,8 +174,18 @@ WHERE id IN (SELECT id FROM runs
 -- name: hand_back_runs
 -- A worker that is shutting down hands back the runs it still holds: they are
 -- due at once, and the attempt in progress ends LOST (a followed provider job
--- goes on: its attempt stays open). Not counted as a lost worker.
-WITH released AS (
+-- goes on: its attempt stays open). Not counted as a lost worker. The runs are
+-- locked in the order a statement that ends several runs locks them (by caller, then
+-- run), so the two never deadlock: the hand-back waits for such an end, then leaves
+-- out the runs it ended.
+WITH held AS (
+    SELECT id FROM runs
+    WHERE lease_owner LIKE %(owner_prefix)s
+      AND lease_token IS NOT NULL
+      AND completed_at IS NULL
+    ORDER BY caller, id
+    FOR UPDATE
+), released AS (
     UPDATE runs
     SET lease_token = NULL,
         lease_owner = NULL,
@@ -183,10 +193,11 @@ WITH released AS (
         next_attempt_at = now(),
         last_published_at = now(),
         updated_at = now()
-    WHERE lease_owner LIKE %(owner_prefix)s
-      AND lease_token IS NOT NULL
-      AND completed_at IS NULL
-    RETURNING id, attempt_count, provider_state
+    FROM held
+    WHERE runs.id = held.id
+      AND runs.lease_token IS NOT NULL
+      AND runs.completed_at IS NULL
+    RETURNING runs.id, runs.attempt_count, runs.provider_state
 ), lost AS (
     UPDATE attempts a
     SET ended_at = now(), outcome = 'LOST',
