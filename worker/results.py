@@ -209,22 +209,23 @@ class ResultWriter:
                     output_truncated=truncated, item_count=count, item_fields=fields.paths,
                     items_json=results.items_json(batch), first_seq=count - len(batch),
                     provider_response=response, cost_micros=cost, freed=freed)
-                if conn is None and deliver is not None:  # all of it in one statement
-                    delivered = deliver(delivery)
-                elif conn is None:
-                    with autocommit(self.pool) as alone:
-                        delivered = results.deliver_runs(alone, [delivery])[0]
+                if conn is None:  # all of it in one statement
+                    delivered = (deliver or self._deliver_alone)(delivery)
                 else:
-                    delivered = results.deliver_runs(conn, [delivery])[0]
+                    delivered = results.deliver_run(conn, delivery)
                     if delivered is None:
                         raise _LeaseLost()
-        except (_LeaseLost, results.ItemsAlreadyWritten):
+        except _LeaseLost:
             return None
         finally:
             close = getattr(pages, "close", None)
             if close is not None:
                 close()
         return delivered
+
+    def _deliver_alone(self, delivery: results.Delivery) -> results.Delivered | None:
+        with autocommit(self.pool) as conn:
+            return results.deliver_run(conn, delivery)
 
     def _check(self, conn: store.Conn, claim: store.Claim) -> None:
         state = results.get_write_state(conn, claim.run_id, claim.lease_token)

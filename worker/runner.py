@@ -45,6 +45,8 @@ from worker.retry import GiveUp, RetryPolicy
 
 log = logging.getLogger("monid.worker")
 T = TypeVar("T")
+A = TypeVar("A")
+R = TypeVar("R")
 
 # Publish a run's ID: (run ID, countdown or None, priority, the name its task shows or
 # None for the name of the task at hand).
@@ -503,58 +505,47 @@ class Runner:
                 time.sleep(pause)
 
     def _claim_together(self, run_ids: Sequence[str]) -> list[store.Claim | None]:
-        """Claims of several threads in one statement. The runs are taken in the order of
-        their IDs, the same in every process, so that two such statements never wait
-        for each other; should one deadlock with another writer all the same, each
-        claim is made on its own."""
-        order = sorted(range(len(run_ids)), key=run_ids.__getitem__)
-        claims: list[store.Claim | None] = [None] * len(run_ids)
-        with autocommit(self.group_pool) as conn:
-            try:
-                taken = store.claim_runs(conn, [run_ids[i] for i in order], worker=self.name,
-                                         lease_seconds=self.settings.lease_seconds)
-            except psycopg.errors.DeadlockDetected:
-                if len(run_ids) == 1:
-                    raise
-                taken = [store.claim_runs(conn, [run_ids[i]], worker=self.name,
-                                          lease_seconds=self.settings.lease_seconds)[0]
-                         for i in order]
-        for i, claim in zip(order, taken, strict=True):
-            claims[i] = claim
-        return claims
+        """Claims of several threads in one statement, the runs taken in the order of
+        their IDs."""
+        def claim(conn: store.Conn, ids: Sequence[str]) -> list[store.Claim | None]:
+            return store.claim_runs(conn, ids, worker=self.name,
+                                    lease_seconds=self.settings.lease_seconds)
+
+        return self._together(run_ids, key=lambda run_id: run_id, write_all=claim,
+                              write_one=lambda conn, run_id: claim(conn, [run_id])[0],
+                              split_on=(psycopg.errors.DeadlockDetected,))
 
     def _deliver_together(self, deliveries: Sequence[results.Delivery]
                           ) -> list[results.Delivered | None]:
         """Ends of several threads' runs in one statement, the runs locked and their
-        callers' wallets settled in one order (by caller, then run) in every process.
-        Where the statement cannot stand for all of them (another attempt wrote one's
-        items first; a deadlock with another writer all the same), each is written on
-        its own."""
-        order = sorted(range(len(deliveries)),
-                       key=lambda i: (deliveries[i].claim.caller, deliveries[i].claim.run_id))
-        ended: list[results.Delivered | None] = [None] * len(deliveries)
-        with autocommit(self.group_pool) as conn:
-            try:
-                written = results.deliver_runs(conn, [deliveries[i] for i in order])
-            except results.ItemsAlreadyWritten:
-                if len(deliveries) == 1:
-                    return [None]
-                written = [self._deliver_alone(conn, deliveries[i]) for i in order]
-            except psycopg.errors.DeadlockDetected:
-                if len(deliveries) == 1:
-                    raise
-                written = [self._deliver_alone(conn, deliveries[i]) for i in order]
-        for i, delivered in zip(order, written, strict=True):
-            ended[i] = delivered
-        return ended
+        callers' wallets settled by caller, then run. Where another attempt wrote the
+        items of one of them first, the others are not held back by it."""
+        return self._together(
+            deliveries, key=lambda d: (d.claim.caller, d.claim.run_id),
+            write_all=results.deliver_runs, write_one=results.deliver_run,
+            split_on=(results.ItemsAlreadyWritten, psycopg.errors.DeadlockDetected))
 
-    @staticmethod
-    def _deliver_alone(conn: store.Conn, delivery: results.Delivery
-                       ) -> results.Delivered | None:
-        try:
-            return results.deliver_runs(conn, [delivery])[0]
-        except results.ItemsAlreadyWritten:
-            return None  # another attempt's: this one no longer holds the run
+    def _together(self, parts: Sequence[A], *, key: Callable[[A], Any],
+                  write_all: Callable[[store.Conn, Sequence[A]], Sequence[R]],
+                  write_one: Callable[[store.Conn, A], R],
+                  split_on: tuple[type[Exception], ...]) -> list[R]:
+        """Write several threads' parts in one statement, in the order of `key`, the same
+        in every process, so that two such statements never wait for each other. Where
+        the statement cannot stand for all of them (`split_on`: a deadlock with another
+        writer all the same, a part that spoils the others) each is written on its own,
+        as a lone part is from the start; the answers come in the order given."""
+        order = sorted(range(len(parts)), key=lambda i: key(parts[i]))
+        ordered = [parts[i] for i in order]
+        with autocommit(self.group_pool) as conn:
+            if len(ordered) == 1:
+                written: Sequence[R] = [write_one(conn, ordered[0])]
+            else:
+                try:
+                    written = write_all(conn, ordered)
+                except split_on:
+                    written = [write_one(conn, part) for part in ordered]
+        answers = dict(zip(order, written, strict=True))
+        return [answers[i] for i in range(len(parts))]
 
     def _publish_quietly(self, run_id: str, countdown: float | None, priority: int = 0, *,
                          shadow: str | None = None, publish: Publish | None = None) -> None:

@@ -86,6 +86,15 @@ class Delivery:
     freed: Freed | None = None
 
 
+def deliver_run(conn: Conn, delivery: Delivery) -> Delivered | None:
+    """One run's end, as `deliver_runs` writes it; None where its attempt no longer holds
+    the run, also when another attempt wrote its items first."""
+    try:
+        return deliver_runs(conn, [delivery])[0]
+    except ItemsAlreadyWritten:
+        return None
+
+
 def deliver_runs(conn: Conn, deliveries: Sequence[Delivery]) -> list[Delivered | None]:
     """End delivered runs and settle them, in one statement, in the order given: each
     run's items of `items_json` (a JSON array) added from `first_seq` on and the fields
