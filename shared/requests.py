@@ -39,6 +39,13 @@ def endpoint_field(*, example: str) -> fields.String:
                          metadata={"description": "The endpoint's path.", "example": example})
 
 
+def _limit(default: int, noun: str) -> fields.Integer:
+    """A page's `limit`: 1 to 100 `noun` (capitalised), `default` when not given."""
+    return fields.Integer(load_default=default, validate=validate.Range(min=1, max=100),
+                          error_messages={"invalid": "must be an integer"},
+                          metadata={"description": f"{noun} per page."})
+
+
 def _cursor(max_length: int = 200) -> fields.String:
     return fields.String(load_default=None, validate=validate.Length(min=1, max=max_length),
                          metadata={"description": "The previous page's `cursor`."})
@@ -144,9 +151,7 @@ class ListRunsSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    limit = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100),
-                           error_messages={"invalid": "must be an integer"},
-                           metadata={"description": "Runs per page."})
+    limit = _limit(10, "Runs")
     cursor = _cursor()
     status = fields.String(load_default=None, validate=validate.OneOf(STATUSES),
                            metadata={"description": "Only runs in this status."})
@@ -209,9 +214,7 @@ class ListEndpointsSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    limit = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100),
-                           error_messages={"invalid": "must be an integer"},
-                           metadata={"description": "Endpoints per page."})
+    limit = _limit(10, "Endpoints")
     cursor = _cursor(max_length=1000)
 
 
@@ -219,9 +222,7 @@ class ListControlsSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    limit = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100),
-                           error_messages={"invalid": "must be an integer"},
-                           metadata={"description": "Items per page."})
+    limit = _limit(10, "Items")
     cursor = _cursor()
 
 
@@ -229,9 +230,7 @@ class ListApiKeysSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100),
-                           error_messages={"invalid": "must be an integer"},
-                           metadata={"description": "Keys per page."})
+    limit = _limit(20, "Keys")
     cursor = _cursor()
 
 
@@ -335,9 +334,7 @@ class ListWebhooksSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100),
-                           error_messages={"invalid": "must be an integer"},
-                           metadata={"description": "Webhooks per page."})
+    limit = _limit(20, "Webhooks")
     cursor = _cursor()
 
 
@@ -345,9 +342,7 @@ class ListDeliveriesSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100),
-                           error_messages={"invalid": "must be an integer"},
-                           metadata={"description": "Deliveries per page."})
+    limit = _limit(20, "Deliveries")
     cursor = _cursor()
 
 
