@@ -143,15 +143,35 @@ def pool(settings: Settings) -> Iterator[ConnectionPool]:
     pool.close()
 
 
+# What a clean slate keeps: what the migrations and the catalog's sync wrote.
+KEPT_TABLES = ("schema_migrations", "catalog_endpoints")
+
+
+@pytest.fixture(scope="session")
+def clean_slate(pool: ConnectionPool) -> str:
+    """The statements that empty every other table and restart its sequences. Rows are
+    deleted rather than truncated: TRUNCATE makes every table and index anew and costs
+    70 to 140 ms a test here, DELETE of a test's few rows about 5. The deletes run as
+    a replica (neither foreign keys nor triggers fire, as with TRUNCATE)."""
+    with transaction(pool) as conn:
+        tables = [r["tablename"] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+            "AND tablename <> ALL(%s) ORDER BY tablename", (list(KEPT_TABLES),))]
+        sequences = [r["name"] for r in conn.execute(
+            "SELECT s.relname AS name FROM pg_class s "
+            "JOIN pg_depend d ON d.objid = s.oid AND d.deptype IN ('a', 'i') "
+            "JOIN pg_class t ON t.oid = d.refobjid "
+            "WHERE s.relkind = 'S' AND t.relname = ANY(%s) ORDER BY 1", (tables,))]
+    return "; ".join(["SET LOCAL session_replication_role = replica",
+                      *(f'DELETE FROM "{t}"' for t in tables),
+                      *(f'ALTER SEQUENCE "{s}" RESTART' for s in sequences)])
+
+
 @pytest.fixture
-def db(pool: ConnectionPool, redis_url: str) -> ConnectionPool:
+def db(pool: ConnectionPool, redis_url: str, clean_slate: str) -> ConnectionPool:
     """A clean slate: no keys, no runs, an empty queue."""
     with transaction(pool) as conn:
-        conn.execute("TRUNCATE ledger_entries, wallets, attempts, runs, api_keys, slot_turns,"
-                     " workspaces, users, budget_controls, run_cap_controls,"
-                     " run_control_records, endpoint_health, webhook_events, webhook_endpoints,"
-                     " webhook_secrets"
-                     " RESTART IDENTITY CASCADE")
+        conn.execute(clean_slate, prepare=False)  # type: ignore[arg-type]
     redis_lib.Redis.from_url(redis_url).flushdb()
     return pool
 
