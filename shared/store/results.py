@@ -102,32 +102,34 @@ def deliver_runs(conn: Conn, deliveries: Sequence[Delivery]) -> list[Delivered |
     run). Raises
     ItemsAlreadyWritten when another attempt wrote the items of one of them first (the
     statement then wrote nothing)."""
-    freed = [d.freed or Freed() for d in deliveries]
     try:
-        rows = conn.execute(query("deliver_runs"), {
-            "run_ids": [d.claim.run_id for d in deliveries],
-            "lease_tokens": [d.claim.lease_token for d in deliveries],
-            "numbers": [d.claim.attempt for d in deliveries],
-            "http_statuses": [d.http_status for d in deliveries],
-            "outputs": [_json_text(d.output) for d in deliveries],
-            "truncated": [d.output_truncated for d in deliveries],
-            "item_counts": [d.item_count for d in deliveries],
-            "item_fields": [dumps([list(p) for p in d.item_fields]) for d in deliveries],
-            "items": [d.items_json for d in deliveries],
-            "first_seqs": [d.first_seq for d in deliveries],
-            "provider_responses": [_json_text(d.provider_response) for d in deliveries],
-            "costs": [d.cost_micros for d in deliveries],
-            "wakes": [f.wake for f in freed],
-            "callers_freed": [f.caller for f in freed],
-            "provider_limits": [f.provider_limit for f in freed],
-            "endpoint_limits": [f.endpoint_limit for f in freed],
-        }).fetchall()
+        rows = conn.execute(query("deliver_runs"),
+                            {"deliveries": _deliveries_json(deliveries)}).fetchall()
     except psycopg.errors.UniqueViolation as exc:
         raise ItemsAlreadyWritten(", ".join(d.claim.run_id for d in deliveries)) from exc
     ended = {row["lease_token"]: row for row in rows}
     return [Delivered(row["status"], woken_runs(row["woken"]))
             if (row := ended.get(d.claim.lease_token)) is not None else None
             for d in deliveries]
+
+
+def _deliveries_json(deliveries: Sequence[Delivery]) -> str:
+    """The deliveries as deliver_runs reads them: a JSON array of objects."""
+    given = []
+    for d in deliveries:
+        freed = d.freed or Freed()
+        given.append({
+            "run_id": d.claim.run_id, "lease_token": str(d.claim.lease_token),
+            "number": d.claim.attempt, "http_status": d.http_status,
+            "output": _json_text(d.output), "output_truncated": d.output_truncated,
+            "item_count": d.item_count,
+            "item_fields": dumps([list(p) for p in d.item_fields]),
+            "items": d.items_json, "first_seq": d.first_seq,
+            "provider_response": _json_text(d.provider_response),
+            "cost_micros": d.cost_micros, "wake": freed.wake, "caller_freed": freed.caller,
+            "provider_limit": freed.provider_limit, "endpoint_limit": freed.endpoint_limit,
+        })
+    return dumps(given)
 
 
 def _json_text(value: Any) -> str | None:

@@ -19,17 +19,16 @@ WHERE id = %(run_id)s;
 -- slot one freed. A worker process's threads end their runs together
 -- (worker/grouping.py): one statement and one commit for all of them, the runs locked
 -- and settled in the order given.
+-- The runs come as one JSON array of objects (one parameter: the driver adapts a list
+-- parameter element by element, which cost the worker more than the rest of the
+-- statement); the JSON values among their fields come as strings of their text.
 WITH given AS (
     SELECT *
-    FROM unnest(%(run_ids)s::text[], %(lease_tokens)s::uuid[], %(numbers)s::int[],
-                %(http_statuses)s::int[], %(outputs)s::text[], %(truncated)s::bool[],
-                %(item_counts)s::int[], %(item_fields)s::text[], %(items)s::text[],
-                %(first_seqs)s::int[], %(provider_responses)s::text[],
-                %(costs)s::bigint[], %(wakes)s::bool[], %(callers_freed)s::bool[],
-                %(provider_limits)s::int[], %(endpoint_limits)s::int[])
-         AS g(run_id, lease_token, number, http_status, output, output_truncated, item_count,
-              item_fields, items, first_seq, provider_response, cost_micros, wake,
-              caller_freed, provider_limit, endpoint_limit)
+    FROM json_to_recordset(%(deliveries)s::json)
+         AS g(run_id text, lease_token uuid, number int, http_status int, output text,
+              output_truncated bool, item_count int, item_fields text, items text,
+              first_seq int, provider_response text, cost_micros bigint, wake bool,
+              caller_freed bool, provider_limit int, endpoint_limit int)
 ), ended AS (
     UPDATE runs
     SET status = CASE WHEN status = 'STOPPING' THEN 'STOPPED' ELSE 'COMPLETED' END,
