@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.db import Conn, json_param, query
+from shared.jsontext import dumps
 from shared.scheduling import Freed, Limits
 
 
@@ -101,9 +102,9 @@ def claim_runs(conn: Conn, run_ids: Sequence[str], *, worker: str,
     waited for, in one statement: the claim of each, in the order given (None where
     there is nothing to take; a run given twice is taken once)."""
     tokens = [uuid.uuid4() for _ in run_ids]
+    asked = dumps([[run_id, str(token)] for run_id, token in zip(run_ids, tokens, strict=True)])
     rows = conn.execute(query("claim_runs"), {
-        "run_ids": list(run_ids), "lease_tokens": tokens, "worker": worker,
-        "lease_seconds": lease_seconds,
+        "asked": asked, "worker": worker, "lease_seconds": lease_seconds,
     }).fetchall()
     taken = {row["lease_token"]: row for row in rows}
     return [_claim(taken[token], token) if token in taken else None for token in tokens]

@@ -13,7 +13,9 @@
 -- for all of them, the runs locked in the order given. Where a run may have to wait
 -- for a slot, claim_run_or_wait does this instead.
 WITH asked AS (
-    SELECT * FROM unnest(%(run_ids)s::text[], %(lease_tokens)s::uuid[]) AS a(run_id, lease_token)
+    -- One JSON array (as deliver_runs takes its runs): [[run ID, lease token], ...].
+    SELECT a ->> 0 AS run_id, (a ->> 1)::uuid AS lease_token
+    FROM json_array_elements(%(asked)s::json) a
 ), claimed AS (
     UPDATE runs
     SET attempt_count = attempt_count + (provider_state IS NULL AND status = 'RUNNING')::int,
