@@ -279,10 +279,27 @@ def _did_you_mean(given: str, known: Iterable[str]) -> str:
 
 def _schema_problems(schema: Any, where: str) -> list[str]:
     try:
+        text = json.dumps(schema, sort_keys=True)
+    except (TypeError, ValueError):  # not JSON: checked as it is, every time
+        message = _schema_error(schema)
+    else:
+        message = _schema_error_of_text(text)
+    return [f"{where}: not a valid JSON Schema: {message}"] if message else []
+
+
+@lru_cache(maxsize=1024)
+def _schema_error_of_text(text: str) -> str | None:
+    """Checking a schema against the metaschema is most of a catalog's load: each
+    schema is checked once a process, however often the same catalog is loaded."""
+    return _schema_error(json.loads(text))
+
+
+def _schema_error(schema: Any) -> str | None:
+    try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
-        return [f"{where}: not a valid JSON Schema: {exc.message}"]
-    return []
+        return exc.message
+    return None
 
 
 def _price(raw: Mapping[str, Any], where: str, problems: list[str]) -> Price:
