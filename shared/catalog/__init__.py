@@ -278,25 +278,18 @@ def _did_you_mean(given: str, known: Iterable[str]) -> str:
 
 
 def _schema_problems(schema: Any, where: str) -> list[str]:
-    try:
-        text = json.dumps(schema, sort_keys=True)
-    except (TypeError, ValueError):  # not JSON: checked as it is, every time
-        message = _schema_error(schema)
-    else:
-        message = _schema_error_of_text(text)
+    message = _schema_error(json.dumps(schema, sort_keys=True))
     return [f"{where}: not a valid JSON Schema: {message}"] if message else []
 
 
 @lru_cache(maxsize=1024)
-def _schema_error_of_text(text: str) -> str | None:
-    """Checking a schema against the metaschema is most of a catalog's load: each
-    schema is checked once a process, however often the same catalog is loaded."""
-    return _schema_error(json.loads(text))
-
-
-def _schema_error(schema: Any) -> str | None:
+def _schema_error(text: str) -> str | None:
+    """Why the JSON Schema of this text is not one (None: it is). Checking a schema
+    against the metaschema is most of a catalog's load: the schemas come from JSON, so
+    their text stands for them, and each is checked once a process, however often the
+    same catalog is loaded."""
     try:
-        Draft202012Validator.check_schema(schema)
+        Draft202012Validator.check_schema(json.loads(text))
     except SchemaError as exc:
         return exc.message
     return None
