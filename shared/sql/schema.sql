@@ -6,6 +6,13 @@ CREATE FUNCTION public.catalog_words(words text[]) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     AS $$ SELECT array_to_string(words, ' ') $$;
 
+CREATE FUNCTION public.monid_asked_runs(asked json) RETURNS TABLE(run_id text, lease_token uuid)
+    LANGUAGE plpgsql STABLE ROWS 1
+    AS $$
+BEGIN
+    RETURN QUERY SELECT a ->> 0, (a ->> 1)::uuid FROM json_array_elements(asked) a;
+END $$;
+
 CREATE FUNCTION public.monid_check_controls(p_caller text, p_api_key_id bigint, p_hold_micros bigint, OUT blocked boolean, OUT controls jsonb) RETURNS record
     LANGUAGE plpgsql
     AS $$
@@ -181,6 +188,18 @@ BEGIN
                   WHERE t.delivery_id = p_delivery_id
                   ORDER BY t.id DESC
                   LIMIT p_limit) a);
+END $$;
+
+CREATE FUNCTION public.monid_given_deliveries(deliveries json) RETURNS TABLE(run_id text, lease_token uuid, number integer, http_status integer, output text, output_truncated boolean, item_count integer, item_fields text, items text, first_seq integer, provider_response text, cost_micros bigint, wake boolean, caller_freed boolean, provider_limit integer, endpoint_limit integer)
+    LANGUAGE plpgsql STABLE ROWS 1
+    AS $$
+BEGIN
+    RETURN QUERY
+    SELECT * FROM json_to_recordset(deliveries)
+        AS g(run_id text, lease_token uuid, number int, http_status int, output text,
+             output_truncated bool, item_count int, item_fields text, items text,
+             first_seq int, provider_response text, cost_micros bigint, wake bool,
+             caller_freed bool, provider_limit int, endpoint_limit int);
 END $$;
 
 CREATE FUNCTION public.monid_hold_controls(p_run_id text, p_blocked boolean, p_controls jsonb, p_hold_micros bigint) RETURNS integer

@@ -14,8 +14,7 @@
 -- for a slot, claim_run_or_wait does this instead.
 WITH asked AS (
     -- One JSON array (as deliver_runs takes its runs): [[run ID, lease token], ...].
-    SELECT a ->> 0 AS run_id, (a ->> 1)::uuid AS lease_token
-    FROM json_array_elements(%(asked)s::json) a
+    SELECT * FROM monid_asked_runs(%(asked)s::json)
 ), claimed AS (
     UPDATE runs
     SET attempt_count = attempt_count + (provider_state IS NULL AND status = 'RUNNING')::int,

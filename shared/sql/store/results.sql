@@ -23,12 +23,7 @@ WHERE id = %(run_id)s;
 -- parameter element by element, which cost the worker more than the rest of the
 -- statement); the JSON values among their fields come as strings of their text.
 WITH given AS (
-    SELECT *
-    FROM json_to_recordset(%(deliveries)s::json)
-         AS g(run_id text, lease_token uuid, number int, http_status int, output text,
-              output_truncated bool, item_count int, item_fields text, items text,
-              first_seq int, provider_response text, cost_micros bigint, wake bool,
-              caller_freed bool, provider_limit int, endpoint_limit int)
+    SELECT * FROM monid_given_deliveries(%(deliveries)s::json)
 ), ended AS (
     UPDATE runs
     SET status = CASE WHEN status = 'STOPPING' THEN 'STOPPED' ELSE 'COMPLETED' END,
