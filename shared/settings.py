@@ -41,6 +41,9 @@ class Settings:
     worker_processes: int
     # Whether workers send task events (Flower switches them on while it watches).
     worker_task_events: bool
+    # While a worker process is busy, how long a thread that is to write its claim
+    # or end waits for others' to write with (worker/grouping.py), in milliseconds.
+    worker_group_linger_ms: float
     db_pool_size: int
     max_body_bytes: int
     catalog_dir: Path
@@ -278,6 +281,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_concurrency=worker_concurrency,
         worker_processes=worker_processes,
         worker_task_events=_bool(env, "WORKER_TASK_EVENTS", False),
+        worker_group_linger_ms=_float(env, "WORKER_GROUP_LINGER_MS", 20.0, 0.0, 1000.0),
         db_pool_size=_int(env, "DB_POOL_SIZE", 10, 1, 1000),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),
         catalog_dir=catalog_dir,

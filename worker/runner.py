@@ -79,9 +79,11 @@ class Runner:
         # Claims and ends of small results of this process's threads, written together
         # (group commit) on connections that plan each statement once.
         self.group_pool = group_pool or pool
-        self.claims: Group[str, store.Claim | None] = Group(self._claim_together)
+        linger = settings.worker_group_linger_ms / 1000
+        self.claims: Group[str, store.Claim | None] = Group(self._claim_together,
+                                                            linger=linger)
         self.deliveries: Group[results.Delivery, results.Delivered | None] = Group(
-            self._deliver_together)
+            self._deliver_together, linger=linger)
         # Leases this process holds now, renewed by the heartbeat.
         self._held: dict[uuid.UUID, str] = {}
         # New attempts this process works on now, by caller: a caller may have at most

@@ -85,6 +85,48 @@ def test_parts_handed_in_during_a_write_go_together_in_the_next() -> None:
     assert len(write.batches) == 2
 
 
+def test_a_lone_part_after_a_lone_write_does_not_wait_for_company() -> None:
+    write = Recorder()
+    group: Group[int, int] = Group(write, linger=5.0)
+    started = time.monotonic()
+    assert [group.submit(i) for i in range(3)] == [0, 2, 4]
+    assert time.monotonic() - started < 1.0
+    assert write.batches == [[0], [1], [2]]
+
+
+def test_while_the_process_is_busy_a_leader_waits_a_moment_for_company() -> None:
+    write = Recorder(hold_first=True)
+    group: Group[int, int] = Group(write, linger=0.5)
+    _while_the_first_is_written(group, write, 3)  # busy: the last write took in three
+    assert [sorted(b) for b in write.batches] == [[0], [1, 2, 3]]
+    leader = threading.Thread(target=group.submit, args=(100,))
+    leader.start()
+    time.sleep(0.1)
+    # Handed in while the leader lingers: written with it, not after it.
+    assert group.submit(101) == 202
+    leader.join(5)
+    assert sorted(write.batches[-1]) == [100, 101] and len(write.batches) == 3
+    # The next lone part finds the process busy still (its last write took in one)...
+    started = time.monotonic()
+    group.submit(102)
+    assert time.monotonic() - started >= 0.4
+    # ...and after a write of one part alone, the next is written at once.
+    started = time.monotonic()
+    group.submit(103)
+    assert time.monotonic() - started < 0.3
+
+
+def test_a_leader_lingers_no_longer_once_a_write_is_full() -> None:
+    write = Recorder(hold_first=True)
+    group: Group[int, int] = Group(write, most=4, linger=5.0)
+    _while_the_first_is_written(group, write, 3)
+    started = time.monotonic()
+    answers, errors = _submit_all(group, range(10, 14))
+    assert not errors and answers == {i: 2 * i for i in range(10, 14)}
+    assert time.monotonic() - started < 2.0  # four parts fill a write: nobody waits 5 s
+    assert sorted(write.batches[2]) == [10, 11, 12, 13]
+
+
 def test_every_thread_gets_its_own_answer_under_many_threads() -> None:
     write = Recorder()
     group: Group[int, int] = Group(write)
