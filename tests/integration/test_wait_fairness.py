@@ -74,6 +74,8 @@ def test_a_new_caller_takes_a_slot_from_the_caller_holding_the_most(waits: Waits
     assert waits.ended("a1")[1] < 2
     waits.start("d0", "USER#d")
     waits.settle({"USER#a": 1, "USER#b": 1, "USER#c": 1, "USER#d": 1})
+    # The slot is handed over before a2's thread notes its answer: wait for that.
+    assert waits.ended("a2")[1] < 2
     # Every caller has one now: a fifth gets none, and nobody loses theirs.
     waits.start("e0", "USER#e")
     assert waits.ended("e0")[0] is False
