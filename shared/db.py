@@ -95,7 +95,10 @@ def make_pool(database_url: str, *, min_size: int = 1, max_size: int = 10,
     made while a table was small or had no statistics yet may scan the whole table,
     and would stay: so these connections plan only lookups by index, every table
     read as a nested loop over the keys given (no sequential, bitmap, hash or merge
-    scan), which is the right plan for a batch of keys at any size of table."""
+    scan), which is the right plan for a batch of keys at any size of table. The keys
+    must be the loop's outer side: a statement unpacks them with a function that says
+    it returns few rows (migration 0024), else a plan made on an empty table may read
+    the table's whole index and compare each row with every key."""
     return ConnectionPool(
         database_url,
         min_size=min_size,
