@@ -21,7 +21,9 @@ from shared.settings import Settings, load_settings
 from tests.fakes.jsonapi import FakeJsonApi
 from tests.helpers import KeyMaker
 
-TEST_REDIS_DB = 14
+# The Redis database of each pytest-xdist worker (gw0, gw1, ...), or of a run without
+# workers; 11 is the benchmarks' (bench/accept.py).
+TEST_REDIS_DBS = (14, 13, 12, 10, 9, 8, 7, 6)
 # Each folder's tier, as a marker: `pytest -m unit`, `-m "not e2e and not chaos"`...
 TIERS = {"unit": "unit", "fakes": "unit", "integration": "integration", "e2e": "e2e",
          "chaos": "chaos"}
@@ -41,6 +43,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: a worker a core, at most one a Redis database of TEST_REDIS_DBS."""
+    return max(1, min(os.cpu_count() or 1, len(TEST_REDIS_DBS)))
+
+
+def _test_redis_db() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    if index >= len(TEST_REDIS_DBS):
+        raise pytest.UsageError(f"at most {len(TEST_REDIS_DBS)} test workers (-n)")
+    return TEST_REDIS_DBS[index]
 
 
 def _with_redis_db(url: str, db: int) -> str:
@@ -95,7 +110,8 @@ def empty_database(admin_database_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Database 14 of REDIS_URL's server, or of an embedded Redis when it is unset."""
+    """A database of REDIS_URL's server of this test worker's own (14 without workers),
+    or of an embedded Redis when REDIS_URL is unset."""
     server = None
     base = os.environ.get("REDIS_URL")
     if not base:
@@ -103,7 +119,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
         server = start_redis(tmp_path_factory.mktemp("embedded-redis") / "redis.db")
         base = server.url
-    url = _with_redis_db(base, TEST_REDIS_DB)
+    url = _with_redis_db(base, _test_redis_db())
     redis_lib.Redis.from_url(url).flushdb()
     try:
         yield url
