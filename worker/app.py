@@ -244,7 +244,9 @@ def make_celery(settings: Settings, *, catalog: Catalog | None = None) -> MonidC
 
     # A run that ends FAILED or TIMED_OUT raises RunFailed: an expected error (`throws`:
     # logged without a traceback), acknowledged like a success, never retried.
-    @app.task(name=TASK_RUN, bind=True, ignore_result=True, throws=(RunFailed,),
+    # shared=False: a task is this app's alone. Celery's default also registers it on
+    # every app made after it in the process, where the first made would answer.
+    @app.task(name=TASK_RUN, bind=True, ignore_result=True, throws=(RunFailed,), shared=False,
               acks_on_failure_or_timeout=True, autoretry_for=(), max_retries=None)
     def run_task(self: Task, run_id: str) -> str:
         token = run_id_var.set(run_id)
@@ -270,6 +272,7 @@ def make_celery(settings: Settings, *, catalog: Catalog | None = None) -> MonidC
     # One webhook try: its lease, the send, the record (worker.webhooks). A try that
     # was not answered 2xx raises DeliveryFailed, so that Flower shows it failed and why.
     @app.task(name=TASK_DELIVER, bind=True, ignore_result=True, throws=(DeliveryFailed,),
+              shared=False,
               acks_on_failure_or_timeout=True, autoretry_for=(), max_retries=None)
     def deliver_task(self: Task, delivery_id: str) -> str:
         try:

@@ -47,6 +47,30 @@ def test_the_worker_is_configured_for_at_least_once_delivery() -> None:
     assert visibility > longest_task + longest_countdown
 
 
+def test_each_app_answers_its_tasks_with_its_own_and_lends_them_to_no_other() -> None:
+    """Two apps in one process (the tests, an embedded run): each runs its own task
+    functions, and an app made after them has none of theirs, nor a warning."""
+    import warnings
+
+    from celery import Celery
+
+    from shared.queue import TASK_DELIVER
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # DuplicateTaskNameWarning among them
+        first = make_celery(load_settings(ENV))
+        second = make_celery(load_settings(ENV))
+        other = Celery("other", set_as_current=False)
+        other.finalize(auto=True)
+        for app in (first, second):
+            app.finalize(auto=True)
+    for name in (TASK_RUN, TASK_DELIVER):
+        assert first.tasks[name].app is first
+        assert second.tasks[name].app is second
+        assert first.tasks[name].run is not second.tasks[name].run
+        assert name not in other.tasks
+
+
 def test_a_visibility_timeout_shorter_than_the_longest_task_refuses_to_start() -> None:
     settings = load_settings({**ENV, "TASK_VISIBILITY_TIMEOUT": "900"})
     with pytest.raises(SettingsError) as caught:
