@@ -3,6 +3,7 @@ a clean slate per test, and the Flask app on top of them."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import uuid
@@ -70,6 +71,25 @@ def no_process_left_behind() -> Iterator[None]:
 
     for proc in STARTED:
         proc.signal_group(signal.SIGKILL)
+
+
+@pytest.fixture(autouse=True)
+def chaos_alone(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """With test workers, a chaos test runs while no other test of any worker does: it
+    kills and restarts processes against a clock, and a neighbour's load would decide
+    its outcome. Every other test holds the same lock shared; a chaos test holds it
+    alone."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    alone = request.node.get_closest_marker("chaos") is not None
+    with open(tmp_path_factory.getbasetemp().parent / "chaos.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

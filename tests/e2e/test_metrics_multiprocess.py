@@ -12,12 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import redis as redis_lib
 import requests
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg_pool import ConnectionPool
 
+from shared.queue import QUEUE_KEYS
 from tests.helpers import KeyMaker
 from tests.processes import Process, child_pids, start_web
 
@@ -95,6 +97,14 @@ def test_accepted_runs_add_up_across_worker_processes(
     try:
         workers = wait_for_workers(web, 2, other_than=set())
         start_runs(base_url, key, RUNS)
+        # A run is published just after its answer, by the process's publishing thread,
+        # and each process keeps the queue's depth METRICS_CACHE_SECONDS from its first
+        # scrape: every message goes out before the first scrape.
+        queued = redis_lib.Redis.from_url(web_env["REDIS_URL"])
+        deadline = time.monotonic() + 30
+        while sum(queued.llen(key) for key in QUEUE_KEYS) < RUNS:
+            assert time.monotonic() < deadline, "the runs were not published"
+            time.sleep(0.05)
 
         for _ in range(8):
             sample = scrape(base_url)
