@@ -100,11 +100,11 @@ def test_accepted_runs_add_up_across_worker_processes(
         # A run is published just after its answer, by the process's publishing thread,
         # and each process keeps the queue's depth METRICS_CACHE_SECONDS from its first
         # scrape: every message goes out before the first scrape.
-        queued = redis_lib.Redis.from_url(web_env["REDIS_URL"])
         deadline = time.monotonic() + 30
-        while sum(queued.llen(key) for key in QUEUE_KEYS) < RUNS:
-            assert time.monotonic() < deadline, "the runs were not published"
-            time.sleep(0.05)
+        with redis_lib.Redis.from_url(web_env["REDIS_URL"]) as queued:
+            while sum(queued.llen(key) for key in QUEUE_KEYS) < RUNS:
+                assert time.monotonic() < deadline, "the runs were not published"
+                time.sleep(0.05)
 
         for _ in range(8):
             sample = scrape(base_url)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ssl
+import warnings
 from pathlib import Path
 
 import pytest
+from celery import Celery
 
 from shared.catalog import load_catalog
-from shared.queue import QUEUE, TASK_RUN, make_redis, redis_tls
+from shared.queue import QUEUE, TASK_DELIVER, TASK_RUN, make_redis, redis_tls
 from shared.settings import (
     DEFAULT_CATALOG_DIR,
     SettingsError,
@@ -50,12 +52,6 @@ def test_the_worker_is_configured_for_at_least_once_delivery() -> None:
 def test_each_app_answers_its_tasks_with_its_own_and_lends_them_to_no_other() -> None:
     """Two apps in one process (the tests, an embedded run): each runs its own task
     functions, and an app made after them has none of theirs, nor a warning."""
-    import warnings
-
-    from celery import Celery
-
-    from shared.queue import TASK_DELIVER
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # DuplicateTaskNameWarning among them
         first = make_celery(load_settings(ENV))
