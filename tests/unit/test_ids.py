@@ -6,7 +6,6 @@ import itertools
 import re
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
 
 import pytest
 from ulid import ULID
@@ -61,39 +60,40 @@ def test_ids_from_many_threads_are_unique() -> None:
         assert bucket == sorted(bucket)
 
 
-class _ScriptedULID:
-    """Stands in for ulid.ULID: hands out the bytes it is given, in order."""
-
-    script: ClassVar[list[bytes]] = []
-
-    def __init__(self) -> None:
-        self.bytes = _ScriptedULID.script.pop(0)
-
-    from_bytes = staticmethod(ULID.from_bytes)
-
-
-def _ulid_bytes(milliseconds: int, randomness: int) -> bytes:
-    return milliseconds.to_bytes(6, "big") + randomness.to_bytes(10, "big")
-
-
 def test_same_millisecond_with_smaller_randomness_still_increases(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ms = 1_774_693_800_000
-    monkeypatch.setattr(ids, "_last", [b""])
-    monkeypatch.setattr(ids, "ULID", _ScriptedULID)
-    monkeypatch.setattr(_ScriptedULID, "script", [
-        _ulid_bytes(ms, 500),
-        _ulid_bytes(ms, 100),  # same ms, lower: must become 501
-        _ulid_bytes(ms, 501),  # same ms, equal to the last one: must become 502
-        _ulid_bytes(ms, 9000),  # same ms, higher: kept as is
-        _ulid_bytes(ms + 1, 1),  # next ms: kept as is
-    ])
-    made = [ULID.from_str(new_run_id()) for _ in range(5)]
+    script = [
+        (ms, 500),
+        (ms, 100),  # same ms, lower: must become 501
+        (ms, 501),  # same ms, equal to the last one: must become 502
+        (ms, 9000),  # same ms, higher: kept as is
+        (ms + 1, 1),  # next ms: kept as is
+        (ms, 7),  # the clock stepped back (or a thread read it before another): last + 1
+    ]
+    monkeypatch.setattr(ids, "_last", [0])
+    monkeypatch.setattr(ids, "_now_ms", lambda: script[0][0])
+    monkeypatch.setattr(ids, "_randomness", lambda: script.pop(0)[1])
+    made = [ULID.from_str(new_run_id()) for _ in range(6)]
     assert [(u.milliseconds, int.from_bytes(u.bytes[6:], "big")) for u in made] == [
-        (ms, 500), (ms, 501), (ms, 502), (ms, 9000), (ms + 1, 1),
+        (ms, 500), (ms, 501), (ms, 502), (ms, 9000), (ms + 1, 1), (ms + 1, 2),
     ]
     assert [str(u) for u in made] == sorted(str(u) for u in made)
+
+
+def test_the_lock_is_not_held_while_drawing_randomness(monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.urandom lets go of the GIL: drawn under the lock, it made other threads wait."""
+    held: list[bool] = []
+    draw = ids._randomness
+
+    def watched() -> int:
+        held.append(ids._lock.locked())
+        return draw()
+
+    monkeypatch.setattr(ids, "_randomness", watched)
+    new_run_id()
+    assert held == [False]
 
 
 @pytest.mark.parametrize(("value", "expected"), [
