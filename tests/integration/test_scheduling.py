@@ -4,6 +4,7 @@ and the exact cap on runs in flight."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -591,3 +592,58 @@ def test_a_run_parked_just_after_a_thread_freed_is_not_left_waiting(
     assert outcomes == ["waiting"]
     assert published == [second]
     assert row(db, second)["waiting_for"] is None
+
+
+def _scans_of_runs(node: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [node] if node.get("Relation Name") == "runs" and "Scan" in node["Node Type"] \
+        else []
+    for child in node.get("Plans", []):
+        found.extend(_scans_of_runs(child))
+    return found
+
+
+def test_the_probes_of_free_numbers_read_one_row_each_whatever_the_statistics(
+        db: ConnectionPool, settings: Settings) -> None:
+    """After statistics that saw no open run (a quiet night, or a new database), the
+    planner took every open run's index for empty and answered the four probes of free
+    numbers by reading all of it once: an accept read every open run of every caller
+    until the next ANALYZE. Each probe is a lookup of its own: each reads at most one
+    row, prepared or not, however many runs are open."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    echo = CATALOG.find("demo", "/echo")
+    assert echo is not None
+    # The web's connections: prepared from the first execution, generic plans when
+    # PostgreSQL finds them no dearer.
+    with psycopg.connect(settings.database_url, autocommit=True, row_factory=dict_row,
+                         prepare_threshold=0) as conn:
+        conn.execute("ANALYZE runs")  # the clean slate: no run open
+        for caller in (A, B):
+            for _ in range(300):
+                store.insert_run(conn, run_id=new_run_id(), caller=caller, api_key_id=None,
+                                 endpoint=echo, input={}, in_flight_cap=100_000)
+        try:
+            conn.execute("LOAD 'auto_explain'")
+        except psycopg.Error:
+            pytest.skip("this PostgreSQL has no auto_explain")
+        for setting in ("log_min_duration = 0", "log_analyze = on", "log_format = json",
+                        "log_level = notice"):
+            conn.execute(f"SET auto_explain.{setting}")
+        plans: list[dict[str, Any]] = []
+        conn.add_notice_handler(lambda notice: plans.append(
+            json.loads(notice.message_primary.partition("plan:")[2])["Plan"]))
+        for mode in ("auto", "force_generic_plan", "force_custom_plan"):
+            conn.execute(f"SET plan_cache_mode = {mode}")
+            plans.clear()
+            for _ in range(3):
+                store.insert_run(conn, run_id=new_run_id(), caller=A, api_key_id=None,
+                                 endpoint=echo, input={}, in_flight_cap=100_000)
+            tried = [p for plan in plans for p in plan.get("Plans", [])
+                     if p.get("Subplan Name") == "CTE tried"]
+            assert len(tried) == 3, (mode, plans)
+            for probe in tried:
+                scans = _scans_of_runs(probe)
+                assert scans, (mode, probe)
+                assert all(s["Actual Rows"] <= 1 and s["Actual Loops"] <= 4 for s in scans), \
+                    (mode, scans)
