@@ -10,12 +10,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from flask.testing import FlaskClient
 from psycopg_pool import ConnectionPool
 
 from shared import store
-from shared.db import autocommit, transaction
+from shared.db import autocommit, make_pool, transaction
 from shared.ids import new_run_id
 from shared.scheduling import Freed, Limits, RecentStarts, priority_for
 from shared.settings import Settings
@@ -609,41 +610,42 @@ def test_the_probes_of_free_numbers_read_one_row_each_whatever_the_statistics(
     numbers by reading all of it once: an accept read every open run of every caller
     until the next ANALYZE. Each probe is a lookup of its own: each reads at most one
     row, prepared or not, however many runs are open."""
-    import psycopg
-    from psycopg.rows import dict_row
-
     echo = CATALOG.find("demo", "/echo")
     assert echo is not None
-    # The web's connections: prepared from the first execution, generic plans when
-    # PostgreSQL finds them no dearer.
-    with psycopg.connect(settings.database_url, autocommit=True, row_factory=dict_row,
-                         prepare_threshold=0) as conn:
-        conn.execute("ANALYZE runs")  # the clean slate: no run open
-        for caller in (A, B):
-            for _ in range(300):
-                store.insert_run(conn, run_id=new_run_id(), caller=caller, api_key_id=None,
-                                 endpoint=echo, input={}, in_flight_cap=100_000)
-        try:
-            conn.execute("LOAD 'auto_explain'")
-        except psycopg.Error:
-            pytest.skip("this PostgreSQL has no auto_explain")
-        for setting in ("log_min_duration = 0", "log_analyze = on", "log_format = json",
-                        "log_level = notice"):
-            conn.execute(f"SET auto_explain.{setting}")
-        plans: list[dict[str, Any]] = []
-        conn.add_notice_handler(lambda notice: plans.append(
-            json.loads(notice.message_primary.partition("plan:")[2])["Plan"]))
-        for mode in ("auto", "force_generic_plan", "force_custom_plan"):
-            conn.execute(f"SET plan_cache_mode = {mode}")
-            plans.clear()
-            for _ in range(3):
-                store.insert_run(conn, run_id=new_run_id(), caller=A, api_key_id=None,
-                                 endpoint=echo, input={}, in_flight_cap=100_000)
-            tried = [p for plan in plans for p in plan.get("Plans", [])
-                     if p.get("Subplan Name") == "CTE tried"]
-            assert len(tried) == 3, (mode, plans)
-            for probe in tried:
-                scans = _scans_of_runs(probe)
-                assert scans, (mode, probe)
-                assert all(s["Actual Rows"] <= 1 and s["Actual Loops"] <= 4 for s in scans), \
-                    (mode, scans)
+    # A pool of the web's connections (prepared from the first execution, generic plans
+    # when PostgreSQL finds them no dearer), of its own: the settings below stay on it.
+    own = make_pool(settings.database_url, max_size=1, name="probes")
+    own.open(wait=True)
+    try:
+        with autocommit(own) as conn:
+            conn.execute("ANALYZE runs")  # the clean slate: no run open
+            for caller in (A, B):
+                for _ in range(300):
+                    store.insert_run(conn, run_id=new_run_id(), caller=caller, api_key_id=None,
+                                     endpoint=echo, input={}, in_flight_cap=100_000)
+            try:
+                conn.execute("LOAD 'auto_explain'")
+            except psycopg.Error:
+                pytest.skip("this PostgreSQL has no auto_explain")
+            for setting in ("log_min_duration = 0", "log_analyze = on", "log_format = json",
+                            "log_level = notice"):
+                conn.execute(f"SET auto_explain.{setting}")
+            plans: list[dict[str, Any]] = []
+            conn.add_notice_handler(lambda notice: plans.append(
+                json.loads(notice.message_primary.partition("plan:")[2])["Plan"]))
+            for mode in ("auto", "force_generic_plan", "force_custom_plan"):
+                conn.execute(f"SET plan_cache_mode = {mode}")
+                plans.clear()
+                for _ in range(3):
+                    store.insert_run(conn, run_id=new_run_id(), caller=A, api_key_id=None,
+                                     endpoint=echo, input={}, in_flight_cap=100_000)
+                tried = [p for plan in plans for p in plan.get("Plans", [])
+                         if p.get("Subplan Name") == "CTE tried"]
+                assert len(tried) == 3, (mode, plans)
+                for probe in tried:
+                    scans = _scans_of_runs(probe)
+                    assert scans, (mode, probe)
+                    assert all(s["Actual Rows"] <= 1 and s["Actual Loops"] <= 4 for s in scans), \
+                        (mode, scans)
+    finally:
+        own.close()
