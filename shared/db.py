@@ -89,7 +89,7 @@ def make_pool(database_url: str, *, min_size: int = 1, max_size: int = 10,
     statements that belong together take an explicit transaction (`transaction`).
 
     `by_keys`: for statements that write a batch of rows given by their keys (arrays of
-    a varying length, worker/grouping.py). Knowing an array's length, PostgreSQL would
+    a varying length, shared/grouping.py). Knowing an array's length, PostgreSQL would
     plan such a statement anew for every execution, which costs as much as running
     it; here each is planned once for the connection (a generic plan). A generic plan
     made while a table was small or had no statistics yet may scan the whole table,

@@ -139,20 +139,26 @@ def start_run(svc: Services, caller: str, *, provider: str, endpoint: str,
     run_id_var.set(run_id)
     hold_micros, max_results = hold_for(found, input)
     # Commit, then publish: once the row is committed the run cannot be lost. Without an
-    # Idempotency-Key the accept is one statement (atomic on its own, one round trip).
+    # Idempotency-Key the accept is one statement, written with other requests' accepts
+    # of this process under load (shared.accepts).
+    params = store.run_params(
+        run_id=run_id, caller=caller, api_key_id=api_key_id, endpoint=found, input=input,
+        hold_micros=hold_micros, max_results=max_results,
+        in_flight_cap=svc.settings.max_runs_in_flight,
+        queue_timeout_seconds=svc.settings.queue_timeout_seconds, webhook=checked_webhook)
     blocked: store.RunBlocked | None = None
     try:
-        with (autocommit if idempotency_key is None else transaction)(svc.pool) as conn:
+        if idempotency_key is None:
             try:
-                created_at = store.insert_run(
-                    conn, run_id=run_id, caller=caller, api_key_id=api_key_id, endpoint=found,
-                    input=input, hold_micros=hold_micros, max_results=max_results,
-                    in_flight_cap=svc.settings.max_runs_in_flight,
-                    queue_timeout_seconds=svc.settings.queue_timeout_seconds,
-                    webhook=checked_webhook)
+                created_at = svc.accepts.insert(params)
             except store.RunBlocked as refused:  # stored BLOCKED: nothing to publish
                 blocked, created_at = refused, refused.created_at
-            if idempotency_key is not None:
+        else:
+            with transaction(svc.pool) as conn:
+                try:
+                    created_at = store.insert_new_run(conn, params)
+                except store.RunBlocked as refused:
+                    blocked, created_at = refused, refused.created_at
                 store.claim_idempotency_key(conn, caller=caller, key=idempotency_key,
                                             request_hash=hashed, run_id=run_id)
     except store.TooManyRunsInFlight:

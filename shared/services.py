@@ -16,6 +16,7 @@ from typing import Generic, Protocol, TypeVar
 import redis
 from psycopg_pool import ConnectionPool
 
+from shared.accepts import Accepts
 from shared.catalog import Catalog
 from shared.db import DatabaseUnavailable, autocommit, make_pool, ping
 from shared.errors import InvalidRequest
@@ -79,6 +80,11 @@ class Services:
     # never take every pooled connection, nor every core, from other requests.
     download_batches: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(1))
+    # Accepts of this process's requests written together (group commit).
+    accepts: Accepts = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "accepts", Accepts(self.pool))
 
     def readiness(self) -> dict[str, bool]:
         """Whether the database and the broker answer now."""

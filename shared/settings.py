@@ -42,7 +42,7 @@ class Settings:
     # Whether workers send task events (Flower switches them on while it watches).
     worker_task_events: bool
     # While a worker process is busy, how long a thread that is to write its claim
-    # or end waits for others' to write with (worker/grouping.py), in milliseconds.
+    # or end waits for others' to write with (shared/grouping.py), in milliseconds.
     worker_group_linger_ms: float
     db_pool_size: int
     max_body_bytes: int

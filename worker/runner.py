@@ -18,13 +18,13 @@ from psycopg_pool import ConnectionPool
 from shared import progress, store
 from shared.catalog import Catalog, split_input
 from shared.db import DatabaseUnavailable, autocommit, transaction
+from shared.grouping import Group
 from shared.logs import run_id_var
 from shared.money import cost_micros
 from shared.queue import task_name
 from shared.scheduling import Freed, Limits, priority_for
 from shared.settings import Settings
 from shared.store import results
-from worker.grouping import Group
 from worker.providers.base import (
     Adapter,
     DeadlinePassed,

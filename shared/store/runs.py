@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -102,18 +103,12 @@ class RunBlocked(Exception):
         self.controls = controls
 
 
-def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
-               endpoint: Endpoint, input: Any, hold_micros: int = 0,
-               max_results: int | None = None, in_flight_cap: int = 0,
-               queue_timeout_seconds: int = 900,
-               webhook: dict[str, Any] | None = None) -> datetime:
-    """Insert a new RUNNING run and hold its price on the caller's wallet, in one
-    statement; writes nothing and raises TooManyRunsInFlight when the caller has
-    `in_flight_cap` runs in flight (0: no cap), InsufficientFunds when the wallet
-    cannot cover the hold. A run a spend control refuses is stored BLOCKED, and
-    RunBlocked raised after the statement (a transaction of the caller's goes on).
-    `webhook`: `{"url", "events"?}`, what the run asked to be told of its end."""
-    params = {
+def run_params(*, run_id: str, caller: str, api_key_id: int | None, endpoint: Endpoint,
+               input: Any, hold_micros: int = 0, max_results: int | None = None,
+               in_flight_cap: int = 0, queue_timeout_seconds: int = 900,
+               webhook: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters of `insert_run`'s statement for one new run."""
+    return {
         "id": run_id,
         "caller": caller,
         "api_key_id": api_key_id,
@@ -133,6 +128,30 @@ def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
         "queue_timeout_seconds": queue_timeout_seconds,
         "webhook": jsonb_param(webhook),
     }
+
+
+def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
+               endpoint: Endpoint, input: Any, hold_micros: int = 0,
+               max_results: int | None = None, in_flight_cap: int = 0,
+               queue_timeout_seconds: int = 900,
+               webhook: dict[str, Any] | None = None) -> datetime:
+    """Insert a new RUNNING run and hold its price on the caller's wallet, in one
+    statement; writes nothing and raises TooManyRunsInFlight when the caller has
+    `in_flight_cap` runs in flight (0: no cap), InsufficientFunds when the wallet
+    cannot cover the hold. A run a spend control refuses is stored BLOCKED, and
+    RunBlocked raised after the statement (a transaction of the caller's goes on).
+    `webhook`: `{"url", "events"?}`, what the run asked to be told of its end."""
+    return insert_new_run(conn, run_params(
+        run_id=run_id, caller=caller, api_key_id=api_key_id, endpoint=endpoint, input=input,
+        hold_micros=hold_micros, max_results=max_results, in_flight_cap=in_flight_cap,
+        queue_timeout_seconds=queue_timeout_seconds, webhook=webhook))
+
+
+def insert_new_run(conn: Conn, params: dict[str, Any]) -> datetime:
+    """`insert_run` of `run_params`' parameters. In a transaction, a capped caller is
+    locked first, as `insert_runs` locks it."""
+    if params["cap"] > 0 and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+        conn.execute(query("lock_accepting_callers"), {"callers": [params["caller"]]})
     for _ in range(5):
         try:
             if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
@@ -145,15 +164,49 @@ def insert_run(conn: Conn, *, run_id: str, caller: str, api_key_id: int | None,
                 raise
             continue  # a concurrent accept took the same number: pick another
         assert row is not None
-        if not row["under_cap"]:
-            raise TooManyRunsInFlight(caller)
-        if not row["funded"]:
-            raise InsufficientFunds(caller)
-        if row["blocked"]:
-            raise RunBlocked(row["created_at"], row["controls"])
-        created_at: datetime = row["created_at"]
-        return created_at
-    raise TooManyRunsInFlight(caller)
+        return _accepted(params["caller"], row)
+    raise TooManyRunsInFlight(params["caller"])
+
+
+def insert_runs(conn: Conn, batch: Sequence[dict[str, Any]]
+                ) -> list[datetime | InsufficientFunds | TooManyRunsInFlight | RunBlocked]:
+    """Several new runs (`run_params`' parameters, ordered by caller) in one
+    transaction: one round trip and one commit (psycopg's pipeline). For each, its
+    `created_at` or what `insert_run` would raise for it alone. Raises what a
+    statement raised (nothing is then written): a number of a caller's taken by a
+    concurrent accept, a deadlock, a value one of them spoils the others with.
+
+    The callers are locked first, in the order given, when a cap counts their runs in
+    flight (an advisory lock each, until the commit): the numbers another transaction
+    holds uncommitted are then none of theirs, so two such transactions do not pick
+    the same number (one would fail when the other commits: the whole group), and the
+    wallets and budgets that follow are taken in the same order by every writer."""
+    capped = list(dict.fromkeys(p["caller"] for p in batch if p["cap"] > 0))
+    with conn.pipeline(), conn.transaction():
+        if capped:
+            conn.execute(query("lock_accepting_callers"), {"callers": capped})
+        cursors = [conn.execute(query("insert_run"), params) for params in batch]
+    answers: list[datetime | InsufficientFunds | TooManyRunsInFlight | RunBlocked] = []
+    for params, cursor in zip(batch, cursors, strict=True):
+        row = cursor.fetchone()
+        assert row is not None
+        try:
+            answers.append(_accepted(params["caller"], row))
+        except (InsufficientFunds, TooManyRunsInFlight, RunBlocked) as refused:
+            answers.append(refused)
+    return answers
+
+
+def _accepted(caller: str, row: dict[str, Any]) -> datetime:
+    """The statement's answer for one run: when it was stored, or why it was not."""
+    if not row["under_cap"]:
+        raise TooManyRunsInFlight(caller)
+    if not row["funded"]:
+        raise InsufficientFunds(caller)
+    if row["blocked"]:
+        raise RunBlocked(row["created_at"], row["controls"])
+    created_at: datetime = row["created_at"]
+    return created_at
 
 
 def get_run(conn: Conn, run_id: str, caller: str) -> Run | None:

@@ -1,4 +1,4 @@
-"""Claims and ends of many runs in one statement (worker/grouping.py, the store's
+"""Claims and ends of many runs in one statement (shared/grouping.py, the store's
 claim_runs and deliver_runs): each run is taken once, ended once and settled once,
 as its own statement would; the statements plan index lookups only, even on an
 empty table; and a worker process's threads really write together."""

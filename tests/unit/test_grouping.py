@@ -1,4 +1,4 @@
-"""Writes of many threads put together (worker/grouping.py): nothing waits when nobody
+"""Writes of many threads put together (shared/grouping.py): nothing waits when nobody
 writes, what is handed in meanwhile goes in one write, each thread gets its own answer
 or its write's error."""
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from worker.grouping import Group
+from shared.grouping import Group
 
 
 class Recorder:

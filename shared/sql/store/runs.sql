@@ -82,6 +82,12 @@ SELECT (SELECT ok FROM under_cap) AS under_cap, (SELECT ok FROM funded) AS funde
        CASE WHEN (SELECT n FROM recorded) IS NOT NULL THEN checked.controls END AS controls
 FROM checked;
 
+-- name: lock_accepting_callers
+-- Accepts written together (insert_runs): each capped caller's advisory lock, in the
+-- order given, until the transaction ends.
+SELECT count(pg_advisory_xact_lock(hashtextextended('monid:accept:' || c, 0)))
+FROM unnest(%(callers)s::text[]) c;
+
 -- name: get_run
 SELECT r.id, r.caller, r.provider, r.provider_name, r.endpoint, r.status, r.input, r.output,
        r.result_count, r.provider_response, r.error, r.price_type, r.price_micros,

@@ -1,6 +1,7 @@
-"""Writes of many threads put together: group commit in a worker process.
+"""Writes of many threads put together: group commit in a process.
 
-Each of a process's threads claims and ends its own runs. Under load many of them
+Each of a worker process's threads claims and ends its own runs (and each of a web
+process's threads accepts its own, `shared.accepts`). Under load many of them
 write at the same moment, and a statement each costs PostgreSQL a statement's start
 and a commit (a flush of the WAL) for every run. A `Group` lets one thread at a time
 write: a thread that finds nobody writing writes its own part at once, so at low load
@@ -63,6 +64,12 @@ class Group(Generic[A, R]):
         # How many writes and how many parts they held (for tests and benchmarks).
         self.writes = 0
         self.parts = 0
+
+    @property
+    def waiting(self) -> int:
+        """How many parts wait for the write under way to end."""
+        with self._lock:
+            return len(self._waiting)
 
     def submit(self, item: A) -> R:
         """Write `item` with whatever else waits; its answer (or its write's error)."""

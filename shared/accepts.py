@@ -1,0 +1,81 @@
+"""Accepts of a process's threads written together (group commit).
+
+Under load, many requests of one web process accept a run at the same moment, and
+a statement each costs PostgreSQL a statement's start and a commit (a flush of the
+WAL) for every run, and each request's thread a pooled connection and a round trip.
+Here, as with the worker's claims and ends (`shared.grouping`), one thread at a time
+writes: a thread that finds nobody writing writes its run alone, at once, in one
+statement as before (at low load nothing waits); the runs handed in meanwhile go in
+the next write, one transaction of one round trip and one commit
+(`store.insert_runs`), and each thread gets its own answer. A run whose caller has
+a cap on its runs in flight (MAX_RUNS_IN_FLIGHT) is written so even alone: its
+caller is locked for the transaction, so that no two writers pick the same number
+of the caller's (see `store.insert_runs`).
+
+A write of several is ordered by caller, so that every writer takes callers'
+locks in one order. Where it fails as a whole without losing the connection (a
+number of a caller's taken by an accept outside the group, a deadlock, a value one
+run spoils the others with), nothing of it was written, and each run is written
+alone, as it would have been: each thread gets its own answer or error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from shared import store
+from shared.db import DatabaseUnavailable, autocommit
+from shared.grouping import Group
+
+Answer = datetime | Exception
+
+
+class Accepts:
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+        self.group: Group[dict[str, Any], Answer] = Group(self._write)
+        # Runs written alone after their group's write failed (for tests and benchmarks).
+        self.alone = 0
+
+    def insert(self, params: dict[str, Any]) -> datetime:
+        """Store a new run (`store.run_params`' parameters) with whatever else waits;
+        its `created_at`, or what `store.insert_run` raises for it."""
+        answer = self.group.submit(params)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def _write(self, batch: Sequence[dict[str, Any]]) -> list[Answer]:
+        order = sorted(range(len(batch)), key=lambda i: (batch[i]["caller"], batch[i]["id"]))
+        ordered = [batch[i] for i in order]
+        with autocommit(self.pool) as conn:
+            written: Sequence[Answer] | None = None
+            # A capped caller's run is written under its caller's lock, even alone.
+            if len(ordered) > 1 or ordered[0]["cap"] > 0:
+                try:
+                    written = store.insert_runs(conn, ordered)
+                except psycopg.DatabaseError:
+                    if conn.broken:
+                        raise  # whether it was committed is unknown: no run is written again
+            if written is None:
+                if len(ordered) > 1 or ordered[0]["cap"] > 0:
+                    self.alone += len(ordered)
+                written = [_alone(conn, params) for params in ordered]
+        answers = dict(zip(order, written, strict=True))
+        return [answers[i] for i in range(len(batch))]
+
+
+def _alone(conn: store.Conn, params: dict[str, Any]) -> Answer:
+    """One run written on its own: what it answers or raises."""
+    try:
+        return store.insert_new_run(conn, params)
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else "connection failed"
+        return DatabaseUnavailable(first_line)
+    except Exception as exc:  # its own error, raised in its own thread
+        return exc

@@ -1,0 +1,226 @@
+"""Accepts of a process's threads written together (shared/accepts.py): the runs
+handed in while a write is under way go in one transaction; each thread still gets
+its own answer (stored, or refused for its cap, its wallet or its controls); a run
+that spoils its group fails alone; and two processes writing groups for the same
+callers at once neither deadlock nor take a caller past its cap."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from shared import store
+from shared.accepts import Accepts
+from shared.catalog import Endpoint, load_catalog
+from shared.db import autocommit, make_pool, transaction
+from shared.ids import new_run_id
+from shared.settings import DEFAULT_CATALOG_DIR, Settings
+
+GATE = "USER#accept-gate"
+
+
+@pytest.fixture
+def echo() -> Endpoint:
+    found = load_catalog(DEFAULT_CATALOG_DIR).find("demo", "/echo")
+    assert found is not None
+    return found
+
+
+@pytest.fixture
+def make_accepts(settings: Settings, db: ConnectionPool) -> Iterator[Callable[[], Accepts]]:
+    """Accepts of a process of their own (a pool each, as each web process has)."""
+    pools: list[ConnectionPool] = []
+
+    def make() -> Accepts:
+        pool = make_pool(settings.database_url, max_size=4, name=f"tests-accepts-{len(pools)}")
+        pool.open(wait=True)
+        pools.append(pool)
+        return Accepts(pool)
+
+    yield make
+    for pool in pools:
+        pool.close()
+
+
+def _params(endpoint: Endpoint, caller: str, **over: Any) -> dict[str, Any]:
+    return store.run_params(run_id=new_run_id(), caller=caller, api_key_id=None,
+                            endpoint=endpoint, input={"caller": caller}, **over)
+
+
+def _fund(db: ConnectionPool, caller: str, micros: int) -> None:
+    with transaction(db) as conn:
+        store.credit_wallet(conn, caller, micros, "test funds")
+
+
+def _answer(accepts: Accepts, params: dict[str, Any]) -> datetime | Exception:
+    try:
+        return accepts.insert(params)
+    except Exception as exc:
+        return exc
+
+
+def _in_one_group(db: ConnectionPool, accepts: Accepts, endpoint: Endpoint,
+                  batch: list[dict[str, Any]]) -> list[datetime | Exception]:
+    """Hand `batch` in while a write is under way (a run of GATE's that waits for its
+    wallet, locked here), so that they are written together; their answers."""
+    _fund(db, GATE, 10)
+    answers: list[datetime | Exception | None] = [None] * len(batch)
+    with autocommit(db) as gate, gate.transaction():
+        gate.execute("SELECT 1 FROM wallets WHERE caller = %s FOR UPDATE", (GATE,))
+        first = threading.Thread(target=_answer,
+                                 args=(accepts, _params(endpoint, GATE, hold_micros=1)))
+        first.start()
+        deadline = time.monotonic() + 10
+        while accepts.group.parts < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+        def hand_in(i: int) -> None:
+            answers[i] = _answer(accepts, batch[i])
+
+        threads = [threading.Thread(target=hand_in, args=(i,)) for i in range(len(batch))]
+        for thread in threads:
+            thread.start()
+        while accepts.group.waiting < len(batch) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert accepts.group.waiting == len(batch)
+    first.join(10)
+    for thread in threads:
+        thread.join(10)
+    assert (accepts.group.writes, accepts.group.parts) == (2, len(batch) + 1)
+    return [a for a in answers if a is not None]
+
+
+def _stored(db: ConnectionPool, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    with autocommit(db) as conn:
+        rows = conn.execute("SELECT id, caller, status, hold_micros, inflight_slot, created_at"
+                            " FROM runs WHERE id = ANY(%s)", (run_ids,)).fetchall()
+    return {row["id"]: row for row in rows}
+
+
+def test_the_accepts_handed_in_during_a_write_go_in_one_transaction_each_with_its_answer(
+        db: ConnectionPool, make_accepts: Callable[[], Accepts], echo: Endpoint) -> None:
+    _fund(db, "USER#rich", 1_000)
+    batch = (
+        [_params(echo, "USER#rich", hold_micros=100) for _ in range(6)]
+        + [_params(echo, "USER#poor", hold_micros=100)]  # no wallet: refused
+        + [_params(echo, "USER#capped", in_flight_cap=2) for _ in range(3)]  # one too many
+        + [_params(echo, "USER#free") for _ in range(8)]
+    )
+    accepts = make_accepts()
+    answers = _in_one_group(db, accepts, echo, batch)
+
+    stored = _stored(db, [p["id"] for p in batch])
+    for params, answer in zip(batch, answers, strict=True):
+        if params["caller"] == "USER#poor":
+            assert isinstance(answer, store.InsufficientFunds)
+            assert params["id"] not in stored
+        elif params["caller"] != "USER#capped":
+            assert isinstance(answer, datetime)
+            assert stored[params["id"]]["created_at"] == answer
+            assert stored[params["id"]]["status"] == "RUNNING"
+    capped = [a for p, a in zip(batch, answers, strict=True) if p["caller"] == "USER#capped"]
+    assert sum(isinstance(a, datetime) for a in capped) == 2
+    assert sum(isinstance(a, store.TooManyRunsInFlight) for a in capped) == 1
+    assert sorted(r["inflight_slot"] for r in stored.values()
+                  if r["caller"] == "USER#capped") == [0, 1]
+    # One transaction: one now() for every run it stored.
+    assert len({r["created_at"] for r in stored.values()}) == 1
+    assert accepts.alone == 0
+    with autocommit(db) as conn:
+        wallet = store.get_wallet(conn, "USER#rich")
+        holds = conn.execute("SELECT count(*) AS n FROM ledger_entries"
+                             " WHERE caller = 'USER#rich' AND kind = 'HOLD'").fetchone()
+    assert wallet is not None and wallet.held_micros == 600
+    assert holds is not None and holds["n"] == 6
+
+
+def test_a_run_that_spoils_its_group_fails_alone_and_the_others_are_stored(
+        db: ConnectionPool, make_accepts: Callable[[], Accepts], echo: Endpoint) -> None:
+    batch = [_params(echo, f"USER#spoil-{i}") for i in range(5)]
+    # A queue limit past the last timestamp PostgreSQL knows: its statement fails.
+    batch.insert(2, _params(echo, "USER#spoil-x", queue_timeout_seconds=10**15))
+    accepts = make_accepts()
+    answers = _in_one_group(db, accepts, echo, batch)
+
+    assert isinstance(answers[2], psycopg.DataError), answers[2]
+    stored = _stored(db, [p["id"] for p in batch])
+    assert set(stored) == {p["id"] for i, p in enumerate(batch) if i != 2}
+    assert all(isinstance(a, datetime) for i, a in enumerate(answers) if i != 2)
+    assert accepts.alone == len(batch)
+
+
+def _accept_from(processes: list[Accepts], threads: int,
+                 make_params: Callable[[int, int], dict[str, Any]], *, each: int = 5
+                 ) -> list[tuple[dict[str, Any], datetime | Exception]]:
+    """`threads` threads in each process, each accepting what `make_params(process,
+    thread)` gives it, `each` times, all at once."""
+    done: list[tuple[dict[str, Any], datetime | Exception]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(threads * len(processes))
+
+    def accept(p: int, t: int) -> None:
+        start.wait()
+        for _ in range(each):
+            params = make_params(p, t)
+            answer = _answer(processes[p], params)
+            with lock:
+                done.append((params, answer))
+
+    workers = [threading.Thread(target=accept, args=(p, t))
+               for p in range(len(processes)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    return done
+
+
+def test_two_processes_writing_groups_for_the_same_callers_never_deadlock(
+        db: ConnectionPool, make_accepts: Callable[[], Accepts], echo: Endpoint) -> None:
+    callers = ["USER#lock-a", "USER#lock-b", "USER#lock-c"]
+    for caller in callers:
+        _fund(db, caller, 10**9)
+    processes = [make_accepts(), make_accepts()]
+
+    def params(p: int, t: int) -> dict[str, Any]:
+        # Each thread goes through the callers in its own order.
+        order = callers if (p + t) % 2 else callers[::-1]
+        return _params(echo, order[int(time.monotonic_ns()) % 3], hold_micros=7)
+
+    done = _accept_from(processes, 12, params, each=10)
+
+    assert len(done) == 240
+    assert [a for _, a in done if not isinstance(a, datetime)] == []
+    # Groups were written (else this shows nothing), and none failed for a deadlock.
+    assert all(p.group.writes < p.group.parts for p in processes)
+    assert [p.alone for p in processes] == [0, 0]
+    with autocommit(db) as conn:
+        held = conn.execute("SELECT sum(held_micros) AS held FROM wallets"
+                            " WHERE caller = ANY(%s)", (callers,)).fetchone()
+    assert held is not None and held["held"] == 240 * 7
+
+
+def test_two_processes_writing_groups_never_take_a_caller_past_its_cap(
+        db: ConnectionPool, make_accepts: Callable[[], Accepts], echo: Endpoint) -> None:
+    processes = [make_accepts(), make_accepts()]
+    done = _accept_from(processes, 12,
+                        lambda p, t: _params(echo, "USER#cap-race", in_flight_cap=30))
+
+    stored = [a for _, a in done if isinstance(a, datetime)]
+    refused = [a for _, a in done if isinstance(a, store.TooManyRunsInFlight)]
+    assert (len(stored), len(refused)) == (30, 90), [a for _, a in done
+                                                     if not isinstance(a, datetime)][:3]
+    assert all(p.group.writes < p.group.parts for p in processes)
+    # Under its caller's lock, no group picked a number another held uncommitted.
+    assert [p.alone for p in processes] == [0, 0]
+    with autocommit(db) as conn:
+        slots = conn.execute("SELECT inflight_slot FROM runs WHERE caller = 'USER#cap-race'"
+                             " ORDER BY inflight_slot").fetchall()
+    assert [row["inflight_slot"] for row in slots] == list(range(30))
