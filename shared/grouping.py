@@ -16,6 +16,10 @@ PostgreSQL and the worker nearly as much as one of ten, and a run's end some
 milliseconds later costs the run nothing. At low load nothing lingers: a part that
 follows a write of one part alone is written at once.
 
+With `writers` above 1, that many writes may be under way at once, each on a
+connection of its own: a part is written at once while fewer are, and what waits
+goes in the next to start.
+
 A write that fails fails for every part in it (each thread handles the error as it
 would its own statement's). A write that one part spoils for the others (a deadlock
 between two groups, a unique key) is the write function's to split up.
@@ -51,14 +55,15 @@ class Group(Generic[A, R]):
     in the order given)."""
 
     def __init__(self, write: Callable[[Sequence[A]], Sequence[R]], *, most: int = MOST,
-                 linger: float = 0.0) -> None:
+                 linger: float = 0.0, writers: int = 1) -> None:
         self._write = write
         self._most = most
         self._linger = linger
+        self._writers = writers
         self._lock = threading.Lock()
         self._full = threading.Condition(self._lock)  # notified when `most` parts wait
         self._waiting: list[_Part[A, R]] = []
-        self._busy = False
+        self._writing = 0  # writes under way
         # Whether the last write took in parts that had waited (the process is busy).
         self._had_company = False
         # How many writes and how many parts they held (for tests and benchmarks).
@@ -75,12 +80,12 @@ class Group(Generic[A, R]):
         """Write `item` with whatever else waits; its answer (or its write's error)."""
         part: _Part[A, R] = _Part(item)
         with self._lock:
-            if self._busy:
+            if self._writing >= self._writers:
                 self._waiting.append(part)
                 if len(self._waiting) == self._most - 1:
                     self._full.notify()
             else:
-                self._busy = True
+                self._writing += 1
                 part.leads = True
         if not part.leads:
             part.ready.wait()
@@ -117,7 +122,7 @@ class Group(Generic[A, R]):
                     following.leads = True
                     following.ready.set()
                 else:
-                    self._busy = False
+                    self._writing -= 1
             for p in batch:
                 if p is not part:
                     p.ready.set()

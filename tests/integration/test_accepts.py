@@ -17,7 +17,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from shared import store
-from shared.accepts import Accepts
+from shared.accepts import WRITERS, Accepts
 from shared.catalog import Endpoint, load_catalog
 from shared.db import autocommit, make_pool, transaction
 from shared.ids import new_run_id
@@ -68,17 +68,19 @@ def _answer(accepts: Accepts, params: dict[str, Any]) -> datetime | Exception:
 
 def _in_one_group(db: ConnectionPool, accepts: Accepts, endpoint: Endpoint,
                   batch: list[dict[str, Any]]) -> list[datetime | Exception]:
-    """Hand `batch` in while a write is under way (a run of GATE's that waits for its
-    wallet, locked here), so that they are written together; their answers."""
+    """Hand `batch` in while every writer is busy (each with a run of GATE's that waits
+    for its wallet, locked here), so that they are written together; their answers."""
     _fund(db, GATE, 10)
     answers: list[datetime | Exception | None] = [None] * len(batch)
     with autocommit(db) as gate, gate.transaction():
         gate.execute("SELECT 1 FROM wallets WHERE caller = %s FOR UPDATE", (GATE,))
-        first = threading.Thread(target=_answer,
+        held = [threading.Thread(target=_answer,
                                  args=(accepts, _params(endpoint, GATE, hold_micros=1)))
-        first.start()
+                for _ in range(WRITERS)]
+        for thread in held:
+            thread.start()
         deadline = time.monotonic() + 10
-        while accepts.group.parts < 1 and time.monotonic() < deadline:
+        while accepts.group.parts < WRITERS and time.monotonic() < deadline:
             time.sleep(0.005)
 
         def hand_in(i: int) -> None:
@@ -90,10 +92,9 @@ def _in_one_group(db: ConnectionPool, accepts: Accepts, endpoint: Endpoint,
         while accepts.group.waiting < len(batch) and time.monotonic() < deadline:
             time.sleep(0.005)
         assert accepts.group.waiting == len(batch)
-    first.join(10)
-    for thread in threads:
+    for thread in held + threads:
         thread.join(10)
-    assert (accepts.group.writes, accepts.group.parts) == (2, len(batch) + 1)
+    assert (accepts.group.writes, accepts.group.parts) == (WRITERS + 1, len(batch) + WRITERS)
     return [a for a in answers if a is not None]
 
 

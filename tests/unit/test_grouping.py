@@ -85,6 +85,32 @@ def test_parts_handed_in_during_a_write_go_together_in_the_next() -> None:
     assert len(write.batches) == 2
 
 
+def test_with_two_writers_a_part_is_written_at_once_beside_a_write_under_way() -> None:
+    write = Recorder(hold_first=True)
+    group: Group[int, int] = Group(write, writers=2)
+    first = threading.Thread(target=group.submit, args=(0,))
+    first.start()
+    assert write.started.wait(5)
+    # The first write is held: a second is written beside it (and held too), a third
+    # waits for one of them to end.
+    second = threading.Thread(target=group.submit, args=(1,))
+    second.start()
+    deadline = time.monotonic() + 5
+    while len(write.batches) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert write.batches == [[0], [1]]
+    third = threading.Thread(target=group.submit, args=(2,))
+    third.start()
+    while group.waiting < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert group.waiting == 1 and len(write.batches) == 2
+    write.release.set()
+    for thread in (first, second, third):
+        thread.join(5)
+    assert write.batches == [[0], [1], [2]]
+    assert group._writing == 0
+
+
 def test_a_lone_part_after_a_lone_write_does_not_wait_for_company() -> None:
     write = Recorder()
     group: Group[int, int] = Group(write, linger=5.0)
@@ -159,11 +185,11 @@ def test_a_failed_write_fails_each_of_its_parts_and_the_next_write_goes_on() -> 
     with pytest.raises(ConnectionError):
         group.submit(13)
     assert group.submit(14) == 14
-    assert not group._busy and not group._waiting
+    assert group._writing == 0 and not group._waiting
 
 
 def test_a_write_that_answers_the_wrong_number_of_parts_is_an_error() -> None:
     group: Group[int, int] = Group(lambda parts: [])
     with pytest.raises(RuntimeError, match="0 answers for 1 parts"):
         group.submit(1)
-    assert not group._busy
+    assert group._writing == 0
