@@ -9,7 +9,7 @@
 -- following one (its provider_state is set) is taken for one more check within the
 -- same attempt. The endpoint's deadline starts with the run's first start; a run still
 -- waiting to start past its queue limit is not taken (the sweeper ends it). A worker
--- process's threads claim together (worker/grouping.py): one statement and one commit
+-- process's threads claim together (shared/grouping.py): one statement and one commit
 -- for all of them, the runs locked in the order given. Where a run may have to wait
 -- for a slot, claim_run_or_wait does this instead.
 WITH asked AS (

@@ -17,7 +17,7 @@ WHERE id = %(run_id)s;
 -- lease may. A stop asked meanwhile wins: the run is STOPPED at no cost, and its
 -- items, wherever they came from, go. As end_run, it hands back a run waiting for each
 -- slot one freed. A worker process's threads end their runs together
--- (worker/grouping.py): one statement and one commit for all of them, the runs locked
+-- (shared/grouping.py): one statement and one commit for all of them, the runs locked
 -- and settled in the order given.
 -- The runs come as one JSON array of objects (one parameter: the driver adapts a list
 -- parameter element by element, which cost the worker more than the rest of the
