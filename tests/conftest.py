@@ -78,12 +78,12 @@ def chaos_alone(request: pytest.FixtureRequest,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """With test workers, a chaos test runs while no other test of any worker does: it
     kills and restarts processes against a clock, and a neighbour's load would decide
-    its outcome. Every other test holds the same lock shared; a chaos test holds it
-    alone."""
+    its outcome; so does a test marked `alone`, which bounds a time. Every other test
+    holds the same lock shared; such a test holds it alone."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         yield
         return
-    alone = request.node.get_closest_marker("chaos") is not None
+    alone = any(request.node.get_closest_marker(m) is not None for m in ("chaos", "alone"))
     with open(tmp_path_factory.getbasetemp().parent / "chaos.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
         try:
