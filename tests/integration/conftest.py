@@ -1,4 +1,5 @@
-"""Apps whose database or broker cannot be reached, for the tests of what then."""
+"""Apps whose database or broker cannot be reached, for the tests of what then; the demo
+provider's echo endpoint, for tests that store runs themselves."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from flask import Flask
 from psycopg_pool import ConnectionPool
 
 from api.app import create_app
-from shared.settings import Settings
+from shared.catalog import Endpoint, load_catalog
+from shared.settings import DEFAULT_CATALOG_DIR, Settings
 from tests.helpers import UNREACHABLE_DATABASE, UNREACHABLE_REDIS
 
 
@@ -26,3 +28,10 @@ def app_without_broker(settings: Settings, db: ConnectionPool) -> Iterator[Flask
     app = create_app(dataclasses.replace(settings, redis_url=UNREACHABLE_REDIS))
     yield app
     app.extensions["monid"].pool.close()
+
+
+@pytest.fixture
+def echo() -> Endpoint:
+    found = load_catalog(DEFAULT_CATALOG_DIR).find("demo", "/echo")
+    assert found is not None
+    return found

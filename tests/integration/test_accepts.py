@@ -18,19 +18,12 @@ from psycopg_pool import ConnectionPool
 
 from shared import store
 from shared.accepts import WRITERS, Accepts
-from shared.catalog import Endpoint, load_catalog
+from shared.catalog import Endpoint
 from shared.db import autocommit, make_pool, transaction
 from shared.ids import new_run_id
-from shared.settings import DEFAULT_CATALOG_DIR, Settings
+from shared.settings import Settings
 
 GATE = "USER#accept-gate"
-
-
-@pytest.fixture
-def echo() -> Endpoint:
-    found = load_catalog(DEFAULT_CATALOG_DIR).find("demo", "/echo")
-    assert found is not None
-    return found
 
 
 @pytest.fixture

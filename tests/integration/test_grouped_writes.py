@@ -38,13 +38,6 @@ CALLER = "USER#grouped"
 
 
 @pytest.fixture
-def echo() -> Endpoint:
-    found = load_catalog(DEFAULT_CATALOG_DIR).find("demo", "/echo")
-    assert found is not None
-    return found
-
-
-@pytest.fixture
 def by_keys(settings: Settings, db: ConnectionPool) -> Iterator[ConnectionPool]:
     pool = make_pool(settings.database_url, max_size=2, name="tests-by-keys", by_keys=True)
     pool.open(wait=True)
