@@ -29,7 +29,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from shared import store
-from shared.db import DatabaseUnavailable, autocommit
+from shared.db import autocommit, unavailable
 from shared.grouping import Group
 
 Answer = datetime | Exception
@@ -60,18 +60,18 @@ class Accepts:
     def _write(self, batch: Sequence[dict[str, Any]]) -> list[Answer]:
         order = sorted(range(len(batch)), key=lambda i: (batch[i]["caller"], batch[i]["id"]))
         ordered = [batch[i] for i in order]
+        # A capped caller's run is written under its caller's lock, even alone.
+        as_group = len(ordered) > 1 or ordered[0]["cap"] > 0
         with autocommit(self.pool) as conn:
             written: Sequence[Answer] | None = None
-            # A capped caller's run is written under its caller's lock, even alone.
-            if len(ordered) > 1 or ordered[0]["cap"] > 0:
+            if as_group:
                 try:
                     written = store.insert_runs(conn, ordered)
                 except psycopg.DatabaseError:
                     if conn.broken:
                         raise  # whether it was committed is unknown: no run is written again
-            if written is None:
-                if len(ordered) > 1 or ordered[0]["cap"] > 0:
                     self.alone += len(ordered)
+            if written is None:
                 written = [_alone(conn, params) for params in ordered]
         answers = dict(zip(order, written, strict=True))
         return [answers[i] for i in range(len(batch))]
@@ -82,7 +82,6 @@ def _alone(conn: store.Conn, params: dict[str, Any]) -> Answer:
     try:
         return store.insert_new_run(conn, params)
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else "connection failed"
-        return DatabaseUnavailable(first_line)
+        return unavailable(exc)
     except Exception as exc:  # its own error, raised in its own thread
         return exc

@@ -142,8 +142,12 @@ def autocommit(pool: ConnectionPool) -> Iterator[Conn]:
     except PoolTimeout as exc:
         raise DatabaseUnavailable("no database connection available in time") from exc
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else "connection failed"
-        raise DatabaseUnavailable(first_line) from exc
+        raise unavailable(exc) from exc
+
+
+def unavailable(exc: psycopg.Error) -> DatabaseUnavailable:
+    """A connection-level failure as `DatabaseUnavailable`, with its first line."""
+    return DatabaseUnavailable(str(exc).splitlines()[0] if str(exc) else "connection failed")
 
 
 def connect(database_url: str, *, autocommit: bool = False,

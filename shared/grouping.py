@@ -72,7 +72,7 @@ class Group(Generic[A, R]):
 
     @property
     def waiting(self) -> int:
-        """How many parts wait for the write under way to end."""
+        """How many parts wait for a write under way to end."""
         with self._lock:
             return len(self._waiting)
 

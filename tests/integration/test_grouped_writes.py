@@ -9,25 +9,15 @@ import dataclasses
 import re
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 from shared import store
 from shared.catalog import Endpoint, load_catalog
-from shared.db import (
-    autocommit,
-    create_database,
-    drop_database,
-    make_pool,
-    migrate,
-    queries,
-    transaction,
-)
+from shared.db import autocommit, make_pool, migrate, queries, transaction
 from shared.ids import new_run_id
 from shared.settings import DEFAULT_CATALOG_DIR, Settings
 from shared.store import results
@@ -136,22 +126,18 @@ def _plan(conn: Any, name: str) -> str:
         conn.execute(f"DEALLOCATE grouped_{name}")
 
 
-@pytest.fixture(scope="module")
-def new_deployment(admin_database_url: str) -> Iterator[ConnectionPool]:
+@pytest.fixture
+def new_deployment(empty_database: str) -> Iterator[ConnectionPool]:
     """Connections that plan by keys on a database just migrated, as a new deployment's
     are: `runs` empty and never vacuumed nor analyzed. (The tests' own database is
     emptied by DELETEs, and once autovacuum has found `runs` empty, its statistics say
     so, and these plans may read the whole index: not a state a deployment meets, whose
     runs stay.)"""
-    name = f"monid_new_{uuid.uuid4().hex[:8]}"
-    create_database(admin_database_url, name)
-    url = make_conninfo(admin_database_url, dbname=name)
-    migrate(url)
-    pool = make_pool(url, max_size=1, name="tests-new-deployment", by_keys=True)
+    migrate(empty_database)
+    pool = make_pool(empty_database, max_size=1, name="tests-new-deployment", by_keys=True)
     pool.open(wait=True)
     yield pool
     pool.close()
-    drop_database(admin_database_url, name)
 
 
 @pytest.mark.parametrize("name", ["claim_runs", "deliver_runs"])
