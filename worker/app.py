@@ -27,6 +27,7 @@ from shared.logs import run_id_var
 from shared.queue import TASK_DELIVER, TASK_RUN, enqueue_delivery, enqueue_run, worker_config
 from shared.scheduling import Limits, concurrency_limits
 from shared.settings import Settings, SettingsError
+from shared.startup import settle_heap
 from worker.providers import make_adapters
 from worker.retry import RetryPolicy
 from worker.runner import Runner
@@ -298,11 +299,13 @@ def make_celery(settings: Settings, *, catalog: Catalog | None = None) -> MonidC
         app._deliverer = None
         app._listener = None
         app.start_background()
+        settle_heap("worker")
 
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:
         if settings.worker_pool == "threads":
             app.start_background()
+            settle_heap("worker")
 
     @worker_shutting_down.connect(weak=False)
     def _shutting_down(**_: Any) -> None:

@@ -3,6 +3,7 @@ core used; a child that dies is started again, a SIGTERM stops them all."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -36,6 +37,14 @@ def test_one_command_runs_a_worker_process_per_core_and_stops_them_all(
         assert len(children) == 2, children
         output = launcher.output()
         assert "worker1@" in output and "worker2@" in output
+        # Each process, web and worker, set its start-up objects aside from full collections.
+        wait_for(lambda: web.output().count('"heap settled"') >= 2, 30, "both web processes")
+        for log_text, role in ((output, "worker"), (web.output(), "web")):
+            settled = [json.loads(line) for line in log_text.splitlines()
+                       if '"heap settled"' in line]
+            assert len(settled) == 2, log_text[-3000:]
+            assert all(e["role"] == role and e["objectsSetAside"] > 50_000
+                       for e in settled), settled
         key = e2e_key("user_launch")
         ids = [requests.post(f"{base}/v1/run", timeout=10,
                              headers={"Authorization": f"Bearer {key}"},
