@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -57,6 +57,41 @@ def queries() -> dict[str, str]:
 
 def query(name: str) -> sql.SQL:
     return sql.SQL(cast(LiteralString, queries()[name]))
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+@cache
+def _split(name: str) -> tuple[list[bytes], list[str]]:
+    """A named query cut at its `%(param)s` placeholders: the texts around them, and
+    their names in order."""
+    pieces = _PLACEHOLDER.split(queries()[name])
+    return [piece.encode() for piece in pieces[0::2]], pieces[1::2]
+
+
+def with_literals(name: str, params: dict[str, Any], literal: Callable[[Any], bytes]) -> bytes:
+    """The named query with each parameter written in as a literal (`literal`: a
+    transformer's `as_literal`, which quotes and escapes as psycopg's sql.Literal
+    does): for statements sent together in one simple query, which takes no
+    parameters."""
+    texts, names = _split(name)
+    out = [texts[0]]
+    for param, text in zip(names, texts[1:], strict=True):
+        out += (literal(params[param]), text)
+    return b"".join(out)
+
+
+def prepared_as(prepare: str, name: str, order: str) -> bytes:
+    """`prepare` (a named `PREPARE ... AS`) with the named query `name` after it, its
+    placeholders numbered in the order the named query `order` gives them (the
+    `EXECUTE` that runs it)."""
+    positions = {param: n for n, param in enumerate(_split(order)[1], start=1)}
+    texts, names = _split(name)
+    out = [texts[0]]
+    for param, text in zip(names, texts[1:], strict=True):
+        out += (f"${positions[param]}".encode(), text)
+    return queries()[prepare].encode() + b" " + b"".join(out)
 
 
 def json_param(value: Any) -> Json | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import datetime
 from typing import Any
 
@@ -61,15 +62,24 @@ def _answer(accepts: Accepts, params: dict[str, Any]) -> datetime | Exception:
 
 def _in_one_group(db: ConnectionPool, accepts: Accepts, endpoint: Endpoint,
                   batch: list[dict[str, Any]]) -> list[datetime | Exception]:
-    """Hand `batch` in while every writer is busy (each with a run of GATE's that waits
-    for its wallet, locked here), so that they are written together; their answers."""
-    _fund(db, GATE, 10)
+    """Hand `batch` in while every writer is busy (each with a run of a gate caller's
+    that waits for its wallet, locked here), so that they are written together; their
+    answers. One writer is freed first and takes them all in its next write; the
+    others after it has (freed at once, two could each take a part of them)."""
+    gates = [f"{GATE}-{n}" for n in range(WRITERS)]
+    for gate in gates:
+        _fund(db, gate, 10)
     answers: list[datetime | Exception | None] = [None] * len(batch)
-    with autocommit(db) as gate, gate.transaction():
-        gate.execute("SELECT 1 FROM wallets WHERE caller = %s FOR UPDATE", (GATE,))
+    with ExitStack() as stack:
+        locks = []
+        for gate in gates:
+            conn = stack.enter_context(autocommit(db))
+            conn.execute("BEGIN")
+            conn.execute("SELECT 1 FROM wallets WHERE caller = %s FOR UPDATE", (gate,))
+            locks.append(conn)
         held = [threading.Thread(target=_answer,
-                                 args=(accepts, _params(endpoint, GATE, hold_micros=1)))
-                for _ in range(WRITERS)]
+                                 args=(accepts, _params(endpoint, gate, hold_micros=1)))
+                for gate in gates]
         for thread in held:
             thread.start()
         deadline = time.monotonic() + 10
@@ -85,6 +95,11 @@ def _in_one_group(db: ConnectionPool, accepts: Accepts, endpoint: Endpoint,
         while accepts.group.waiting < len(batch) and time.monotonic() < deadline:
             time.sleep(0.005)
         assert accepts.group.waiting == len(batch)
+        locks[0].execute("COMMIT")
+        while accepts.group.waiting and time.monotonic() < deadline:
+            time.sleep(0.005)
+        for conn in locks[1:]:
+            conn.execute("COMMIT")
     for thread in held + threads:
         thread.join(10)
     assert (accepts.group.writes, accepts.group.parts) == (WRITERS + 1, len(batch) + WRITERS)
@@ -218,3 +233,78 @@ def test_two_processes_writing_groups_never_take_a_caller_past_its_cap(
         slots = conn.execute("SELECT inflight_slot FROM runs WHERE caller = 'USER#cap-race'"
                              " ORDER BY inflight_slot").fetchall()
     assert [row["inflight_slot"] for row in slots] == list(range(30))
+
+
+HOSTILE_INPUTS = [
+    {"q": "it's"}, {"q": "'); DELETE FROM runs; --"}, {"q": "back\\slash \\' \\\\"},
+    {"q": "$1 $$ %(id)s %s %%"}, {"q": "é 日本 \U0001F600", "n": -1.5e300},
+    {"q": "\\u0000 and E'x'"}, {"nested": [{"a": None}, True, "x" * 5000]},
+]
+
+
+def test_a_groups_values_are_stored_exactly_whatever_they_hold(
+        db: ConnectionPool, make_accepts: Callable[[], Accepts], echo: Endpoint) -> None:
+    # The group's values travel as literals in one query text: quotes, backslashes,
+    # placeholders, SQL and any character must arrive as they were sent.
+    batch = [store.run_params(run_id=new_run_id(), caller=f"USER#it's-{i}", api_key_id=None,
+                              endpoint=echo, input=value,
+                              webhook={"url": "https://example.test/h?a='b'&c=%(d)s"})
+             for i, value in enumerate(HOSTILE_INPUTS)]
+    accepts = make_accepts()
+    answers = _in_one_group(db, accepts, echo, batch)
+
+    assert all(isinstance(a, datetime) for a in answers), answers
+    assert accepts.alone == 0
+    with autocommit(db) as conn:
+        rows = conn.execute("SELECT id, caller, input, webhook FROM runs WHERE id = ANY(%s)",
+                            ([p["id"] for p in batch],)).fetchall()
+        count = conn.execute("SELECT count(*) AS n FROM runs").fetchone()
+    by_id = {row["id"]: row for row in rows}
+    for i, params in enumerate(batch):
+        assert by_id[params["id"]]["input"] == HOSTILE_INPUTS[i]
+        assert by_id[params["id"]]["caller"] == f"USER#it's-{i}"
+        assert by_id[params["id"]]["webhook"] == {"url": "https://example.test/h?a='b'&c=%(d)s"}
+    assert count is not None and count["n"] >= len(batch) + WRITERS
+
+
+def test_a_group_prepares_its_statement_on_a_connection_that_lost_it(
+        db: ConnectionPool, settings: Settings, echo: Endpoint) -> None:
+    with psycopg.connect(settings.database_url, autocommit=True,
+                         row_factory=psycopg.rows.dict_row) as conn:
+        first = store.insert_runs(conn, [_params(echo, "USER#prep") for _ in range(3)])
+        # psycopg deallocates every prepared statement after a rollback, ours too.
+        conn.execute("DEALLOCATE ALL")
+        again = store.insert_runs(conn, [_params(echo, "USER#prep") for _ in range(2)])
+        with conn.transaction(), pytest.raises(RuntimeError, match="outside any transaction"):
+            store.insert_runs(conn, [_params(echo, "USER#prep")])
+    assert all(isinstance(a, datetime) for a in first + again)
+
+
+def test_a_group_waits_on_the_socket_once_or_twice_whatever_its_size(
+        db: ConnectionPool, settings: Settings, echo: Endpoint,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each wait on the socket gives the GIL to the process's other threads and waits
+    # for it back, while every accept of the group waits for this thread.
+    from psycopg import waiting
+
+    real_wait = waiting.wait
+    waits = [0]
+
+    def counting(gen: Any, fileno: int, *args: Any, **kwargs: Any) -> Any:
+        def counted() -> Any:
+            try:
+                state = next(gen)
+                while True:
+                    waits[0] += 1
+                    state = gen.send((yield state))
+            except StopIteration as done:
+                return done.value
+        return real_wait(counted(), fileno, *args, **kwargs)
+
+    with psycopg.connect(settings.database_url, autocommit=True,
+                         row_factory=psycopg.rows.dict_row) as conn:
+        store.insert_runs(conn, [_params(echo, "USER#waits")])  # prepared here
+        monkeypatch.setattr(waiting, "wait", counting)
+        answers = store.insert_runs(conn, [_params(echo, f"USER#waits-{n}") for n in range(40)])
+    assert all(isinstance(a, datetime) for a in answers)
+    assert 1 <= waits[0] <= 3, waits[0]

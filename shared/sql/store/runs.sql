@@ -82,6 +82,20 @@ SELECT (SELECT ok FROM under_cap) AS under_cap, (SELECT ok FROM funded) AS funde
        CASE WHEN (SELECT n FROM recorded) IS NOT NULL THEN checked.controls END AS controls
 FROM checked;
 
+-- name: prepare_insert_run
+-- Accepts written together (insert_runs): insert_run prepared in SQL, once a
+-- connection, with its parameters' types in the order execute_insert_run gives them.
+PREPARE monid_insert_run (text, text, bigint, text, text, text, text, json, text, bigint,
+                          bigint, integer, integer, bigint, integer, integer, integer, jsonb)
+AS
+
+-- name: execute_insert_run
+-- One run of a group of accepts, its values written in as literals (insert_runs).
+EXECUTE monid_insert_run (%(id)s, %(caller)s, %(api_key_id)s, %(provider)s,
+    %(provider_name)s, %(endpoint)s, %(adapter)s, %(input)s, %(price_type)s,
+    %(price_micros)s, %(flat_fee_micros)s, %(max_attempts)s, %(deadline_seconds)s,
+    %(hold_micros)s, %(max_results)s, %(cap)s, %(queue_timeout_seconds)s, %(webhook)s);
+
 -- name: lock_accepting_callers
 -- Accepts written together (insert_runs): each capped caller's advisory lock, in the
 -- order given, until the transaction ends.
