@@ -31,7 +31,8 @@ def test_objects_alive_at_start_up_leave_the_collectors_reach_and_new_ones_do_no
     set_aside = settle_heap("test")
 
     assert start_up_garbage() is None  # collected first, not set aside for ever
-    assert set_aside == gc.get_freeze_count() >= 1_000
+    # (Frozen objects still die when their last reference goes: the count may fall.)
+    assert set_aside >= 1_000
     tracked = {id(obj) for obj in gc.get_objects()}
     assert not any(id(obj) in tracked for obj in kept_at_start)
     made_later = [[n] for n in range(10)]
