@@ -23,6 +23,7 @@ from celery import Celery
 from kombu import Queue
 
 from shared.broker import Transport as BrokerTransport
+from shared.ids import random_uuid
 from shared.settings import FlowerSettings, Settings
 
 log = logging.getLogger("monid.queue")
@@ -203,11 +204,11 @@ class RunPublisher:
     def message(self, run_id: str, priority: int = 0, shadow: str | None = None) -> bytes:
         """The message for a run ID (a ULID: nothing in it needs escaping in JSON), with
         its priority and the name its task shows (see `task_name`)."""
-        task_id = str(uuid.uuid4())
+        task_id = str(random_uuid())
         body = base64.b64encode(_BODY_TEMPLATE.replace(_RUN, run_id).encode()).decode("ascii")
         return (self._template.replace(_TASK, task_id).replace(_BODY, body)
                 .replace(_QUOTED_SHADOW, json.dumps(shadow)).replace(_RUN, run_id)
-                .replace(_TAG, str(uuid.uuid4()))
+                .replace(_TAG, str(random_uuid()))
                 .replace(_PRIORITY_JSON, str(max(0, min(9, priority)))).encode())
 
     def _envelope(self) -> str:

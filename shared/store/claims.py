@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.db import Conn, json_param, query
+from shared.ids import random_uuid
 from shared.jsontext import dumps
 from shared.scheduling import Freed, Limits
 
@@ -83,7 +84,7 @@ def claim_run(conn: Conn, run_id: str, *, worker: str, lease_seconds: int,
     limits = limits or Limits()
     if not (limits.by_key or full_callers):  # nothing to wait for: the plain claim
         return claim_runs(conn, [run_id], worker=worker, lease_seconds=lease_seconds)[0]
-    token = uuid.uuid4()
+    token = random_uuid()
     row = conn.execute(query("claim_run_or_wait"), {
         "run_id": run_id, "worker": worker, "lease_seconds": lease_seconds,
         "lease_token": token, "full_callers": list(full_callers),
@@ -101,7 +102,7 @@ def claim_runs(conn: Conn, run_ids: Sequence[str], *, worker: str,
     """Take runs for this worker, each as `claim_run` takes it where nothing is to be
     waited for, in one statement: the claim of each, in the order given (None where
     there is nothing to take; a run given twice is taken once)."""
-    tokens = [uuid.uuid4() for _ in run_ids]
+    tokens = [random_uuid() for _ in run_ids]
     asked = dumps([[run_id, str(token)] for run_id, token in zip(run_ids, tokens, strict=True)])
     rows = conn.execute(query("claim_runs"), {
         "asked": asked, "worker": worker, "lease_seconds": lease_seconds,

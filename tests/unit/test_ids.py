@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -94,6 +96,45 @@ def test_the_lock_is_not_held_while_drawing_randomness(monkeypatch: pytest.Monke
     monkeypatch.setattr(ids, "_randomness", watched)
     new_run_id()
     assert held == [False]
+
+
+def test_ids_draw_from_the_os_once_for_hundreds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.urandom lets go of the GIL: under load each call waits for the process's other
+    threads. Run IDs, request IDs and message and lease UUIDs share a drawn buffer."""
+    draws: list[int] = []
+    urandom = os.urandom
+
+    def counted(n: int) -> bytes:
+        draws.append(n)
+        return urandom(n)
+
+    monkeypatch.setattr(ids, "_random", ids._RandomBytes())
+    monkeypatch.setattr(ids.os, "urandom", counted)
+    made = [new_run_id() for _ in range(300)] + [sane_request_id(None) for _ in range(100)]
+    uuids = [ids.random_uuid() for _ in range(100)]
+    assert len(draws) <= 2, draws
+    assert len(set(made)) == 400
+    assert len({u.int for u in uuids}) == 100
+    assert all(u.version == 4 and u.variant == uuid.RFC_4122 for u in uuids)
+    # Bytes handed out are never handed out again, across a refill too.
+    chunks = [ids.random_bytes(10) for _ in range(1_000)]
+    assert len(set(chunks)) == 1_000 and len(draws) >= 3
+
+
+def test_a_forked_child_does_not_hand_out_its_parents_random_bytes() -> None:
+    ids.random_bytes(1)  # a buffer drawn in the parent, with bytes left in it
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        os.close(reader)
+        os.write(writer, ids.random_bytes(32))
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        childs = pipe.read()
+    os.waitpid(child, 0)
+    assert len(childs) == 32
+    assert childs != ids.random_bytes(32)
 
 
 @pytest.mark.parametrize(("value", "expected"), [
