@@ -70,16 +70,21 @@ def _split(name: str) -> tuple[list[bytes], list[str]]:
     return [piece.encode() for piece in pieces[0::2]], pieces[1::2]
 
 
+def _filled(name: str, fill: Callable[[str], bytes]) -> bytes:
+    """The named query with each placeholder replaced by `fill(its name)`."""
+    texts, names = _split(name)
+    out = [texts[0]]
+    for param, text in zip(names, texts[1:], strict=True):
+        out += (fill(param), text)
+    return b"".join(out)
+
+
 def with_literals(name: str, params: dict[str, Any], literal: Callable[[Any], bytes]) -> bytes:
     """The named query with each parameter written in as a literal (`literal`: a
     transformer's `as_literal`, which quotes and escapes as psycopg's sql.Literal
     does): for statements sent together in one simple query, which takes no
     parameters."""
-    texts, names = _split(name)
-    out = [texts[0]]
-    for param, text in zip(names, texts[1:], strict=True):
-        out += (literal(params[param]), text)
-    return b"".join(out)
+    return _filled(name, lambda param: literal(params[param]))
 
 
 def prepared_as(prepare: str, name: str, order: str) -> bytes:
@@ -87,11 +92,8 @@ def prepared_as(prepare: str, name: str, order: str) -> bytes:
     placeholders numbered in the order the named query `order` gives them (the
     `EXECUTE` that runs it)."""
     positions = {param: n for n, param in enumerate(_split(order)[1], start=1)}
-    texts, names = _split(name)
-    out = [texts[0]]
-    for param, text in zip(names, texts[1:], strict=True):
-        out += (f"${positions[param]}".encode(), text)
-    return queries()[prepare].encode() + b" " + b"".join(out)
+    return (queries()[prepare].encode() + b" "
+            + _filled(name, lambda param: f"${positions[param]}".encode()))
 
 
 def json_param(value: Any) -> Json | None:

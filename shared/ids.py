@@ -44,6 +44,8 @@ class _RandomBytes:
         self._buffer, self._used = b"", 0
 
     def take(self, n: int) -> bytes:
+        if n > self.SIZE:
+            return os.urandom(n)
         while True:
             with self._lock:
                 if self._used + n <= len(self._buffer):
@@ -59,7 +61,7 @@ _random = _RandomBytes()
 
 
 def random_bytes(n: int) -> bytes:
-    """`n` bytes from the operating system's random source (n up to 4096)."""
+    """`n` bytes from the operating system's random source."""
     return _random.take(n)
 
 

@@ -119,6 +119,7 @@ def test_ids_draw_from_the_os_once_for_hundreds(monkeypatch: pytest.MonkeyPatch)
     # Bytes handed out are never handed out again, across a refill too.
     chunks = [ids.random_bytes(10) for _ in range(1_000)]
     assert len(set(chunks)) == 1_000 and len(draws) >= 3
+    assert len(ids.random_bytes(5_000)) == 5_000  # more than a buffer: drawn for itself
 
 
 def test_a_forked_child_does_not_hand_out_its_parents_random_bytes() -> None:
