@@ -268,9 +268,8 @@ def test_a_groups_values_are_stored_exactly_whatever_they_hold(
 
 
 def test_a_group_prepares_its_statement_on_a_connection_that_lost_it(
-        db: ConnectionPool, settings: Settings, echo: Endpoint) -> None:
-    with psycopg.connect(settings.database_url, autocommit=True,
-                         row_factory=psycopg.rows.dict_row) as conn:
+        make_accepts: Callable[[], Accepts], echo: Endpoint) -> None:
+    with autocommit(make_accepts().pool) as conn:  # a pool of its own, as a web process's
         first = store.insert_runs(conn, [_params(echo, "USER#prep") for _ in range(3)])
         # psycopg deallocates every prepared statement after a rollback, ours too.
         conn.execute("DEALLOCATE ALL")
@@ -281,7 +280,7 @@ def test_a_group_prepares_its_statement_on_a_connection_that_lost_it(
 
 
 def test_a_group_waits_on_the_socket_once_or_twice_whatever_its_size(
-        db: ConnectionPool, settings: Settings, echo: Endpoint,
+        make_accepts: Callable[[], Accepts], echo: Endpoint,
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Each wait on the socket gives the GIL to the process's other threads and waits
     # for it back, while every accept of the group waits for this thread.
@@ -301,8 +300,7 @@ def test_a_group_waits_on_the_socket_once_or_twice_whatever_its_size(
                 return done.value
         return real_wait(counted(), fileno, *args, **kwargs)
 
-    with psycopg.connect(settings.database_url, autocommit=True,
-                         row_factory=psycopg.rows.dict_row) as conn:
+    with autocommit(make_accepts().pool) as conn:
         store.insert_runs(conn, [_params(echo, "USER#waits")])  # prepared here
         monkeypatch.setattr(waiting, "wait", counting)
         answers = store.insert_runs(conn, [_params(echo, f"USER#waits-{n}") for n in range(40)])
