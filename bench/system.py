@@ -241,6 +241,16 @@ def main(argv: list[str] | None = None) -> Report:
         if args.against == "naive":
             naive.append(naive_round(args, log_dir))
             _line("naive", naive[-1])
+    report = summarize(rounds, naive, args)
+    report.print()
+    report.write(args.json)
+    return report
+
+
+def summarize(rounds: list[dict[str, Any]], naive: list[dict[str, Any]],
+              args: argparse.Namespace) -> Report:
+    """The summary of the rounds (`_push`'s figures), against the naive reference's when
+    it was pushed too."""
     report = Report("system")
 
     def values(name: str, found: list[dict[str, Any]] = rounds) -> list[float]:
@@ -276,8 +286,6 @@ def main(argv: list[str] | None = None) -> Report:
                         f"{args.concurrency} threads a process, "
                         f"{args.connections} connections for {args.duration:g} s, "
                         f"median runs {med(values('runs')):.0f}")
-    report.print()
-    report.write(args.json)
     return report
 
 

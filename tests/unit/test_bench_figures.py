@@ -68,3 +68,33 @@ def test_only_loopback_targets_are_loaded() -> None:
     with pytest.raises(SystemExit, match="only http"):
         check_loopback("https://127.0.0.1/")
     assert check_loopback("http://127.0.0.1:8000/healthz") == ("127.0.0.1", 8000)
+
+
+def _round(p99: float, completed: float, statuses: dict[str, int] | None = None) -> dict:
+    return {"accepted_per_s": 2 * completed, "completed_per_s": completed, "runs": 1000.0,
+            "p99_ms": p99, "p50_ms": p99 / 4, "errors": 0,
+            "statuses": statuses or {"COMPLETED": 1000},
+            "cpu_ms": {"worker": 1.0, "web": 0.9, "postgres": 0.4}, "wal_per_run": 3072.0}
+
+
+def test_system_summary_holds_the_tail_to_its_bar_on_the_median_round() -> None:
+    from argparse import Namespace
+
+    from bench.system import P99_TARGET_MS, summarize
+
+    args = Namespace(workers=1, concurrency=200, connections=64, duration=20.0)
+    figures = {f.figure: f for f in summarize(
+        [_round(200.0, 700.0), _round(310.0, 720.0), _round(240.0, 710.0)],
+        [_round(250.0, 450.0), _round(300.0, 460.0), _round(230.0, 470.0)], args).figures}
+    tail = figures["accept p99 under the push (ms)"]
+    assert P99_TARGET_MS == 250.0
+    assert (tail.value, tail.target, tail.met) == ("240.0 (200.0-310.0 over 3)", "< 250", True)
+    assert tail.baseline == "naive 250.0 (230.0-300.0 over 3)"
+    assert figures["runs completed / s"].met is True
+
+    failed = {"COMPLETED": 990, "FAILED": 10}
+    rounds = [_round(260.0, 700.0), _round(250.0, 700.0), _round(100.0, 300.0, failed)]
+    found = {f.figure: f for f in summarize(rounds, [], args).figures}
+    assert found["accept p99 under the push (ms)"].met is False  # 250 is not under 250
+    assert found["accept p99 under the push (ms)"].baseline == ""
+    assert found["runs not COMPLETED"].value == "10" and found["runs not COMPLETED"].met is False
