@@ -44,6 +44,7 @@ from bench import pyspy
 from bench.common import (
     BENCH_CALLER,
     ECHO_BODY,
+    REDIS_DBS,
     CpuMeter,
     Report,
     echo_endpoint,
@@ -65,7 +66,7 @@ from shared import store
 from shared.ids import new_run_id
 from tests.processes import child_pids
 
-REDIS_DB = 11
+REDIS_DB = REDIS_DBS["accept"]
 # The parts of POST /v1/run a profile is broken down into: (label, function[@file part]).
 PARTS = [
     ("gunicorn: the request, parsed, handled and answered", "handle_request@gthread"),

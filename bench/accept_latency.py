@@ -23,6 +23,7 @@ import psycopg
 import redis
 import requests
 
+from bench.common import REDIS_DBS, redis_url
 from shared import keys, store
 from shared.db import make_pool, migrate, transaction
 from tests.processes import start_web
@@ -49,8 +50,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     admin = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    redis_url = urlunsplit(urlsplit(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-                           ._replace(path="/13"))
+    broker = redis_url(REDIS_DBS["accept_latency"])
     name = f"monid_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -65,7 +65,7 @@ def main() -> None:
             store.insert_api_key(conn, user_id="bench", label=None, mode="live",
                                  key_prefix=keys.display_prefix(key), key_hash=keys.hash_key(key))
         pool.close()
-        env = {"DATABASE_URL": url, "REDIS_URL": redis_url, "LOG_LEVEL": "WARNING",
+        env = {"DATABASE_URL": url, "REDIS_URL": broker, "LOG_LEVEL": "WARNING",
                # 3 x 1000 runs with no worker: measure the path, not the limits.
                "RATE_LIMIT_PER_MINUTE": "10000000", "MAX_RUNS_IN_FLIGHT": "0"}
         web, base = start_web(env, Path(tempfile.mkdtemp()))
@@ -82,7 +82,7 @@ def main() -> None:
             accept_p50.append(statistics.median(accept))
             accept_p99.append(_p(accept, 0.99))
             health_p50.append(statistics.median(health))
-            redis.Redis.from_url(redis_url).flushdb()
+            redis.Redis.from_url(broker).flushdb()
         med = statistics.median
         print(f"machine: {os.cpu_count()} cores; {args.repeat} x {args.requests} requests, "
               "one client, keep-alive")
@@ -96,7 +96,7 @@ def main() -> None:
             web.stop()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        redis.Redis.from_url(redis_url).flushdb()
+        redis.Redis.from_url(broker).flushdb()
 
 
 if __name__ == "__main__":

@@ -148,6 +148,16 @@ def log(message: str) -> None:
 # --- servers ------------------------------------------------------------------------------
 
 
+# Each benchmark's Redis database, which it flushes when it starts. None is one of the
+# tests' (TEST_REDIS_DBS in tests/conftest.py, one per pytest-xdist worker): a benchmark
+# that a test runs must not share its queue with another test's worker, which would take
+# the benchmark's runs and find them in no database of its own. Nor is any 0, where a
+# development server's data is.
+REDIS_DBS = {"accept": 11, "accept_latency": 11, "throughput": 1, "inflight": 1,
+             "polling": 2, "webhooks": 3, "results": 4, "system": 5, "fairness": 15,
+             "publish": 15}
+
+
 def redis_url(db: int) -> str:
     base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     return urlunsplit(urlsplit(base)._replace(path=f"/{db}"))

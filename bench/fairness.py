@@ -23,6 +23,7 @@ import psycopg
 import requests
 
 from bench.common import (
+    REDIS_DBS,
     Report,
     flush,
     install_cleanup,
@@ -39,7 +40,7 @@ from shared import keys, store
 from shared.db import make_pool, transaction
 from tests.processes import start_worker
 
-BENCH_REDIS_DB = 12
+BENCH_REDIS_DB = REDIS_DBS["fairness"]
 PROBE = {"provider": "demo", "endpoint": "/echo", "input": {"probe": True}}
 
 

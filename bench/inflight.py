@@ -24,12 +24,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import redis
 
-from bench.common import scratch_database
+from bench.common import REDIS_DBS, redis_url, scratch_database
 from shared import store
 from shared.catalog import load_catalog
 from shared.db import make_pool, transaction
@@ -103,7 +102,7 @@ def wait_all_ended(url: str, count: int, timeout: float) -> float:
     raise SystemExit(f"runs did not end within {timeout} s")
 
 
-def http_scenario(args: argparse.Namespace, redis_url: str, log_dir: Path) -> None:
+def http_scenario(args: argparse.Namespace, broker: str, log_dir: Path) -> None:
     with FakeJsonApi() as api, scratch_database() as url:
         api.delay = args.delay
         catalog_dir = log_dir / "catalog"
@@ -117,7 +116,7 @@ def http_scenario(args: argparse.Namespace, redis_url: str, log_dir: Path) -> No
                            "deadlineSeconds": 600,
                            "call": {"method": "POST", "baseUrl": api.base_url,
                                     "path": "/answer", "timeoutSeconds": 120}}]}))
-        env = {"DATABASE_URL": url, "REDIS_URL": redis_url, "CATALOG_DIR": str(catalog_dir),
+        env = {"DATABASE_URL": url, "REDIS_URL": broker, "CATALOG_DIR": str(catalog_dir),
                "WORKER_CONCURRENCY": str(args.concurrency), "LOG_LEVEL": "WARNING"}
         worker = start_worker(env, log_dir, concurrency=args.concurrency)
         try:
@@ -147,10 +146,10 @@ def http_scenario(args: argparse.Namespace, redis_url: str, log_dir: Path) -> No
     print(f"  end states: {statuses}")
 
 
-def apify_scenario(args: argparse.Namespace, redis_url: str, log_dir: Path) -> None:
+def apify_scenario(args: argparse.Namespace, broker: str, log_dir: Path) -> None:
     with FakeApify(token="bench") as apify, scratch_database() as url:
         apify.add_actor("apidojo~tweet-scraper", run_seconds=10, items=[{"id": "1"}])
-        env = {"DATABASE_URL": url, "REDIS_URL": redis_url, "APIFY_API_BASE_URL": apify.base_url,
+        env = {"DATABASE_URL": url, "REDIS_URL": broker, "APIFY_API_BASE_URL": apify.base_url,
                "APIFY_TOKEN": "bench", "WORKER_CONCURRENCY": "50", "LOG_LEVEL": "WARNING"}
         worker = start_worker(env, log_dir, concurrency=50)
         try:
@@ -187,17 +186,16 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=2.0)
     parser.add_argument("--apify", type=int, default=500)
     args = parser.parse_args()
-    redis_url = urlunsplit(urlsplit(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-                           ._replace(path="/12"))
-    redis.Redis.from_url(redis_url).flushdb()
+    broker = redis_url(REDIS_DBS["inflight"])
+    redis.Redis.from_url(broker).flushdb()
     log_dir = Path(tempfile.mkdtemp(prefix="monid-bench-"))
     print(f"machine: {os.cpu_count()} cores, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB")
-    http_scenario(args, redis_url, log_dir)
-    redis.Redis.from_url(redis_url).flushdb()
+    http_scenario(args, broker, log_dir)
+    redis.Redis.from_url(broker).flushdb()
     if args.apify:
-        apify_scenario(args, redis_url, log_dir)
-    redis.Redis.from_url(redis_url).flushdb()
+        apify_scenario(args, broker, log_dir)
+    redis.Redis.from_url(broker).flushdb()
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from bench.common import (
     ECHO_BODY,
     NOOP_COUNT,
     NOOP_LATENCY,
+    REDIS_DBS,
     Report,
     copy_runs,
     echo_endpoint,
@@ -66,7 +67,7 @@ from shared.queue import make_publisher
 from shared.settings import load_settings
 from tests.processes import Process, start_worker
 
-REDIS_DB = 9
+REDIS_DB = REDIS_DBS["polling"]
 SAMPLE = 20_000
 
 

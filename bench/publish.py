@@ -34,11 +34,12 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from kombu import Connection, Exchange, Producer
 
+from bench.common import REDIS_DBS
 from shared.broker import Transport
 from shared.ids import new_run_id
 from shared.queue import PRIORITY_SEPARATOR, PRIORITY_STEPS, QUEUE, TASK_RUN, RunPublisher
 
-REDIS_DB = 12
+REDIS_DB = REDIS_DBS["publish"]
 
 
 def _cpu() -> float:

@@ -20,7 +20,7 @@ and other callers' latency while it serves large downloads, and the download rat
    times each: MB/s of the body (median and spread).
 
 Needs DATABASE_URL (an admin URL: a scratch database is made and dropped), REDIS_URL
-(database 13 of it is used and flushed) and curl.
+(its database `bench.common.REDIS_DBS["results"]` is used and flushed) and curl.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import requests
 
 from bench.common import (
     BENCH_CALLER,
+    REDIS_DBS,
     Report,
     flush,
     install_cleanup,
@@ -65,7 +66,7 @@ from tests.processes import child_pids, start_web, start_worker
 from worker.providers.base import ProviderResult
 from worker.results import ResultWriter
 
-REDIS_DB = 13
+REDIS_DB = REDIS_DBS["results"]
 MB = 1_000_000
 ITEM_BYTES = 500
 WORKER_TARGET_MB = 400

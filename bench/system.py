@@ -32,6 +32,7 @@ import psycopg
 from bench.common import (
     ADMIN_URL,
     ECHO_BODY,
+    REDIS_DBS,
     ROOT,
     CpuMeter,
     Report,
@@ -56,7 +57,7 @@ except ImportError:  # a tree from before the launcher, measured for comparison
         return os.cpu_count() or 1
 from tests.processes import Process, child_pids, free_port, start_worker, wait_http
 
-BENCH_REDIS_DB = 13
+BENCH_REDIS_DB = REDIS_DBS["system"]
 # The bar for the accept's tail while the push runs (on the median of the rounds).
 P99_TARGET_MS = 250.0
 

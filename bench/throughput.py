@@ -43,6 +43,7 @@ from celery import Celery
 from bench.common import (
     BENCH_CALLER,
     NOOP_COUNT,
+    REDIS_DBS,
     Report,
     copy_runs,
     cpu_of,
@@ -62,7 +63,7 @@ from shared.queue import QUEUE, enqueue_run, make_publisher
 from shared.settings import load_settings
 from tests.processes import Process, start_worker
 
-REDIS_DB = 10
+REDIS_DB = REDIS_DBS["throughput"]
 
 
 def publish(env: dict[str, str], items: list[str], threads: int,

@@ -43,6 +43,7 @@ from bench.common import (
     BENCH_CALLER,
     ECHO_BODY,
     NOOP_COUNT,
+    REDIS_DBS,
     Report,
     copy_runs,
     echo_endpoint,
@@ -68,7 +69,7 @@ from tests.fakes.receiver import Receiver
 from tests.helpers import insert_standing_webhook
 from tests.processes import Process, start_worker
 
-REDIS_DB = 8
+REDIS_DB = REDIS_DBS["webhooks"]
 
 
 def _worker(env: dict[str, str], log_dir: Path, concurrency: int,

@@ -23,7 +23,7 @@ from tests.fakes.jsonapi import FakeJsonApi
 from tests.helpers import KeyMaker
 
 # The Redis database of each pytest-xdist worker (gw0, gw1, ...), or of a run without
-# workers; 11 is the benchmarks' (bench/accept.py).
+# workers; the benchmarks' are others (bench.common.REDIS_DBS).
 TEST_REDIS_DBS = (14, 13, 12, 10, 9, 8, 7, 6)
 # Each folder's tier, as a marker: `pytest -m unit`, `-m "not e2e and not chaos"`...
 TIERS = {"unit": "unit", "fakes": "unit", "integration": "integration", "e2e": "e2e",

@@ -98,3 +98,22 @@ def test_system_summary_holds_the_tail_to_its_bar_on_the_median_round() -> None:
     assert found["accept p99 under the push (ms)"].met is False  # 250 is not under 250
     assert found["accept p99 under the push (ms)"].baseline == ""
     assert found["runs not COMPLETED"].value == "10" and found["runs not COMPLETED"].met is False
+
+
+def test_no_benchmark_shares_a_redis_database_with_the_tests() -> None:
+    """A benchmark run by a test (tests/e2e/test_bench_smoke.py) once shared database 13
+    with the second test worker: that worker's Celery worker took the benchmark's run,
+    found it in no database of its own and let it go, and the run waited for the
+    sweeper's republish (4.5 minutes of a test of seconds)."""
+    import importlib
+
+    from bench.common import REDIS_DBS
+    from tests.conftest import TEST_REDIS_DBS
+
+    assert not set(REDIS_DBS.values()) & set(TEST_REDIS_DBS)
+    assert 0 not in REDIS_DBS.values() and all(0 < db < 16 for db in REDIS_DBS.values())
+    for name, db in REDIS_DBS.items():
+        module = importlib.import_module(f"bench.{name}")
+        used = {getattr(module, attr) for attr in ("REDIS_DB", "BENCH_REDIS_DB")
+                if hasattr(module, attr)}
+        assert used <= {db}, name
