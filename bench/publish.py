@@ -29,12 +29,11 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from kombu import Connection, Exchange, Producer
 
-from bench.common import REDIS_DBS
+from bench.common import REDIS_DBS, redis_url
 from shared.broker import Transport
 from shared.ids import new_run_id
 from shared.queue import PRIORITY_SEPARATOR, PRIORITY_STEPS, QUEUE, TASK_RUN, RunPublisher
@@ -86,7 +85,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--batch", type=int, default=50)
     args = parser.parse_args()
-    url = urlunsplit(urlsplit(os.environ["REDIS_URL"])._replace(path=f"/{REDIS_DB}"))
+    url = redis_url(REDIS_DB)
     client = redis.Redis.from_url(url)
     template = RunPublisher(client)
     via_kombu = kombu_publisher(url)
