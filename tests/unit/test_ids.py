@@ -122,6 +122,9 @@ def test_ids_draw_from_the_os_once_for_hundreds(monkeypatch: pytest.MonkeyPatch)
     assert len(ids.random_bytes(5_000)) == 5_000  # more than a buffer: drawn for itself
 
 
+# The child only draws, writes to a pipe and leaves: none of the parent's other threads'
+# locks are taken, which is what the warning is about.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_does_not_hand_out_its_parents_random_bytes() -> None:
     ids.random_bytes(1)  # a buffer drawn in the parent, with bytes left in it
     reader, writer = os.pipe()
