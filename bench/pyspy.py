@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -50,15 +51,16 @@ def record(pids: Iterable[int], out_dir: Path, duration: float, mode: str = "gil
     return procs
 
 
+# Where a frame's file is a library's: what follows is its name within the library.
+_LIBRARY = re.compile(r".*(?:site-packages/|lib/python3\.\d+t?/)")
+
+
 def _short(name: str, path: str) -> str:
-    for marker in ("site-packages/", "lib/python3.11/", "lib/python3"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            break
-    else:
+    shortened = _LIBRARY.sub("", path, count=1)
+    if shortened == path:
         with contextlib.suppress(ValueError):
-            path = str(Path(path).resolve().relative_to(ROOT))
-    return f"{name} ({path})"
+            shortened = str(Path(path).resolve().relative_to(ROOT))
+    return f"{name} ({shortened})"
 
 
 def summarize(files: Iterable[Path], top: int = 25, within: str | None = None
