@@ -39,6 +39,8 @@ def _optional(name: str) -> ModuleType:
             return importlib.import_module(name)
     except ImportError as exc:
         raise EmbeddedUnavailable(INSTALL_HINT) from exc
+    except RuntimeError as exc:  # the package refuses its environment (a version asked for)
+        raise EmbeddedUnavailable(f"{name.partition('.')[0]} cannot start: {exc}") from exc
 
 
 def free_port() -> int:

@@ -82,6 +82,15 @@ def test_a_folder_of_a_postgres_it_cannot_run_is_refused_clearly(tmp_path: Path)
     assert sorted(p.name for p in folder.iterdir()) == ["PG_VERSION"]  # nothing started
 
 
+def test_a_postgresql_version_the_package_refuses_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / ".monid" / "postgres").mkdir(parents=True)
+    done = monidctl("migrate", env={"PGSERVER_POSTGRES_VERSION": "15"}, cwd=tmp_path,
+                    unset=("DATABASE_URL", "REDIS_URL"))
+    assert done.returncode == 1
+    assert "cannot start: Unsupported Postgres version: 15" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_pg_dump_falls_back_on_the_newest_bundled_one(monkeypatch: pytest.MonkeyPatch) -> None:
     bundled = bundled_postgres_bin()
     assert bundled is not None
