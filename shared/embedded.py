@@ -74,15 +74,17 @@ class EmbeddedPostgres:
 
 def start_postgres(data_dir: Path, *, keep_running: bool = False) -> EmbeddedPostgres:
     """A PostgreSQL server on a unix socket in `data_dir` (made on first use, with the
-    newest PostgreSQL the package ships; a folder made before runs on its own version)."""
+    package's target version: its newest unless PGSERVER_POSTGRES_VERSION names another;
+    a folder made before runs on its own version)."""
     pgserver = _optional(POSTGRES_PACKAGE)
     data_dir.mkdir(parents=True, exist_ok=True)
     made_with = pgserver.pgdata_version(data_dir)
     version = pgserver.TARGET_POSTGRES_VERSION if made_with is None else made_with
-    if version not in postgres_versions():
+    runnable = postgres_versions()
+    if version not in runnable:
         raise EmbeddedUnavailable(
             f"the data in {data_dir} is PostgreSQL {made_with}'s, and the embedded PostgreSQL "
-            f"runs {' and '.join(map(str, postgres_versions()))}: upgrade that folder with "
+            f"runs {' and '.join(map(str, runnable))}: upgrade that folder with "
             f"PostgreSQL's pg_upgrade, or move it away to start afresh")
     server = pgserver.get_server(str(data_dir), cleanup_mode=None if keep_running else "stop",
                                  postgres_version=version)
