@@ -45,7 +45,6 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     broker = redis_url(REDIS_DBS["accept_latency"])
-    web = None
     try:
         with scratch_database() as url:
             key, _ = seed_key(url)
