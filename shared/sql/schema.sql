@@ -1045,7 +1045,7 @@ CREATE INDEX runs_open ON public.runs USING btree (next_attempt_at) WHERE (compl
 
 CREATE INDEX runs_waiting ON public.runs USING btree (waiting_for, caller, id) WHERE (waiting_for IS NOT NULL);
 
-CREATE INDEX webhook_deliveries_due ON public.webhook_deliveries USING btree (next_attempt_at) WHERE (status = 'PENDING'::text);
+CREATE INDEX webhook_deliveries_due_by_caller ON public.webhook_deliveries USING btree (caller, next_attempt_at) WHERE (status = 'PENDING'::text);
 
 CREATE INDEX webhook_deliveries_endpoint ON public.webhook_deliveries USING btree (endpoint_id, id) WHERE (endpoint_id IS NOT NULL);
 

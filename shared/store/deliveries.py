@@ -38,7 +38,9 @@ class RecordedTry:
 
 
 def publish_due_deliveries(conn: Conn, *, hold_seconds: float, limit: int) -> list[str]:
-    """Due deliveries nobody holds or published lately, marked published: their IDs."""
+    """Due deliveries nobody holds or published lately, marked published: their IDs,
+    in turns among the callers who have any (each one's oldest first), the order to
+    publish them in."""
     rows = conn.execute(query("publish_due_deliveries"),
                         {"hold_seconds": hold_seconds, "limit": limit}).fetchall()
     return [r["id"] for r in rows]

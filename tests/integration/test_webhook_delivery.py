@@ -2,11 +2,13 @@
 receiver of our own that verifies each with the `standardwebhooks` library: the lease
 (one sender at a time, duplicates do nothing), the retry schedule to FAILED, 410
 switching a standing webhook off, redirects logged and not followed, addresses checked
-at send time; publishing by notification and by the sweeper; /metrics."""
+at send time; publishing by notification and by the sweeper, in turns among callers;
+/metrics."""
 
 from __future__ import annotations
 
 import dataclasses
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -590,3 +592,74 @@ def test_deliveries_handed_back_for_want_of_a_slot_are_published_again_within_a_
         listener.stop()
     assert published == [ids[1]]
     assert one.deliver(ids[1]).status == "DELIVERED"
+
+
+def due_as(pool: ConnectionPool, delivery_id: str, caller: str, seconds_ago: float) -> None:
+    """The delivery made another caller's, due `seconds_ago` (a retry come due)."""
+    with transaction(pool) as conn:
+        conn.execute("UPDATE webhook_deliveries SET caller = %s,"
+                     " next_attempt_at = now() - make_interval(secs => %s) WHERE id = %s",
+                     (caller, seconds_ago, delivery_id))
+
+
+def test_due_deliveries_are_published_in_turns_among_callers(
+        db: ConnectionPool, receiver: Receiver) -> None:
+    ids = [the_delivery(db, end_run_with_webhook(db, receiver.url()))["id"] for _ in range(8)]
+    a = ids[:6]  # a backlog of one caller's retries, due long before the others'
+    for n, delivery_id in enumerate(a):
+        due_as(db, delivery_id, CALLER, 600 - n)
+    b, c = ids[6], ids[7]
+    due_as(db, b, "USER#b", 1)
+    due_as(db, c, "USER#c", 2)
+    with transaction(db) as conn:  # a share of ceil(4 / 3) = 2 each; each one's first first
+        assert deliveries.publish_due_deliveries(conn, hold_seconds=30, limit=4) == [
+            a[0], c, b, a[1]]
+    with transaction(db) as conn:  # the others have none left due: the backlog goes on
+        assert deliveries.publish_due_deliveries(conn, hold_seconds=30, limit=10) == a[2:]
+    with transaction(db) as conn:
+        assert deliveries.publish_due_deliveries(conn, hold_seconds=30, limit=10) == []
+
+
+def test_a_callers_backlog_of_retries_to_a_receiver_that_hangs_holds_back_no_other_caller(
+        db: ConnectionPool, wh_settings: Settings, receiver: Receiver) -> None:
+    """30 retries of one caller, due for a minute, to a receiver that takes a second to
+    answer; then one of another caller's. A process sending 2 tries at once, fed by the
+    listener: published oldest due first, the other caller's waited for the whole
+    backlog (15 s); in turns, it goes out with the first tries."""
+    settings = dataclasses.replace(wh_settings, webhook_max_in_flight=2)
+    sender = Deliverer(settings, db, name="narrow")
+    receiver.answer = lambda got: Answer(200, delay=1.0) if got.path == "/slow" else Answer()
+    backlog = [the_delivery(db, end_run_with_webhook(db, receiver.url("/slow")))["id"]
+               for _ in range(30)]
+    for delivery_id in backlog:
+        due_as(db, delivery_id, CALLER, 60)
+    other = the_delivery(db, end_run_with_webhook(db, receiver.url("/quick")))["id"]
+    due_as(db, other, "USER#b", 1)
+    messages: queue.Queue[str | None] = queue.Queue()  # the broker, in publishing order
+
+    def consume() -> None:  # a worker's threads taking messages as they come
+        while (delivery_id := messages.get()) is not None:
+            sender.deliver(delivery_id)
+
+    consumers = [threading.Thread(target=consume) for _ in range(4)]
+    listener = DeliveryListener(settings, db, messages.put, handed_back=sender.handed_back)
+    started = time.monotonic()
+    for consumer in consumers:
+        consumer.start()
+    listener.start()
+    try:
+        deadline = started + 10
+        while reread(db, other)["status"] != "DELIVERED" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        took = time.monotonic() - started
+        assert reread(db, other)["status"] == "DELIVERED", "held back behind the backlog"
+        slow_sent = sum(1 for r in receiver.received if r.path == "/slow")
+    finally:
+        listener.stop()
+        receiver.release.set()  # the tries under way answer at once
+        for _ in consumers:
+            messages.put(None)
+        for consumer in consumers:
+            consumer.join(timeout=10)
+    assert took < 4, f"the other caller's retry went out after {took:.1f} s"
+    assert slow_sent < 10  # most of the backlog was still to go when it did

@@ -3,17 +3,56 @@
 
 -- name: publish_due_deliveries
 -- Due deliveries that nobody holds and whose message is not on its way (or was lost):
--- marked as published for `hold_seconds`, oldest due first, at most `limit`.
-UPDATE webhook_deliveries d
-SET lease_until = now() + make_interval(secs => %(hold_seconds)s), lease_token = NULL
-WHERE d.id IN (
-    SELECT id FROM webhook_deliveries
-    WHERE status = 'PENDING' AND next_attempt_at <= now()
-      AND (lease_until IS NULL OR lease_until < now())
-    ORDER BY next_attempt_at
+-- marked as published for `hold_seconds`, at most `limit`, in turns among the callers
+-- who have any: each one's oldest due first, then each one's second, and so on (a
+-- caller's share of the batch is `limit` over the number of callers with deliveries
+-- due), so that no caller's backlog holds back another's retries. Answered in that
+-- order, which is the order they are to be published in. The callers with deliveries
+-- pending are found by skipping through the index of them by caller.
+WITH RECURSIVE callers AS (
+    (SELECT caller FROM webhook_deliveries WHERE status = 'PENDING'
+     ORDER BY caller LIMIT 1)
+    UNION ALL
+    SELECT (SELECT d.caller FROM webhook_deliveries d
+            WHERE d.status = 'PENDING' AND d.caller > c.caller
+            ORDER BY d.caller LIMIT 1)
+    FROM callers c
+    WHERE c.caller IS NOT NULL
+), due_callers AS MATERIALIZED (
+    SELECT c.caller FROM callers c
+    WHERE c.caller IS NOT NULL AND EXISTS (
+        SELECT 1 FROM webhook_deliveries d
+        WHERE d.caller = c.caller AND d.status = 'PENDING' AND d.next_attempt_at <= now()
+          AND (d.lease_until IS NULL OR d.lease_until < now()))
+), share AS (
+    SELECT ceil(%(limit)s::numeric / greatest(count(*), 1))::int AS n FROM due_callers
+), picked AS MATERIALIZED (
+    SELECT p.id, p.next_attempt_at,
+           row_number() OVER (PARTITION BY c.caller ORDER BY p.next_attempt_at, p.id) AS turn
+    FROM due_callers c CROSS JOIN share
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.next_attempt_at FROM webhook_deliveries d
+        WHERE d.caller = c.caller AND d.status = 'PENDING' AND d.next_attempt_at <= now()
+          AND (d.lease_until IS NULL OR d.lease_until < now())
+        ORDER BY d.next_attempt_at, d.id
+        LIMIT share.n) p
+    ORDER BY turn, p.next_attempt_at, p.id
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED)
-RETURNING d.id;
+), locked AS (
+    SELECT d.id FROM webhook_deliveries d
+    WHERE d.id IN (SELECT id FROM picked)
+      AND d.status = 'PENDING' AND d.next_attempt_at <= now()
+      AND (d.lease_until IS NULL OR d.lease_until < now())
+    FOR UPDATE SKIP LOCKED
+), marked AS (
+    UPDATE webhook_deliveries d
+    SET lease_until = now() + make_interval(secs => %(hold_seconds)s), lease_token = NULL
+    FROM locked
+    WHERE d.id = locked.id
+    RETURNING d.id
+)
+SELECT m.id FROM marked m JOIN picked p ON p.id = m.id
+ORDER BY p.turn, p.next_attempt_at, p.id;
 
 -- name: publish_deliveries_of
 -- As publish_due_deliveries, among the deliveries of the events `keys` names, or the
