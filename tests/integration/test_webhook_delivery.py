@@ -620,6 +620,33 @@ def test_due_deliveries_are_published_in_turns_among_callers(
         assert deliveries.publish_due_deliveries(conn, hold_seconds=30, limit=10) == []
 
 
+def test_publishers_at_once_publish_each_due_delivery_once(
+        db: ConnectionPool, receiver: Receiver) -> None:
+    """The sweepers and listeners of many processes publish at the same moment: every
+    due delivery of every caller is published by one of them, once."""
+    ids = [the_delivery(db, end_run_with_webhook(db, receiver.url()))["id"] for _ in range(60)]
+    for n, delivery_id in enumerate(ids):
+        due_as(db, delivery_id, f"USER#{n % 5}", n)
+    published: list[str] = []
+    start = threading.Barrier(6)
+
+    def publish() -> None:
+        start.wait()
+        for _ in range(4):
+            with transaction(db) as conn:
+                published.extend(deliveries.publish_due_deliveries(conn, hold_seconds=30,
+                                                                   limit=7))
+
+    threads = [threading.Thread(target=publish) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with transaction(db) as conn:  # what 24 batches of 7 left, if any
+        published.extend(deliveries.publish_due_deliveries(conn, hold_seconds=30, limit=100))
+    assert sorted(published) == sorted(ids)
+
+
 def test_a_callers_backlog_of_retries_to_a_receiver_that_hangs_holds_back_no_other_caller(
         db: ConnectionPool, wh_settings: Settings, receiver: Receiver) -> None:
     """30 retries of one caller, due for a minute, to a receiver that takes a second to
