@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -46,14 +45,6 @@ def limited(apps: Callable[..., list[Flask]]) -> list[Flask]:
     return apps(rate_limit_per_minute=5, max_runs_in_flight=3)
 
 
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The rate limiter's clock, stopped 20 s into a window (set [0] to move it)."""
-    now = [(time.time() // 60 + 1) * 60 + 20]
-    monkeypatch.setattr(ratelimit, "time", types.SimpleNamespace(time=lambda: now[0]))
-    return now
-
-
 def hit(app: Flask, key_id: int | str, limit: int) -> ratelimit.Quota | None:
     """One request of `key_id` against `limit`, straight to the limiter: its quota, or
     ApiError when refused."""
@@ -69,7 +60,8 @@ def echo(app: Flask, key: str) -> Any:
 
 
 def test_a_key_over_its_limit_gets_429_with_the_headers(limited: list[Flask], key: str,
-                                                        make_key: KeyMaker) -> None:
+                                                        make_key: KeyMaker,
+                                                        clock: list[float]) -> None:
     one, two = limited
     answers = [one.test_client().get("/v1/runs", headers=auth(key)) for _ in range(3)]
     answers += [two.test_client().get("/v1/runs", headers=auth(key)) for _ in range(2)]
@@ -88,8 +80,8 @@ def test_a_key_over_its_limit_gets_429_with_the_headers(limited: list[Flask], ke
     assert two.test_client().get("/v1/runs", headers=auth(other)).status_code == 200
 
 
-def test_the_count_survives_redis_forgetting_its_scripts(limited: list[Flask],
-                                                         key: str) -> None:
+def test_the_count_survives_redis_forgetting_its_scripts(limited: list[Flask], key: str,
+                                                         clock: list[float]) -> None:
     """A restarted Redis has no scripts: the counting script is sent again, and the window
     keeps its expiry."""
     one, _ = limited
@@ -115,7 +107,8 @@ def test_requests_go_through_when_redis_is_down(settings: Settings, db: Connecti
 
 
 def test_runs_in_flight_are_capped_per_caller(limited: list[Flask], settings: Settings,
-                                              make_key: KeyMaker, db: ConnectionPool) -> None:
+                                              make_key: KeyMaker, db: ConnectionPool,
+                                              clock: list[float]) -> None:
     one, _ = limited
     keys = [make_key("user_busy") for _ in range(2)]  # the cap is the caller's, not a key's
     accepted = [echo(one, keys[n % 2]) for n in range(3)]
@@ -136,7 +129,8 @@ def test_the_chunk_grows_with_the_limit() -> None:
 
 
 def test_a_small_limit_is_exact_across_processes_and_threads(apps: Callable[..., list[Flask]],
-                                                             key: str) -> None:
+                                                             key: str,
+                                                             clock: list[float]) -> None:
     """Under 2,000 a minute every request asks Redis: exactly the limit is admitted, each
     with its own RateLimit-Remaining."""
     one, two = apps(rate_limit_per_minute=40)

@@ -44,7 +44,7 @@ def _call(app: Flask, caller: Caller, tool: str, args: dict[str, Any]) -> Any:
 
 
 def test_the_rate_limit_counts_tool_calls(limited: Flask, db: ConnectionPool,
-                                          make_key: KeyMaker) -> None:
+                                          make_key: KeyMaker, clock: list[float]) -> None:
     caller = _caller(db, make_key, "mcp_rate")
     answers = [_call(limited, caller, "monid_balance", {}) for _ in range(4)]
     assert [a.is_error for a in answers] == [False, False, False, True]

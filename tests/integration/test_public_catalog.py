@@ -136,7 +136,7 @@ def limited(settings: Settings, db: ConnectionPool) -> Iterator[Flask]:
     app.extensions["monid"].close()
 
 
-def test_the_public_catalog_is_limited_per_address(limited: Flask) -> None:
+def test_the_public_catalog_is_limited_per_address(limited: Flask, clock: list[float]) -> None:
     client = limited.test_client()
     mine = {"REMOTE_ADDR": "203.0.113.7"}
     for _ in range(3):
