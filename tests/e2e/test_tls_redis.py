@@ -109,8 +109,8 @@ def runs_end_at_once(base: str, key: str, count: int = 3) -> list[dict[str, obje
                                  json={"provider": "demo", "endpoint": "/echo",
                                        "input": {"n": n}}, timeout=10)
         assert accepted.status_code == 202, accepted.text
-        # The rate limiter counted this request in the TLS Redis: each of the minute's
-        # window (one aligned to the clock; a new one may begin between two requests).
+        # The rate limiter counted this request in the TLS Redis, with the others of its
+        # window (a minute aligned to the clock: a new one may begin between two requests).
         reset = int(accepted.headers["RateLimit-Reset"])
         in_window = 1 if last_reset is not None and reset > last_reset else in_window + 1
         last_reset = reset
