@@ -41,8 +41,8 @@ def wh_stack(base_env: dict[str, str], pool: ConnectionPool,
     log_dir = tmp_path_factory.mktemp("logs")
     env = {**base_env, **WEBHOOK_ENV}
     # Deliveries other tests of this database left due (to hosts that never answer)
-    # would be this worker's too, and the retries measured here would queue behind
-    # them, oldest due first: they are settled before it starts.
+    # would be this worker's too, and would hold its tries in flight while the retries
+    # measured here wait: they are settled before it starts.
     with transaction(pool) as conn:
         conn.execute("UPDATE webhook_deliveries SET status = 'FAILED', next_attempt_at = NULL,"
                      " last_error = 'left by another test' WHERE status = 'PENDING'")
