@@ -2,7 +2,8 @@
 drain rate of a no-op Celery task with the same worker settings on the same Redis.
 
     python -m bench.throughput [--runs 10000] [--workers 1 2] [--repeat 3]
-        [--modes backlog live] [--concurrency N] [--publishers 2] [--quick] [--json PATH]
+        [--modes backlog live] [--concurrency N] [--publishers 2] [--cpu-affinity]
+        [--quick] [--json PATH]
 
 How the runs get there: not through the API (its accept rate, see bench.accept, would
 bound what is measured), but as the API leaves them: rows COPYed in bulk into `runs`
@@ -62,6 +63,7 @@ from bench.common import (
 from shared.queue import QUEUE, enqueue_run, make_publisher
 from shared.settings import load_settings
 from tests.processes import Process, start_worker
+from worker.launch import cores_for, on_core
 
 REDIS_DB = REDIS_DBS["throughput"]
 
@@ -99,9 +101,14 @@ def publish(env: dict[str, str], items: list[str], threads: int,
 
 
 def start_workers(app: str, env: dict[str, str], log_dir: Path, count: int, concurrency: int,
-                  wait: bool = True) -> list[Process]:
-    procs = [start_worker(env, log_dir, app=app, ready_timeout=90, concurrency=concurrency,
-                          name=f"{app}-{n}", wait=False) for n in range(count)]
+                  wait: bool = True, affinity: bool = False) -> list[Process]:
+    """`count` worker processes; with `affinity`, each kept to a core of its own as the
+    launcher keeps them (WORKER_CPU_AFFINITY=true) where there is one a core."""
+    procs = []
+    for n, core in enumerate(cores_for(count, affinity)):
+        with on_core(core):
+            procs.append(start_worker(env, log_dir, app=app, ready_timeout=90,
+                                      concurrency=concurrency, name=f"{app}-{n}", wait=False))
     if wait:
         for proc in procs:
             proc.wait_for_output(" ready.", timeout=90)
@@ -149,7 +156,7 @@ def monid_round(url: str, env: dict[str, str], log_dir: Path, args: argparse.Nam
         conn.execute("TRUNCATE runs, attempts, ledger_entries CASCADE")
     flush(env["REDIS_URL"])
     procs = [] if backlog else start_workers("worker.main", env, log_dir, workers,
-                                             args.concurrency)
+                                             args.concurrency, affinity=args.cpu_affinity)
     try:
         ids = copy_runs(url, args.runs, caller_of=lambda i: BENCH_CALLER, ended=False,
                         endpoint=echo_endpoint())
@@ -157,7 +164,7 @@ def monid_round(url: str, env: dict[str, str], log_dir: Path, args: argparse.Nam
                               lambda p, run_id: enqueue_run(p, run_id))
         if backlog:
             procs = start_workers("worker.main", env, log_dir, workers, args.concurrency,
-                                  wait=False)
+                                  wait=False, affinity=args.cpu_affinity)
         cpu_ready = cpu_when_ready(procs)
         found = wait_runs_ended(url, args.runs, timeout=args.timeout)
         cpu = sum(cpu_of(proc.pid) for proc in procs) - cpu_ready
@@ -175,13 +182,13 @@ def noop_round(env: dict[str, str], log_dir: Path, args: argparse.Namespace, wor
     flush(env["REDIS_URL"])
     client = redis.Redis.from_url(env["REDIS_URL"])
     procs = [] if backlog else start_workers("bench.noop_app", env, log_dir, workers,
-                                             args.concurrency)
+                                             args.concurrency, affinity=args.cpu_affinity)
     try:
         first, took = publish(env, [""] * args.runs, args.publishers,
                               lambda p, _: publish_noop(p))
         if backlog:
             procs = start_workers("bench.noop_app", env, log_dir, workers, args.concurrency,
-                                  wait=False)
+                                  wait=False, affinity=args.cpu_affinity)
         cpu_ready = cpu_when_ready(procs)
         seen_first = None
         deadline = time.monotonic() + args.timeout
@@ -215,6 +222,9 @@ def main(argv: list[str] | None = None) -> Report:
     parser.add_argument("--modes", nargs="+", choices=("backlog", "live"),
                         default=["backlog"], help="backlog (the headline), live, or both")
     parser.add_argument("--publishers", type=int, default=2)
+    parser.add_argument("--cpu-affinity", action="store_true",
+                        help="with one worker process a core, each kept to its own (as "
+                             "WORKER_CPU_AFFINITY=true keeps the launcher's)")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--quick", action="store_true",
                         help="1000 runs, once, both modes: a smoke test")
@@ -234,7 +244,8 @@ def main(argv: list[str] | None = None) -> Report:
             args.concurrency = load_settings(env).worker_concurrency
         print(f"{args.repeat} x {args.runs} runs of demo /echo per setting; "
               f"WORKER_CONCURRENCY={args.concurrency} (threads pool); {args.publishers} "
-              f"publisher threads; logs in {log_dir}")
+              f"publisher threads; {'a core each' if args.cpu_affinity else 'no core each'}"
+              f" where there is one a core; logs in {log_dir}")
         for rep in range(args.repeat):
             for workers in args.workers:
                 for mode in args.modes:

@@ -39,6 +39,10 @@ class Settings:
     # Worker processes the `worker` process of the Procfile runs, each with its
     # WORKER_CONCURRENCY threads (one Python process keeps to one core).
     worker_processes: int
+    # Whether each worker process keeps to a core of its own when there is one a core
+    # (WORKER_PROCESSES equal to the cores the process may use): for cores that are the
+    # worker's own.
+    worker_cpu_affinity: bool
     # Whether workers send task events (Flower switches them on while it watches).
     worker_task_events: bool
     # While a worker process is busy, how long a thread that is to write its claim
@@ -280,6 +284,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         web_threads=web_threads,
         worker_concurrency=worker_concurrency,
         worker_processes=worker_processes,
+        worker_cpu_affinity=_bool(env, "WORKER_CPU_AFFINITY", False),
         worker_task_events=_bool(env, "WORKER_TASK_EVENTS", False),
         worker_group_linger_ms=_float(env, "WORKER_GROUP_LINGER_MS", 20.0, 0.0, 1000.0),
         db_pool_size=_int(env, "DB_POOL_SIZE", 10, 1, 1000),

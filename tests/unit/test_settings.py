@@ -412,6 +412,8 @@ def test_worker_processes_default_to_the_cores_this_process_may_use() -> None:
     assert load_settings(env(WORKER_PROCESSES="3")).worker_processes == 3
     assert load_settings(env()).worker_task_events is False
     assert load_settings(env(WORKER_TASK_EVENTS="true")).worker_task_events is True
+    assert load_settings(env()).worker_cpu_affinity is False
+    assert load_settings(env(WORKER_CPU_AFFINITY="true")).worker_cpu_affinity is True
     assert load_settings(env()).worker_group_linger_ms == 20.0
     assert load_settings(env(WORKER_GROUP_LINGER_MS="0")).worker_group_linger_ms == 0.0
     with pytest.raises(SettingsError):
