@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from shared.logs import configure_logging
-from shared.settings import Settings, load_settings_or_exit
+from shared.settings import Settings, available_cores, load_settings_or_exit
 
 log = logging.getLogger("monid.worker")
 
@@ -162,9 +162,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(settings.log_level)
     extra = list(sys.argv[1:] if argv is None else argv)
     argvs = [worker_argv(settings, n, extra) for n in range(settings.worker_processes)]
+    cores = cores_for(len(argvs), settings.worker_cpu_affinity)
+    if settings.worker_cpu_affinity and cores[0] is None:
+        log.warning("WORKER_CPU_AFFINITY: no worker process keeps to a core, as there is "
+                    "not one a core", extra={"processes": len(argvs),
+                                             "cores": available_cores()})
     if len(argvs) == 1:
         os.execv(sys.executable, argvs[0])  # one process: be it, as the Procfile once ran it
-    raise SystemExit(Launcher(argvs, cores_for(len(argvs), settings.worker_cpu_affinity)).run())
+    raise SystemExit(Launcher(argvs, cores).run())
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import ClassVar
 
 import pytest
 
@@ -53,3 +54,43 @@ def test_a_core_taken_away_starts_the_child_anywhere(caplog: pytest.LogCaptureFi
     assert os.sched_getaffinity(0) == allowed
     warned = [r for r in caplog.records if r.getMessage() == "a worker process keeps to no core"]
     assert len(warned) == 1 and warned[0].core == gone  # type: ignore[attr-defined]
+
+
+class _Launched:
+    """In place of the Launcher: what main() would start, and nothing started."""
+    cores: ClassVar[list[list[int | None]]] = []
+
+    def __init__(self, argvs: list[list[str]], cores: list[int | None]) -> None:
+        assert len(argvs) == len(cores)
+        _Launched.cores.append(cores)
+
+    def run(self) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("one_a_core", [True, False])
+def test_main_gives_each_process_its_core_or_says_why_not(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        one_a_core: bool) -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("one core: a single worker process execs the worker")
+    processes = len(cores) if one_a_core else len(cores) + 1
+    for name, value in {"DATABASE_URL": "postgresql://monid@db.internal/monid",
+                        "REDIS_URL": "redis://cache.internal:6379/0",
+                        "WORKER_PROCESSES": str(processes),
+                        "WORKER_CPU_AFFINITY": "true"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(launch, "configure_logging", lambda level: None)
+    monkeypatch.setattr(launch, "Launcher", _Launched)
+    _Launched.cores = []
+    with caplog.at_level(logging.WARNING, logger="monid.worker"), \
+            pytest.raises(SystemExit) as exited:
+        launch.main([])
+    assert exited.value.code == 0
+    warned = [r for r in caplog.records if r.getMessage().startswith("WORKER_CPU_AFFINITY")]
+    if one_a_core:
+        assert _Launched.cores == [cores] and not warned
+    else:
+        assert _Launched.cores == [[None] * processes]
+        assert len(warned) == 1 and warned[0].processes == processes  # type: ignore[attr-defined]
