@@ -90,6 +90,7 @@ def test_system_summary_holds_the_tail_to_its_bar_on_the_median_round() -> None:
     assert P99_TARGET_MS == 250.0
     assert (tail.value, tail.target, tail.met) == ("240.0 (200.0-310.0 over 3)", "< 250", True)
     assert tail.baseline == "naive 250.0 (230.0-300.0 over 3)"
+    assert tail.ratio == "1.03 (0.80-1.04 over 3)"  # 200/250, 310/300, 240/230, round by round
     assert figures["runs completed / s"].met is True
 
     failed = {"COMPLETED": 990, "FAILED": 10}
@@ -97,6 +98,7 @@ def test_system_summary_holds_the_tail_to_its_bar_on_the_median_round() -> None:
     found = {f.figure: f for f in summarize(rounds, [], args).figures}
     assert found["accept p99 under the push (ms)"].met is False  # 250 is not under 250
     assert found["accept p99 under the push (ms)"].baseline == ""
+    assert found["accept p99 under the push (ms)"].ratio == ""
     assert found["runs not COMPLETED"].value == "10" and found["runs not COMPLETED"].met is False
 
 
