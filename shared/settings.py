@@ -255,12 +255,19 @@ def _schedule(env: Mapping[str, str], name: str,
     return tuple(waits)
 
 
-def available_cores() -> int:
-    """The cores this process may run on (not the host's count, where it is limited)."""
+def allowed_cores() -> list[int]:
+    """The cores this process may run on, in order; none where the platform does not
+    say (no sched_getaffinity)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # no sched_getaffinity on this platform
-        return max(1, os.cpu_count() or 1)
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return []
+
+
+def available_cores() -> int:
+    """How many cores this process may run on (not the host's count, where it is
+    limited)."""
+    return max(1, len(allowed_cores()) or os.cpu_count() or 1)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

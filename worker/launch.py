@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from shared.logs import configure_logging
-from shared.settings import Settings, available_cores, load_settings_or_exit
+from shared.settings import Settings, allowed_cores, available_cores, load_settings_or_exit
 
 log = logging.getLogger("monid.worker")
 
@@ -59,10 +59,7 @@ def worker_argv(settings: Settings, index: int, extra: Sequence[str] = ()) -> li
 def cores_for(processes: int, enabled: bool = True) -> list[int | None]:
     """The core each of `processes` worker processes keeps to: a core of its own when
     there is one a core this process may use, none (the kernel's choice) otherwise."""
-    try:
-        cores = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # no affinity on this platform
-        cores = []
+    cores = allowed_cores()
     if not enabled or processes < 2 or len(cores) != processes:
         return [None] * processes
     return list(cores)
@@ -112,16 +109,15 @@ class Child:
 @dataclass
 class Launcher:
     argvs: list[list[str]]
-    cores: list[int | None] = field(default_factory=list)  # each child's, if any
+    cores: list[int | None]  # each child's (None: the kernel's choice)
     children: list[Child] = field(default_factory=list)
     stopping: int | None = None  # the signal that asked everything to stop
 
     def run(self) -> int:
         for sig in FORWARDED:
             signal.signal(sig, self._on_signal)
-        cores = self.cores or [None] * len(self.argvs)
         self.children = [Child(n, argv, core) for n, (argv, core)
-                         in enumerate(zip(self.argvs, cores, strict=True))]
+                         in enumerate(zip(self.argvs, self.cores, strict=True))]
         for child in self.children:
             child.start()
         while True:
