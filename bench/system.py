@@ -42,6 +42,7 @@ from bench.common import (
     log,
     machine_line,
     med,
+    ratio,
     redis_url,
     scratch_database,
     seed_key,
@@ -260,7 +261,7 @@ def summarize(rounds: list[dict[str, Any]], naive: list[dict[str, Any]],
     def of_naive(ours: list[float], theirs: list[float]) -> list[float]:
         """Ours over the naive job's, round by round: what the machine's speed on the day
         moves least."""
-        return [a / b for a, b in zip(ours, theirs, strict=True)]
+        return [ratio(a, b) for a, b in zip(ours, theirs, strict=True)]
 
     for name, label in (("accepted_per_s", "runs accepted / s"),
                         ("completed_per_s", "runs completed / s")):

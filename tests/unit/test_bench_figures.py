@@ -101,6 +101,15 @@ def test_system_summary_holds_the_tail_to_its_bar_on_the_median_round() -> None:
     assert found["accept p99 under the push (ms)"].ratio == ""
     assert found["runs not COMPLETED"].value == "10" and found["runs not COMPLETED"].met is False
 
+    # A naive round whose PostgreSQL took no CPU to be read still leaves a summary, and
+    # the minutes of measuring before it, with no ratio for that part.
+    idle = _round(230.0, 470.0)
+    idle["cpu_ms"] = {**idle["cpu_ms"], "postgres": 0.0}
+    found = {f.figure: f for f in summarize(
+        [_round(200.0, 700.0)], [idle], args).figures}
+    assert found["CPU ms a run: postgres"].ratio == "nan (nan-nan over 1)"
+    assert found["CPU ms a run: web"].ratio == "1.00 (1.00-1.00 over 1)"
+
 
 def test_no_benchmark_shares_a_redis_database_with_the_tests() -> None:
     """A benchmark run by a test (tests/e2e/test_bench_smoke.py) once shared database 13
