@@ -287,3 +287,25 @@ def test_a_worker_handing_back_its_runs_waits_for_an_end_instead_of_deadlocking(
         rows = conn.execute("SELECT id, lease_token FROM runs WHERE id = ANY(%s)",
                             ([first, second],)).fetchall()
     assert all(r["lease_token"] is None for r in rows)
+
+
+
+def test_the_heartbeat_and_an_attempts_end_set_no_indexed_column(db: ConnectionPool) -> None:
+    # Every few seconds the heartbeat moves each held run's lease_expires_at, and each
+    # run's end closes its attempt. With none of the columns they set in an index (nor
+    # in an index's condition), PostgreSQL can update the row in place on its page, left
+    # room by the tables' fillfactor, and write no index again (a HOT update): the
+    # saving of migration 0011. An index over one of them makes every such update write
+    # every index of its table.
+    set_by = {"runs": {"lease_expires_at"},  # renew_leases
+              "attempts": {"ended_at", "outcome", "http_status", "message",
+                           "next_attempt_at"}}  # an attempt's end, every way it ends
+    with autocommit(db) as conn:
+        for table, columns in set_by.items():
+            indexes = [row["indexdef"] for row in conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'"
+                " AND tablename = %s", (table,))]
+            assert indexes, table
+            for column in columns:
+                found = [d for d in indexes if re.search(rf"\b{column}\b", d)]
+                assert not found, f"{table}.{column} is in an index: {found}"
